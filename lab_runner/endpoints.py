@@ -1,0 +1,45 @@
+"""Endpoints of each service port, derived from selectors and readiness as Kubernetes does."""
+
+from __future__ import annotations
+
+from lab_runner.model import Endpoint, Lab, Pod, Service, ServicePort
+
+
+def selects(service: Service, pod: Pod) -> bool:
+    """A pod is selected when it is in the service's namespace and carries every selector label.
+
+    An empty selector selects nothing: such a service's endpoints are managed by hand in
+    Kubernetes, and this kit does not model that.
+    """
+    if not service.selector or pod.namespace != service.namespace:
+        return False
+    return all(pod.labels.get(k) == v for k, v in service.selector.items())
+
+
+def resolve_target_port(port: ServicePort, pod: Pod) -> int | None:
+    """The pod's port number for a service port; None when a named targetPort is not on the pod.
+
+    The endpoints controller leaves such a pod out of that port's endpoints (FindPort fails).
+    """
+    target = port.target
+    if isinstance(target, int):
+        return target
+    found = pod.port_named(target, port.protocol)
+    return found.container_port if found else None
+
+
+def endpoints_for(lab: Lab, service: Service, port: ServicePort) -> list[Endpoint]:
+    """Ready endpoints of one service port, in kube-proxy's order: the plain "ip:port" string sort."""
+    found = []
+    for pod in lab.pods:
+        if not pod.ready or not selects(service, pod):
+            continue
+        number = resolve_target_port(port, pod)
+        if number is not None:
+            found.append(Endpoint(pod=pod.name, ip=pod.ip, port=number, node=pod.node))
+    return sorted(found, key=lambda e: e.address)
+
+
+def all_endpoints(lab: Lab) -> dict[tuple[Service, ServicePort], list[Endpoint]]:
+    """Every service port of the lab with its endpoints, in the lab file's order."""
+    return {(s, p): endpoints_for(lab, s, p) for s in lab.services for p in s.ports}

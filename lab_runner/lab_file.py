@@ -1,0 +1,431 @@
+"""Load and validate lab.yaml into the model; every problem is reported with its line and YAML path."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from lab_runner.endpoints import selects
+from lab_runner.errors import LabFileError
+from lab_runner.model import Client, ContainerPort, Lab, Node, Pod, Service, ServicePort
+
+LABS_DIR = Path(__file__).resolve().parent.parent / "labs"
+
+# Allowed keys per object: key -> required?
+TOP_KEYS = {"id": True, "title": True, "teaches": False, "profile": False, "clusterCIDR": True,
+            "serviceCIDR": False, "nodeNetwork": False, "nodes": True, "pods": False,
+            "services": False, "clients": False}
+NODE_KEYS = {"name": True, "bridge": True, "ip": False}
+BRIDGE_KEYS = {"name": True, "address": True}
+POD_KEYS = {"name": True, "namespace": False, "node": False, "labels": False, "ip": True,
+            "ports": False, "app": False, "ready": False}
+CONTAINER_PORT_KEYS = {"name": False, "containerPort": True, "protocol": False}
+SERVICE_KEYS = {"namespace": False, "name": True, "labels": False, "selector": True,
+                "clusterIP": True, "ports": True, "sessionAffinity": False,
+                "sessionAffinityTimeout": False}
+SERVICE_PORT_KEYS = {"name": False, "port": True, "targetPort": False, "protocol": False}
+CLIENT_KEYS = {"name": True, "ip": True, "node": False}
+
+PROTOCOLS = ("TCP", "UDP")
+PROFILES = ("v1.23", "v1.30")
+APP_KINDS = ("http", "echo")
+AFFINITIES = ("None", "ClientIP")
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+DEFAULT_NODE_NETWORK = "192.168.49.0/24"  # minikube's docker network
+
+
+def lab_path(lab: str) -> Path:
+    """Resolve `lab-3`, `lab-3-clusterip`, a lab directory or a lab.yaml path to the lab file."""
+    candidate = Path(lab)
+    if candidate.is_file():
+        return candidate
+    if (candidate / "lab.yaml").is_file():
+        return candidate / "lab.yaml"
+    ids = available_labs()
+    matches = [i for i in ids if i == lab or i.startswith(lab + "-")]
+    if len(matches) == 1:
+        return LABS_DIR / matches[0] / "lab.yaml"
+    choices = ", ".join(ids) or "(none)"
+    raise LabFileError(lab, [f"no lab called {lab!r}; the labs are: {choices}"])
+
+
+def available_labs() -> list[str]:
+    return sorted(p.parent.name for p in LABS_DIR.glob("*/lab.yaml"))
+
+
+def load(lab: str | Path) -> Lab:
+    """Read a lab file and return the validated model, or raise LabFileError listing every problem."""
+    path = lab_path(str(lab))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabFileError(str(path), [f"cannot read: {exc}"]) from exc
+    return parse(text, str(path))
+
+
+def parse(text: str, source: str = "<lab.yaml>") -> Lab:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise LabFileError(source, [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    checker = _Checker(_line_index(root))
+    lab = checker.build(data, source)
+    if checker.problems:
+        raise LabFileError(source, checker.problems)
+    return lab
+
+
+def _line_index(node, path: str = "", index: dict[str, int] | None = None) -> dict[str, int]:
+    """Map each YAML path (`pods[2].ip`) to its 1-based line, for error messages."""
+    index = {} if index is None else index
+    if node is None:
+        return index
+    index.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = f"{path}.{key.value}" if path else str(key.value)
+            index[child] = key.start_mark.line + 1
+            _line_index(value, child, index)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, f"{path}[{i}]", index)
+    return index
+
+
+class _Checker:
+    """Collects every problem instead of stopping at the first, so a lab author fixes them in one go."""
+
+    def __init__(self, lines: dict[str, int]):
+        self.lines = lines
+        self.problems: list[str] = []
+
+    # -- reporting -------------------------------------------------------------------------
+    def problem(self, path: str, message: str) -> None:
+        probe = path
+        while probe and probe not in self.lines:
+            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+        line = self.lines.get(probe)
+        where = f"line {line}: " if line else ""
+        self.problems.append(f"{where}{path or '(top level)'}: {message}")
+
+    # -- shape -----------------------------------------------------------------------------
+    def mapping(self, value: Any, path: str, keys: dict[str, bool]) -> dict | None:
+        if not isinstance(value, dict):
+            self.problem(path, f"must be a mapping with keys {', '.join(keys)}")
+            return None
+        for key in value:
+            if key not in keys:
+                self.problem(f"{path}.{key}" if path else str(key),
+                             f"unknown field {key!r}; valid fields are: {', '.join(keys)}")
+        for key, required in keys.items():
+            if required and key not in value:
+                self.problem(path, f"missing required field {key!r}")
+        return value
+
+    def items(self, value: Any, path: str) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(path, "must be a list")
+            return []
+        return value
+
+    def string(self, value: Any, path: str, default: str | None = None) -> str | None:
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value:
+            self.problem(path, f"must be a non-empty string, got {value!r}")
+            return default
+        return value
+
+    def choice(self, value: Any, path: str, choices: tuple[str, ...], default: str) -> str:
+        if value is None:
+            return default
+        if value not in choices:
+            self.problem(path, f"{value!r} is not valid; choose one of: {', '.join(choices)}")
+            return default
+        return value
+
+    def port(self, value: Any, path: str) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            self.problem(path, f"must be a port number from 1 to 65535, got {value!r}")
+            return None
+        return value
+
+    def labels(self, value: Any, path: str) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, "must be a mapping of label names to values")
+            return {}
+        return {str(k): str(v) for k, v in value.items()}
+
+    def parsed(self, value: Any, path: str, kind: str, parse: Callable[[str], Any]):
+        if value is None:
+            return None
+        try:
+            return parse(str(value))
+        except ValueError:
+            self.problem(path, f"{value!r} is not a valid {kind}")
+            return None
+
+    def address(self, value, path):
+        return self.parsed(value, path, "IPv4 address", ipaddress.IPv4Address)
+
+    def network(self, value, path):
+        return self.parsed(value, path, "IPv4 network (like 10.244.0.0/16)", ipaddress.IPv4Network)
+
+    def interface(self, value, path):
+        result = self.parsed(value, path, "IPv4 address with prefix (like 172.17.0.1/16)",
+                             ipaddress.IPv4Interface)
+        if result is not None and "/" not in str(value):
+            self.problem(path, f"{value!r} needs a prefix length, like {value}/16")
+            return None
+        return result
+
+    # -- the lab ---------------------------------------------------------------------------
+    def build(self, data: Any, source: str) -> Lab | None:
+        top = self.mapping(data, "", TOP_KEYS)
+        if top is None:
+            return None
+        cluster_cidr = self.network(top.get("clusterCIDR"), "clusterCIDR")
+        service_cidr = self.network(top.get("serviceCIDR", DEFAULT_SERVICE_CIDR), "serviceCIDR")
+        node_network = self.network(top.get("nodeNetwork", DEFAULT_NODE_NETWORK), "nodeNetwork")
+        nodes = self.nodes(top.get("nodes"), node_network)
+        node_names = [n.name for n in nodes]
+        pods = self.pods(top.get("pods"), nodes)
+        services = self.services(top.get("services"), pods, cluster_cidr, service_cidr, nodes)
+        clients = self.clients(top.get("clients"), node_names, node_network, cluster_cidr, nodes)
+        self.unique_addresses(nodes, pods, services, clients)
+        if self.problems:
+            return None
+        return Lab(
+            id=self.string(top.get("id"), "id") or "",
+            title=self.string(top.get("title"), "title") or "",
+            teaches=str(top.get("teaches") or "").strip(),
+            profile=self.choice(top.get("profile"), "profile", PROFILES, "v1.23"),
+            cluster_cidr=cluster_cidr, service_cidr=service_cidr, node_network=node_network,
+            nodes=tuple(nodes), pods=tuple(pods), services=tuple(services),
+            clients=tuple(clients), source=source,
+        )
+
+    def nodes(self, value, node_network) -> list[Node]:
+        nodes: list[Node] = []
+        raw = self.items(value, "nodes")
+        if value is not None and not raw:
+            self.problem("nodes", "a lab needs at least one node")
+        for i, item in enumerate(raw):
+            path = f"nodes[{i}]"
+            entry = self.mapping(item, path, NODE_KEYS)
+            if entry is None:
+                continue
+            name = self.string(entry.get("name"), f"{path}.name")
+            bridge = self.mapping(entry.get("bridge"), f"{path}.bridge", BRIDGE_KEYS) or {}
+            bridge_name = self.string(bridge.get("name"), f"{path}.bridge.name")
+            if bridge_name and len(bridge_name) > 15:
+                self.problem(f"{path}.bridge.name", "interface names are at most 15 characters")
+            bridge_address = self.interface(bridge.get("address"), f"{path}.bridge.address")
+            default_ip = (node_network.network_address + 2 + i) if node_network else None
+            ip = self.address(entry.get("ip", default_ip), f"{path}.ip")
+            if ip and node_network and ip not in node_network:
+                self.problem(f"{path}.ip", f"{ip} is outside the node network {node_network}")
+            if name in [n.name for n in nodes]:
+                self.problem(f"{path}.name", f"node {name!r} is defined twice")
+            for other in nodes:
+                if bridge_address and bridge_address.network.overlaps(other.pod_subnet):
+                    self.problem(f"{path}.bridge.address", f"pod subnet {bridge_address.network} "
+                                 f"overlaps node {other.name}'s {other.pod_subnet}")
+            if bridge_address and node_network and bridge_address.network.overlaps(node_network):
+                self.problem(f"{path}.bridge.address", f"pod subnet {bridge_address.network} "
+                             f"overlaps the node network {node_network}")
+            if name and bridge_name and bridge_address and ip:
+                nodes.append(Node(name, bridge_name, bridge_address, ip))
+        return nodes
+
+    def pods(self, value, nodes: list[Node]) -> list[Pod]:
+        pods: list[Pod] = []
+        node_names = [n.name for n in nodes]
+        for i, item in enumerate(self.items(value, "pods")):
+            path = f"pods[{i}]"
+            entry = self.mapping(item, path, POD_KEYS)
+            if entry is None:
+                continue
+            name = self.string(entry.get("name"), f"{path}.name")
+            namespace = self.string(entry.get("namespace"), f"{path}.namespace", "default")
+            node_name = entry.get("node", node_names[0] if len(node_names) == 1 else None)
+            if node_name not in node_names:
+                self.problem(f"{path}.node", f"node {node_name!r} is not in this lab; "
+                             f"the nodes are: {', '.join(node_names) or '(none)'}")
+                node_name = None
+            ip = self.address(entry.get("ip"), f"{path}.ip")
+            node = next((n for n in nodes if n.name == node_name), None)
+            if ip and node:
+                if ip not in node.pod_subnet:
+                    self.problem(f"{path}.ip", f"{ip} is outside node {node.name}'s pod subnet "
+                                 f"{node.pod_subnet} (bridge {node.bridge})")
+                elif ip in (node.pod_subnet.network_address, node.pod_subnet.broadcast_address,
+                            node.bridge_address.ip):
+                    self.problem(f"{path}.ip", f"{ip} is the network, broadcast or bridge address "
+                                 f"of {node.pod_subnet}")
+            ports = self.container_ports(entry.get("ports"), f"{path}.ports")
+            ready = entry.get("ready", True)
+            if not isinstance(ready, bool):
+                self.problem(f"{path}.ready", f"must be true or false, got {ready!r}")
+            if any((p.namespace, p.name) == (namespace, name) for p in pods):
+                self.problem(f"{path}.name", f"pod {namespace}/{name} is defined twice")
+            if name and len(name) > 63:
+                self.problem(f"{path}.name", "pod names are at most 63 characters (a hostname)")
+            if name and node_name and ip:
+                pods.append(Pod(name=name, namespace=namespace, node=node_name, ip=ip,
+                                labels=self.labels(entry.get("labels"), f"{path}.labels"),
+                                ports=tuple(ports),
+                                app=self.choice(entry.get("app"), f"{path}.app", APP_KINDS, "http"),
+                                ready=ready is True))
+        return pods
+
+    def container_ports(self, value, path) -> list[ContainerPort]:
+        ports = []
+        for j, item in enumerate(self.items(value, path)):
+            ppath = f"{path}[{j}]"
+            entry = self.mapping(item, ppath, CONTAINER_PORT_KEYS)
+            if entry is None:
+                continue
+            number = self.port(entry.get("containerPort"), f"{ppath}.containerPort")
+            protocol = self.choice(entry.get("protocol"), f"{ppath}.protocol", PROTOCOLS, "TCP")
+            name = self.string(entry.get("name"), f"{ppath}.name")
+            if name and any(p.name == name for p in ports):
+                self.problem(f"{ppath}.name", f"port name {name!r} is used twice in this pod")
+            if number:
+                ports.append(ContainerPort(number, protocol, name))
+        return ports
+
+    def services(self, value, pods, cluster_cidr, service_cidr, nodes) -> list[Service]:
+        services: list[Service] = []
+        for i, item in enumerate(self.items(value, "services")):
+            path = f"services[{i}]"
+            entry = self.mapping(item, path, SERVICE_KEYS)
+            if entry is None:
+                continue
+            namespace = self.string(entry.get("namespace"), f"{path}.namespace", "default")
+            name = self.string(entry.get("name"), f"{path}.name")
+            cluster_ip = self.address(entry.get("clusterIP"), f"{path}.clusterIP")
+            if cluster_ip:
+                if cluster_cidr and cluster_ip in cluster_cidr:
+                    self.problem(f"{path}.clusterIP", f"{cluster_ip} is inside the pod range "
+                                 f"(clusterCIDR {cluster_cidr}); a clusterIP must not be a pod address")
+                for node in nodes:
+                    if cluster_ip in node.pod_subnet:
+                        self.problem(f"{path}.clusterIP", f"{cluster_ip} is inside node {node.name}'s"
+                                     f" pod subnet {node.pod_subnet}")
+                if service_cidr and cluster_ip not in service_cidr:
+                    self.problem(f"{path}.clusterIP", f"{cluster_ip} is outside serviceCIDR "
+                                 f"{service_cidr}")
+            affinity = self.choice(entry.get("sessionAffinity"), f"{path}.sessionAffinity",
+                                   AFFINITIES, "None")
+            timeout = entry.get("sessionAffinityTimeout", 10800)
+            if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 86400:
+                self.problem(f"{path}.sessionAffinityTimeout", "must be seconds from 1 to 86400")
+                timeout = 10800
+            selector = self.labels(entry.get("selector"), f"{path}.selector")
+            ports = self.service_ports(entry.get("ports"), f"{path}.ports")
+            if any((s.namespace, s.name) == (namespace, name) for s in services):
+                self.problem(f"{path}.name", f"service {namespace}/{name} is defined twice")
+            if not (name and cluster_ip and ports):
+                continue
+            service = Service(namespace=namespace, name=name, cluster_ip=cluster_ip,
+                              ports=tuple(ports), selector=selector,
+                              labels=self.labels(entry.get("labels"), f"{path}.labels"),
+                              session_affinity=affinity, affinity_timeout=timeout)
+            self.named_targets(service, pods, path)
+            services.append(service)
+        return services
+
+    def service_ports(self, value, path) -> list[ServicePort]:
+        ports: list[ServicePort] = []
+        raw = self.items(value, path)
+        for j, item in enumerate(raw):
+            ppath = f"{path}[{j}]"
+            entry = self.mapping(item, ppath, SERVICE_PORT_KEYS)
+            if entry is None:
+                continue
+            number = self.port(entry.get("port"), f"{ppath}.port")
+            protocol = self.choice(entry.get("protocol"), f"{ppath}.protocol", PROTOCOLS, "TCP")
+            name = self.string(entry.get("name"), f"{ppath}.name")
+            target = entry.get("targetPort")
+            if isinstance(target, int) and not isinstance(target, bool):
+                target = self.port(target, f"{ppath}.targetPort")
+            elif target is not None and not isinstance(target, str):
+                self.problem(f"{ppath}.targetPort", f"must be a port number or a container port "
+                             f"name, got {target!r}")
+                target = None
+            if len(raw) > 1 and not name:
+                self.problem(f"{ppath}.name", "a service with several ports must name each one")
+            if name and any(p.name == name for p in ports):
+                self.problem(f"{ppath}.name", f"port name {name!r} is used twice")
+            if number and any((p.port, p.protocol) == (number, protocol) for p in ports):
+                self.problem(f"{ppath}.port", f"{number}/{protocol} is listed twice")
+            if number:
+                ports.append(ServicePort(number, protocol, name, target))
+        return ports
+
+    def named_targets(self, service: Service, pods: list[Pod], path: str) -> None:
+        """A named targetPort must be defined by at least one selected pod (else: no endpoints)."""
+        selected = [p for p in pods if selects(service, p)]
+        for j, port in enumerate(service.ports):
+            if not isinstance(port.target, str) or not selected:
+                continue
+            if not any(p.port_named(port.target, port.protocol) for p in selected):
+                names = sorted({f"{cp.name}/{cp.protocol}" for p in selected for cp in p.ports
+                                if cp.name})
+                self.problem(f"{path}.ports[{j}].targetPort",
+                             f"no pod selected by {service.namespace}/{service.name} defines a "
+                             f"{port.protocol} port named {port.target!r}; the selected pods "
+                             f"define: {', '.join(names) or '(no named ports)'}")
+
+    def clients(self, value, node_names, node_network, cluster_cidr, nodes) -> list[Client]:
+        clients: list[Client] = []
+        for i, item in enumerate(self.items(value, "clients")):
+            path = f"clients[{i}]"
+            entry = self.mapping(item, path, CLIENT_KEYS)
+            if entry is None:
+                continue
+            name = self.string(entry.get("name"), f"{path}.name")
+            ip = self.address(entry.get("ip"), f"{path}.ip")
+            node = entry.get("node", node_names[0] if node_names else None)
+            if node not in node_names:
+                self.problem(f"{path}.node", f"node {node!r} is not in this lab; the nodes are: "
+                             f"{', '.join(node_names) or '(none)'}")
+            if ip:
+                if cluster_cidr and ip in cluster_cidr:
+                    self.problem(f"{path}.ip", f"{ip} is inside clusterCIDR {cluster_cidr}; an "
+                                 "external client must be outside the cluster")
+                if node_network and ip not in node_network:
+                    self.problem(f"{path}.ip", f"{ip} is outside the node network {node_network}, "
+                                 "where clients are attached")
+                elif node_network and ip in (node_network.network_address,
+                                             node_network.broadcast_address):
+                    self.problem(f"{path}.ip", f"{ip} is the network or broadcast address")
+            if name in [c.name for c in clients]:
+                self.problem(f"{path}.name", f"client {name!r} is defined twice")
+            if name and ip and node in node_names:
+                clients.append(Client(name, ip, node))
+        return clients
+
+    def unique_addresses(self, nodes, pods, services, clients) -> None:
+        seen: dict[str, str] = {}
+        owners = ([(f"node {n.name} bridge", n.bridge_address.ip) for n in nodes]
+                  + [(f"node {n.name}", n.ip) for n in nodes]
+                  + [(f"pod {p.namespace}/{p.name}", p.ip) for p in pods]
+                  + [(f"service {s.namespace}/{s.name}", s.cluster_ip) for s in services]
+                  + [(f"client {c.name}", c.ip) for c in clients])
+        for owner, ip in owners:
+            if str(ip) in seen:
+                self.problem("", f"address {ip} is used by both {seen[str(ip)]} and {owner}")
+            else:
+                seen[str(ip)] = owner

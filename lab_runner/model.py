@@ -1,0 +1,138 @@
+"""The lab as data: frozen dataclasses with no side effects, built by lab_file.load()."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Protocol = Literal["TCP", "UDP"]
+AppKind = Literal["http", "echo"]
+Profile = Literal["v1.23", "v1.30"]
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    """A port a pod's app listens on; `name` is what a Service's targetPort may refer to."""
+
+    container_port: int
+    protocol: Protocol = "TCP"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A namespaced container on a node's pod bridge, running a small app server."""
+
+    name: str
+    namespace: str
+    node: str
+    ip: ipaddress.IPv4Address
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    ports: tuple[ContainerPort, ...] = ()
+    app: AppKind = "http"
+    ready: bool = True
+
+    def port_named(self, name: str, protocol: Protocol) -> ContainerPort | None:
+        return next((p for p in self.ports if p.name == name and p.protocol == protocol), None)
+
+
+@dataclass(frozen=True)
+class Node:
+    """A Kubernetes node: a namespace holding the pod bridge and kube-proxy's chains."""
+
+    name: str
+    bridge: str
+    bridge_address: ipaddress.IPv4Interface
+    ip: ipaddress.IPv4Address
+
+    @property
+    def pod_subnet(self) -> ipaddress.IPv4Network:
+        return self.bridge_address.network
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One port of a Service; targetPort is a number or the name of a container port."""
+
+    port: int
+    protocol: Protocol = "TCP"
+    name: str | None = None
+    target_port: int | str | None = None  # None means: the same number as `port`
+
+    @property
+    def target(self) -> int | str:
+        return self.port if self.target_port is None else self.target_port
+
+
+@dataclass(frozen=True)
+class Service:
+    """A Service of type ClusterIP."""
+
+    namespace: str
+    name: str
+    cluster_ip: ipaddress.IPv4Address
+    ports: tuple[ServicePort, ...]
+    selector: dict[str, str] = field(default_factory=dict, hash=False)
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    session_affinity: Literal["None", "ClientIP"] = "None"
+    affinity_timeout: int = 10800
+
+    def port_name(self, port: ServicePort) -> str:
+        """kube-proxy's servicePortName: `ns/name:portName`, or `ns/name` for an unnamed port."""
+        base = f"{self.namespace}/{self.name}"
+        return f"{base}:{port.name}" if port.name else base
+
+
+@dataclass(frozen=True)
+class Client:
+    """A caller outside the cluster (a load balancer, a laptop), on the node network."""
+
+    name: str
+    ip: ipaddress.IPv4Address
+    node: str  # the node it sends service traffic to
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One ready pod behind one service port, as the endpoints controller computes it."""
+
+    pod: str
+    ip: ipaddress.IPv4Address
+    port: int
+    node: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A whole lab: topology, services and the rule format profile it renders with."""
+
+    id: str
+    title: str
+    cluster_cidr: ipaddress.IPv4Network
+    service_cidr: ipaddress.IPv4Network
+    node_network: ipaddress.IPv4Network
+    nodes: tuple[Node, ...]
+    pods: tuple[Pod, ...] = ()
+    services: tuple[Service, ...] = ()
+    clients: tuple[Client, ...] = ()
+    profile: Profile = "v1.23"
+    teaches: str = ""
+    source: str = ""  # the file it was loaded from, for messages
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def pod(self, name: str) -> Pod:
+        return next(p for p in self.pods if p.name == name)
+
+    def service(self, namespace: str, name: str) -> Service:
+        return next(s for s in self.services if (s.namespace, s.name) == (namespace, name))
+
+    def with_changes(self, **changes) -> "Lab":
+        """A copy with some fields replaced (e.g. another cluster CIDR); the original is unchanged."""
+        return replace(self, **changes)

@@ -1,0 +1,1 @@
+"""pytest plugin: lab fixtures for checks and tests (filled in by the grading layer)."""
