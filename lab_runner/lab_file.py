@@ -21,7 +21,7 @@ TOP_KEYS = {"id": True, "title": True, "teaches": False, "profile": False, "clus
 NODE_KEYS = {"name": True, "bridge": True, "ip": False}
 BRIDGE_KEYS = {"name": True, "address": True}
 POD_KEYS = {"name": True, "namespace": False, "node": False, "labels": False, "ip": True,
-            "ports": False, "app": False, "ready": False}
+            "ports": False, "app": False, "ready": False, "containers": False}
 CONTAINER_PORT_KEYS = {"name": False, "containerPort": True, "protocol": False}
 SERVICE_KEYS = {"namespace": False, "name": True, "labels": False, "selector": True,
                 "clusterIP": True, "ports": True, "sessionAffinity": False,
@@ -158,6 +158,12 @@ class _Checker:
             return None
         return value
 
+    def count(self, value: Any, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 20:
+            self.problem(path, f"must be a whole number from 1 to 20, got {value!r}")
+            return 1
+        return value
+
     def labels(self, value: Any, path: str) -> dict[str, str]:
         if value is None:
             return {}
@@ -286,7 +292,9 @@ class _Checker:
                                 labels=self.labels(entry.get("labels"), f"{path}.labels"),
                                 ports=tuple(ports),
                                 app=self.choice(entry.get("app"), f"{path}.app", APP_KINDS, "http"),
-                                ready=ready is True))
+                                ready=ready is True,
+                                containers=self.count(entry.get("containers", 1),
+                                                      f"{path}.containers")))
         return pods
 
     def container_ports(self, value, path) -> list[ContainerPort]:

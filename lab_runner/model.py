@@ -32,6 +32,7 @@ class Pod:
     ports: tuple[ContainerPort, ...] = ()
     app: AppKind = "http"
     ready: bool = True
+    containers: int = 1  # only shown in kubectl's READY column (the seed's pods have a sidecar: 2/2)
 
     def port_named(self, name: str, protocol: Protocol) -> ContainerPort | None:
         return next((p for p in self.ports if p.name == name and p.protocol == protocol), None)
