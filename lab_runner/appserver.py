@@ -1,0 +1,101 @@
+"""The pod's app: answers each TCP/HTTP request or UDP datagram with its pod name and what it saw.
+
+Started by the backend inside the pod's network namespace and a fresh UTS namespace
+(`unshare --uts`), so the hostname it sets is the pod's own, as in a container. The answer is
+one JSON object: {"pod", "saw_src", "saw_sport", "saw_dst", "saw_dport", "proto"}; the source it
+saw is how a student sees masquerading from the pod's side. Standard library only: it must
+start in a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+
+
+def answer(pod: str, proto: str, src: tuple, dst: tuple) -> bytes:
+    return json.dumps({"pod": pod, "saw_src": src[0], "saw_sport": src[1], "saw_dst": dst[0],
+                       "saw_dport": dst[1], "proto": proto}).encode()
+
+
+def serve_tcp(sock: socket.socket, pod: str, http: bool) -> None:
+    while True:
+        conn, peer = sock.accept()
+        threading.Thread(target=handle_tcp, args=(conn, peer, pod, http), daemon=True).start()
+
+
+def handle_tcp(conn: socket.socket, peer: tuple, pod: str, http: bool) -> None:
+    with conn:
+        conn.settimeout(2.0)
+        try:
+            request = conn.recv(4096)
+        except OSError:
+            return
+        body = answer(pod, "tcp", peer, conn.getsockname()) + b"\n"
+        if http and request[:4] in (b"GET ", b"HEAD", b"POST", b"PUT "):
+            head = (f"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\nX-Pod: {pod}\r\n\r\n").encode()
+            body = head + body
+        try:
+            conn.sendall(body)
+        except OSError:
+            pass
+
+
+def serve_udp(sock: socket.socket, pod: str) -> None:
+    while True:
+        _, peer = sock.recvfrom(2048)
+        # The destination the datagram was sent to is the socket's own port on any address;
+        # report the pod's address, which is what DNAT rewrote the ClusterIP to.
+        sock.sendto(answer(pod, "udp", peer, (POD_IP, sock.getsockname()[1])), peer)
+
+
+POD_IP = "0.0.0.0"
+
+
+def main(argv: list[str] | None = None) -> None:
+    global POD_IP
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pod", required=True, help="pod name, also set as the hostname")
+    parser.add_argument("--ip", default="0.0.0.0", help="the pod's address (for UDP answers)")
+    parser.add_argument("--tcp", type=int, action="append", default=[], help="TCP port to serve")
+    parser.add_argument("--udp", type=int, action="append", default=[], help="UDP port to serve")
+    parser.add_argument("--plain", action="store_true", help="answer TCP without an HTTP header")
+    args = parser.parse_args(argv)
+    POD_IP = args.ip
+    try:
+        socket.sethostname(args.pod)
+    except OSError as exc:  # without a UTS namespace of its own it must not rename the machine
+        print(f"cannot set hostname: {exc}", file=sys.stderr)
+        sys.exit(2)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    threads = []
+    for port in args.tcp:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(512)
+        threads.append(threading.Thread(target=serve_tcp, args=(s, args.pod, not args.plain),
+                                        daemon=True))
+    for port in args.udp:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", port))
+        threads.append(threading.Thread(target=serve_udp, args=(s, args.pod), daemon=True))
+    for t in threads:
+        t.start()
+    # Tell the backend we listen, then let go of the pipe so the lab outlives the command.
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    while True:
+        signal.pause()
+
+
+if __name__ == "__main__":
+    main()

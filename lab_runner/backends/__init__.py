@@ -1,0 +1,1 @@
+"""Backends realise a lab model: `netns` (namespaces on this machine) and, later, `docker`."""

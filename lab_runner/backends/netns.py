@@ -1,0 +1,287 @@
+"""The network-namespace backend: the only module that creates and deletes namespaces, links and pods.
+
+Layout of one run (every namespace named `kplab-<run>-…`; links live only inside them):
+
+    kplab-<run>-net                 the node network (minikube's docker network): bridge `nodenet`
+      ├─ eth0 ── kplab-<run>-node-<node>   ip_forward=1, pod bridge (docker0), kube-proxy chains
+      │            └─ vethXXXXXXX ── eth0  kplab-<run>-pod-<pod>   default via the bridge address
+      └─ eth0 ── kplab-<run>-client-<c>     routes the service CIDR and pod subnets via its node
+
+Nothing is created in the host's own namespace: veth pairs are made inside a lab namespace with
+their peer moved straight into another one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from lab_runner.commands import HOST, Place, Runner
+from lab_runner.errors import CommandFailed, LabError
+from lab_runner.model import Lab, Node, Pod
+from lab_runner.runs import RunRecord, TrackedProcess, netns_name, process_start_ticks
+
+NODE_NET_BRIDGE = "nodenet"
+APP_START_TIMEOUT = 10.0
+
+
+def node_ns(run_id: str, node: str) -> str:
+    return netns_name(run_id, "node", node)
+
+
+def pod_ns(run_id: str, pod: str) -> str:
+    return netns_name(run_id, "pod", pod)
+
+
+def client_ns(run_id: str, client: str) -> str:
+    return netns_name(run_id, "client", client)
+
+
+def fabric_ns(run_id: str) -> str:
+    return netns_name(run_id, "net")
+
+
+def veth_name(pod: str) -> str:
+    """Docker-style host-side name (`veth` + 7 hex): unique per pod, within the 15-character limit."""
+    return "veth" + hashlib.sha1(pod.encode()).hexdigest()[:7]
+
+
+def all_namespaces(lab: Lab, run_id: str) -> list[str]:
+    return ([fabric_ns(run_id)] + [node_ns(run_id, n.name) for n in lab.nodes]
+            + [pod_ns(run_id, p.name) for p in lab.pods]
+            + [client_ns(run_id, c.name) for c in lab.clients])
+
+
+class NetnsBackend:
+    """Realises a lab model as namespaces, links and app processes, and removes them again."""
+
+    name = "netns"
+
+    def __init__(self, runner: Runner | None = None):
+        self.runner = runner or Runner()
+
+    # -- build -----------------------------------------------------------------------------
+    def create(self, lab: Lab, run: RunRecord) -> None:
+        """Build everything; the caller tears down on any exception (the record lists it all)."""
+        run.namespaces = all_namespaces(lab, run.run_id)
+        run.save()  # recorded before creation, so an interrupted up is fully removable
+        self._batch(HOST, [f"netns add {ns}" for ns in run.namespaces])
+        self._batch(Place(fabric_ns(run.run_id)), self._fabric_commands(lab, run.run_id))
+        batches = [(Place(node_ns(run.run_id, n.name)), self._node_commands(lab, n, run.run_id))
+                   for n in lab.nodes]
+        self._parallel(batches)
+        batches = [(Place(pod_ns(run.run_id, p.name)), self._pod_commands(lab, p)) for p in lab.pods]
+        batches += [(Place(client_ns(run.run_id, c.name)), self._client_commands(lab, c))
+                    for c in lab.clients]
+        self._parallel(batches)
+        for node in lab.nodes:
+            self.runner.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
+                             "net.bridge.bridge-nf-call-iptables=1",
+                             "net.ipv4.conf.all.send_redirects=0"],
+                            Place(node_ns(run.run_id, node.name)))
+        self.start_pods(lab, run, lab.pods)
+
+    def _fabric_commands(self, lab: Lab, run_id: str) -> list[str]:
+        cmds = ["link set lo up", f"link add {NODE_NET_BRIDGE} type bridge",
+                f"link set {NODE_NET_BRIDGE} up"]
+        ends = [(f"n{i}", node_ns(run_id, n.name)) for i, n in enumerate(lab.nodes)]
+        ends += [(f"c{i}", client_ns(run_id, c.name)) for i, c in enumerate(lab.clients)]
+        for port, peer_ns in ends:
+            cmds += [f"link add {port} type veth peer name eth0 netns {peer_ns}",
+                     f"link set {port} master {NODE_NET_BRIDGE} up"]
+        return cmds
+
+    def _node_commands(self, lab: Lab, node: Node, run_id: str) -> list[str]:
+        prefix = lab.node_network.prefixlen
+        cmds = ["link set lo up", f"addr add {node.ip}/{prefix} dev eth0", "link set eth0 up",
+                f"link add {node.bridge} type bridge", f"addr add {node.bridge_address} dev {node.bridge}",
+                f"link set {node.bridge} up"]
+        for pod in lab.pods:
+            if pod.node == node.name:
+                veth = veth_name(pod.name)
+                cmds += [f"link add {veth} type veth peer name eth0 netns {pod_ns(run_id, pod.name)}",
+                         f"link set {veth} master {node.bridge} up"]
+        for other in lab.nodes:
+            if other.name != node.name:
+                cmds.append(f"route add {other.pod_subnet} via {other.ip}")
+        return cmds
+
+    def _pod_commands(self, lab: Lab, pod: Pod) -> list[str]:
+        node = lab.node(pod.node)
+        return ["link set lo up", f"addr add {pod.ip}/{node.pod_subnet.prefixlen} dev eth0",
+                "link set eth0 up", f"route add default via {node.bridge_address.ip}"]
+
+    def _client_commands(self, lab: Lab, client) -> list[str]:
+        via = lab.node(client.node).ip
+        cmds = ["link set lo up", f"addr add {client.ip}/{lab.node_network.prefixlen} dev eth0",
+                "link set eth0 up", f"route add {lab.service_cidr} via {via}"]
+        # Pod subnets (and the cluster CIDR where it is not already covered) via the client's node.
+        subnets = {n.pod_subnet for n in lab.nodes} | {lab.cluster_cidr}
+        for subnet in sorted(subnets, key=lambda s: (s.network_address, s.prefixlen)):
+            if not subnet.overlaps(lab.node_network) and not subnet.overlaps(lab.service_cidr):
+                cmds.append(f"route add {subnet} via {via}")
+        return _without_duplicate_routes(cmds)
+
+    def _batch(self, place: Place, commands: list[str]) -> None:
+        argv = ["ip", "-batch", "-"] if place.netns is None else ["ip", "-n", place.netns, "-batch", "-"]
+        self.runner.run(argv, input="\n".join(commands) + "\n")
+
+    def _parallel(self, batches: list[tuple[Place, list[str]]]) -> None:
+        if not batches:
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(batches))) as pool:
+            for future in [pool.submit(self._batch, place, cmds) for place, cmds in batches]:
+                future.result()
+
+    # -- pods ------------------------------------------------------------------------------
+    def start_pods(self, lab: Lab, run: RunRecord, pods) -> None:
+        """Start each pod's app server in its own UTS namespace and wait until all listen."""
+        started = []
+        for pod in pods:
+            argv = ["unshare", "--uts", "--", sys.executable, "-m", "lab_runner.appserver",
+                    "--pod", pod.name, "--ip", str(pod.ip)]
+            for port in pod.ports:
+                argv += [f"--{port.protocol.lower()}", str(port.container_port)]
+            if pod.app == "echo":
+                argv.append("--plain")
+            proc = self.runner.spawn(argv, Place(pod_ns(run.run_id, pod.name)),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     env=_child_env())
+            ticks = process_start_ticks(proc.pid) or 0
+            run.processes.append(TrackedProcess(proc.pid, f"app:{pod.name}", ticks))
+            run.pod_pids[pod.name] = proc.pid
+            started.append((pod, proc))
+        run.save()
+        deadline = time.monotonic() + APP_START_TIMEOUT
+        for pod, proc in started:
+            _wait_ready(pod, proc, deadline)
+
+    def stop_pod(self, run: RunRecord, pod_name: str) -> None:
+        pid = run.pod_pids.pop(pod_name, None)
+        keep = []
+        for proc in run.processes:
+            if proc.pid == pid:
+                _terminate([proc])
+            else:
+                keep.append(proc)
+        run.processes = keep
+
+    # -- teardown --------------------------------------------------------------------------
+    def destroy(self, run: RunRecord) -> list[str]:
+        """Stop the run's processes and delete its namespaces; returns what could not be removed."""
+        _terminate(run.processes)
+        namespaces = set(run.namespaces) | set(namespaces_of_run(run.run_id))
+        for ns in namespaces:  # anything else still inside (a shell, a probe) goes too
+            _terminate_pids(_netns_pids(ns))
+        problems = []
+        if namespaces:
+            result = self.runner.run(["ip", "-force", "-batch", "-"],
+                                     input="".join(f"netns del {ns}\n" for ns in sorted(namespaces)),
+                                     check=False)
+            left = set(namespaces) & set(namespaces_of_run(run.run_id))
+            if left:
+                problems.append(f"namespaces not removed: {', '.join(sorted(left))}: {result.stderr}")
+        return problems
+
+
+def namespaces_of_run(run_id: str) -> list[str]:
+    return [ns for ns in list_netns() if ns.startswith(netns_name(run_id, ""))]
+
+
+def list_netns() -> list[str]:
+    try:
+        return sorted(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return []
+
+
+def _without_duplicate_routes(cmds: list[str]) -> list[str]:
+    seen, out = set(), []
+    for c in cmds:
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _wait_ready(pod: Pod, proc: subprocess.Popen, deadline: float) -> None:
+    remaining = max(0.0, deadline - time.monotonic())
+    ready, _, _ = select.select([proc.stdout], [], [], remaining)
+    line = proc.stdout.readline() if ready else b""
+    if line.strip() != b"ready":
+        proc.kill()
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.poll() is not None else ""
+        raise LabError(f"pod {pod.name}: app server did not start"
+                       + (f": {err}" if err else f" within {APP_START_TIMEOUT:g} s"))
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def _netns_pids(ns: str) -> list[int]:
+    try:
+        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [int(p) for p in out.stdout.split() if p.isdigit()]
+
+
+def _terminate(processes: list[TrackedProcess]) -> None:
+    _terminate_pids([p.pid for p in processes if p.alive()])
+
+
+def _terminate_pids(pids: list[int], grace: float = 1.0) -> None:
+    """SIGTERM, a short wait, then SIGKILL for what is left."""
+    pids = [p for p in pids if p != os.getpid()]
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if _exists(p)]
+        if pids:
+            time.sleep(0.01)
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie of ours still "exists"; reap it if it is our child.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return process_start_ticks(pid) is not None and _state(pid) != "Z"
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+__all__ = ["NetnsBackend", "CommandFailed", "node_ns", "pod_ns", "client_ns", "fabric_ns"]

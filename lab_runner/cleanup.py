@@ -1,0 +1,60 @@
+"""`clean`: remove what crashed runs left behind, recognised only by the kit's prefix and a run id."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+
+from lab_runner.backends.netns import NetnsBackend, list_netns
+from lab_runner.runs import RunRecord, list_runs, run_id_of, state_root
+
+
+@dataclass
+class CleanReport:
+    removed_runs: list[str] = field(default_factory=list)
+    kept_runs: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def clean(*, everything: bool = False, backend: NetnsBackend | None = None) -> CleanReport:
+    """Remove orphaned runs (or, with everything=True, every run of the kit).
+
+    An orphan is a run that never finished starting, a `with` block whose process died, or
+    namespaces named `kplab-<run id>-…` for which no record exists (a SIGKILL before the record).
+    """
+    backend = backend or NetnsBackend()
+    report = CleanReport()
+    records = {r.run_id: r for r in list_runs()}
+    ns_runs = {rid for rid in map(run_id_of, list_netns()) if rid}
+    for run_id in sorted(set(records) | ns_runs):
+        record = records.get(run_id)
+        if record is not None and not everything and not record.orphaned():
+            report.kept_runs.append(run_id)
+            continue
+        record = record or RunRecord(run_id=run_id, lab_id="?", lab_source="")
+        report.problems += backend.destroy(record)
+        shutil.rmtree(state_root() / run_id, ignore_errors=True)
+        report.removed_runs.append(run_id)
+    # Record directories without a record file (an `up` killed before its first save).
+    root = state_root()
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.is_dir() and not (entry / "run.json").exists() and entry.name not in ns_runs:
+                if everything or not _recent(entry):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    report.removed_runs.append(entry.name)
+        try:
+            root.rmdir()
+        except OSError:
+            pass
+    return report
+
+
+def _recent(path, seconds: float = 30.0) -> bool:
+    """A run directory this young may belong to an `up` that is still starting: leave it."""
+    import time
+
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except OSError:
+        return False

@@ -1,0 +1,69 @@
+"""The `lab-runner` command: groups the subcommands and is the only place that exits with a code."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from lab_runner.errors import LabError
+
+console = Console()
+err_console = Console(stderr=True)
+
+HELP = """Labs on how a Kubernetes ClusterIP Service works in kube-proxy's iptables mode,
+done for real: network namespaces as the node and its pods, kube-proxy's exact chains,
+scapy probes, counters, conntrack and kernel traces.
+
+\b
+Start here:
+  sudo lab-runner doctor              can this machine run the labs?
+  sudo lab-runner up lab-3            the seed's minikube: 1 node, 4 pods, 1 Service
+  sudo lab-runner ssh lab-3           a shell in the node (docker@minikube:~$)
+  sudo lab-runner walk lab-3          the guided walkthrough
+  sudo lab-runner down lab-3          remove it again
+
+LAB is a lab id (lab-3, lab-3-clusterip), a lab directory or a lab.yaml path. Commands that
+act on a running lab take LAB or a run id; with one lab running it may be left out.
+"""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so every `finally` and teardown runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+@click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"],
+                                          "max_content_width": 100})
+@click.version_option(package_name="lab-runner")
+def cli() -> None:
+    pass
+
+
+def main() -> None:
+    from lab_runner.cli import lifecycle  # noqa: F401  (registers commands)
+    from lab_runner.cli import inspect_cmds  # noqa: F401
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except LabError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted: cleaned up[/]")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)

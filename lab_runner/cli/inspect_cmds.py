@@ -1,0 +1,30 @@
+"""Commands that show the rules: `rules` (rendered, or diffed against a file) and `iptables` in a host."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+
+from lab_runner.cli import cli
+from lab_runner.cli.lifecycle import require_root
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--lab", "-l", help="lab id or run id (default: the only running lab).")
+@click.argument("host")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def iptables(lab: str | None, host: str, args: tuple[str, ...]) -> None:
+    """Run iptables (the lab's variant) in HOST, usually `node`.
+
+    \b
+    As in the seed:
+      sudo lab-runner iptables node -- -t nat -L KUBE-SVC-Q7IJ732UBZY4AJKA -v
+    """
+    from lab_runner.lab import LiveLab
+
+    require_root()
+    live = LiveLab.attach(lab)
+    argv = live.place(host).prefix() + live.command_in(host, ["iptables", *args])
+    sys.exit(subprocess.call(argv))

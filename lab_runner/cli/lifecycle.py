@@ -1,0 +1,197 @@
+"""Lifecycle commands: list, up, down, status, exec, shell, ssh, clean, doctor."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import click
+from rich.table import Table
+
+from lab_runner import lab_file
+from lab_runner.cli import cli, console, err_console
+from lab_runner.errors import EnvironmentProblem, LabError
+from lab_runner.runs import list_runs
+
+IPTABLES_CHOICE = click.Choice(["nft", "legacy"])
+
+
+def require_root() -> None:
+    from lab_runner.doctor import has_net_admin
+
+    if not has_net_admin():
+        raise EnvironmentProblem("this needs root (CAP_NET_ADMIN) to create network namespaces: "
+                                 "run it with sudo, or use the container (`docker compose run "
+                                 "--rm lab`). `lab-runner doctor` checks everything.")
+
+
+@cli.command("list")
+def list_labs() -> None:
+    """The labs in this kit, with what each teaches."""
+    table = Table("lab", "title", "teaches", box=None)
+    for lab_id in lab_file.available_labs():
+        lab = lab_file.load(lab_id)
+        table.add_row(lab.id, lab.title, lab.teaches)
+    console.print(table)
+
+
+@cli.command()
+@click.argument("lab")
+@click.option("--iptables", "variant", type=IPTABLES_CHOICE, default="nft", show_default=True,
+              help="iptables flavour inside the node (tracing needs nft).")
+@click.option("--profile", type=click.Choice(["v1.23", "v1.30"]),
+              help="kube-proxy rule format; default: the lab's (lab-3: v1.23, as in the seed).")
+@click.option("--cluster-cidr", metavar="CIDR",
+              help="render with another cluster CIDR (e.g. 172.17.0.0/16 to cover lab-3's pods).")
+def up(lab: str, variant: str, profile: str | None, cluster_cidr: str | None) -> None:
+    """Build LAB: node, pods and clients in namespaces, kube-proxy's chains installed.
+
+    The lab stays up until `lab-runner down LAB`. Ctrl-C while it starts leaves nothing behind.
+    """
+    from lab_runner.lab import LiveLab
+
+    require_root()
+    model = lab_file.load(lab)
+    started = time.monotonic()
+    with console.status(f"building {model.id}: {len(model.nodes)} node(s), {len(model.pods)} pods, "
+                        f"{len(model.clients)} client(s)…"):
+        live = LiveLab.start(model, iptables_variant=variant, profile=profile,
+                             cluster_cidr=cluster_cidr)
+    console.print(f"[green]up[/] {model.id} as run [bold]{live.run.run_id}[/] in "
+                  f"{time.monotonic() - started:.2f} s ({variant}, profile {live.model.profile})")
+    console.print(f"  hosts: {', '.join(live.hosts())}")
+    console.print(f"  try:   sudo lab-runner ssh {model.id.split('-clusterip')[0]}   |   "
+                  f"sudo lab-runner down {live.run.run_id}")
+
+
+@cli.command()
+@click.argument("lab", required=False)
+@click.option("--all", "everything", is_flag=True, help="every running lab of this kit.")
+def down(lab: str | None, everything: bool) -> None:
+    """Tear LAB down (a lab id or run id; optional when only one lab runs)."""
+    from lab_runner.lab import LiveLab
+
+    require_root()
+    targets = [r.run_id for r in list_runs()] if everything else [LiveLab.attach(lab).run.run_id]
+    for run_id in targets:
+        live = LiveLab.attach(run_id)
+        problems = live.down()
+        if problems:
+            raise LabError("; ".join(problems))
+        console.print(f"[green]down[/] {live.model.id} (run {run_id})")
+    if not targets:
+        console.print("no lab is running")
+
+
+@cli.command()
+def status() -> None:
+    """What runs: each lab with its run id, age, backend and live pods."""
+    from lab_runner.backends.netns import list_netns
+
+    runs = list_runs()
+    if not runs:
+        console.print("no lab is running")
+        return
+    table = Table("run id", "lab", "state", "backend", "iptables", "profile", "age", "pods up",
+                  "namespaces", box=None)
+    present = set(list_netns())
+    for run in runs:
+        alive = sum(1 for p in run.processes if p.alive())
+        state = "orphaned (clean removes it)" if run.orphaned() else run.state
+        table.add_row(run.run_id, run.lab_id, state, run.backend, run.iptables, run.profile,
+                      _age(run.created), f"{alive}/{len(run.processes)}",
+                      f"{len(present & set(run.namespaces))}/{len(run.namespaces)}")
+    console.print(table)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--lab", "-l", help="lab id or run id (default: the only running lab).")
+@click.argument("host")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec(lab: str | None, host: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in HOST: `node`, `client`, or a pod (full name or last part, e.g. dfrdh).
+
+    \b
+    Example: sudo lab-runner exec dfrdh -- hostname
+             sudo lab-runner exec node -- iptables -t nat -L KUBE-SERVICES -n
+    """
+    from lab_runner.lab import LiveLab
+
+    require_root()
+    live = LiveLab.attach(lab)
+    argv = live.place(host).prefix() + live.command_in(host, list(command))
+    sys.exit(subprocess.call(argv))
+
+
+def _shell(lab: str | None, host: str) -> None:
+    from lab_runner.lab import LiveLab
+
+    require_root()
+    live = LiveLab.attach(lab)
+    kind, name = live.resolve(host)
+    prompt = f"docker@{name}:~$ " if kind == "node" else f"root@{name}:~# "
+    env = dict(os.environ, PS1=prompt, KPLAB_RUN=live.run.run_id)
+    shell = ["bash", "--norc", "--noprofile", "-i"]
+    err_console.print(f"[dim]{kind} {name} (run {live.run.run_id}); `exit` to leave. "
+                      f"You are root here: `sudo` is not needed.[/]")
+    argv = live.place(host).prefix() + live.command_in(host, shell)
+    sys.exit(subprocess.call(argv, env=env))
+
+
+@cli.command()
+@click.option("--lab", "-l", help="lab id or run id (default: the only running lab).")
+@click.argument("host")
+def shell(lab: str | None, host: str) -> None:
+    """An interactive shell in HOST (node, client or a pod)."""
+    _shell(lab, host)
+
+
+@cli.command()
+@click.argument("lab", required=False)
+@click.option("--node", "-n", "node", default="node", help="which node (default: the first).")
+def ssh(lab: str | None, node: str) -> None:
+    """A shell on the node, like `minikube ssh`: the prompt is docker@minikube:~$."""
+    _shell(lab, node)
+
+
+@cli.command()
+@click.option("--all", "everything", is_flag=True,
+              help="also tear down labs that are up on purpose.")
+def clean(everything: bool) -> None:
+    """Remove what crashed runs left behind: only names with the kit's prefix and a run id."""
+    from lab_runner.cleanup import clean as do_clean
+
+    require_root()
+    report = do_clean(everything=everything)
+    for run_id in report.removed_runs:
+        console.print(f"removed run {run_id}")
+    for run_id in report.kept_runs:
+        console.print(f"kept run {run_id} (up on purpose; `clean --all` or `down` removes it)")
+    if not report.removed_runs and not report.kept_runs:
+        console.print("nothing to clean")
+    if report.problems:
+        raise LabError("; ".join(report.problems))
+
+
+@cli.command()
+def doctor() -> None:
+    """Check root, tools, the iptables variant, kernel features and Python dependencies."""
+    from lab_runner.doctor import diagnose
+
+    findings = diagnose()
+    table = Table("", "check", "found", "fix", box=None)
+    for f in findings:
+        table.add_row("[green]ok[/]" if f.ok else "[red]FAIL[/]", f.what, f.detail,
+                      "" if f.ok else f.fix)
+    console.print(table)
+    failed = [f for f in findings if not f.ok]
+    if failed:
+        raise EnvironmentProblem(f"{len(failed)} check(s) failed; the fix column says what to do")
+    console.print("[green]this machine can run the labs[/]")
+
+
+def _age(created: float) -> str:
+    seconds = int(time.time() - created)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

@@ -1,0 +1,168 @@
+"""A running lab: `with LiveLab.up(spec) as lab:` builds it, installs the chain set and always tears down."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from lab_runner import lab_file
+from lab_runner.backends.netns import NetnsBackend, client_ns, node_ns, pod_ns
+from lab_runner.commands import CommandResult, Place, Runner
+from lab_runner.errors import LabError
+from lab_runner.model import Lab
+from lab_runner.ruleset import apply as iptables
+from lab_runner.runs import RunRecord, find_run, new_run_id
+
+
+class LiveLab:
+    """A lab realised on this machine, addressed by host names: `node`, `client`, a pod's name."""
+
+    def __init__(self, model: Lab, run: RunRecord, runner: Runner | None = None):
+        self.model = model
+        self.run = run
+        self.runner = runner or Runner()
+        self.backend = NetnsBackend(self.runner)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @classmethod
+    @contextmanager
+    def up(cls, spec: Lab | str | Path, **options) -> Iterator["LiveLab"]:
+        """Build the lab, yield it, and tear it down whatever happens inside the block."""
+        lab = cls.start(spec, transient=True, **options)
+        try:
+            yield lab
+        finally:
+            lab.down()
+
+    @classmethod
+    def start(cls, spec: Lab | str | Path, *, iptables_variant: str = "nft",
+              profile: str | None = None, cluster_cidr: str | None = None,
+              rules: bool = True, transient: bool = False) -> "LiveLab":
+        """Build the lab and leave it running (for `lab-runner up`); on any failure nothing remains."""
+        model = spec if isinstance(spec, Lab) else lab_file.load(spec)
+        model = _with_overrides(model, profile, cluster_cidr)
+        run = RunRecord(run_id=new_run_id(), lab_id=model.id, lab_source=model.source,
+                        iptables=iptables_variant, profile=model.profile,
+                        cluster_cidr=cluster_cidr, transient=transient)
+        lab = cls(model, run)
+        try:
+            lab._write_tool_shims()
+            lab.backend.create(model, run)
+            if rules:
+                lab.install_rules()
+            run.state = "up"
+            run.save()
+        except BaseException:  # Ctrl-C and SIGTERM included: leave nothing half-made
+            lab.down()
+            raise
+        return lab
+
+    @classmethod
+    def attach(cls, which: str | None = None) -> "LiveLab":
+        """The running lab named by run id or lab id (or the only one), from another process."""
+        run = find_run(which)
+        model = lab_file.load(run.lab_source)
+        return cls(_with_overrides(model, run.profile, run.cluster_cidr), run)
+
+    def down(self) -> list[str]:
+        problems = self.backend.destroy(self.run)
+        shutil.rmtree(self.run.path.parent, ignore_errors=True)
+        try:
+            self.run.path.parent.parent.rmdir()  # the state root, once no run is left in it
+        except OSError:
+            pass
+        return problems
+
+    # -- rules -----------------------------------------------------------------------------
+    def rendered_rules(self, *, base_jumps: bool = True) -> str:
+        from lab_runner.ruleset.render import render  # the renderer is pure and heavy-free
+
+        return render(self.model, self.model.profile, base_jumps=base_jumps)
+
+    def install_rules(self) -> None:
+        """The chain set on every node, applied once, atomically (kube-proxy runs on every node)."""
+        document = self.rendered_rules()
+        for node in self.model.nodes:
+            iptables.restore(self.runner, self.place(node.name), document, self.run.iptables)
+
+    def restore(self, document: str, node: str | None = None, *, noflush: bool = True) -> None:
+        iptables.restore(self.runner, self.place(node or "node"), document, self.run.iptables,
+                         noflush=noflush)
+
+    def save(self, node: str | None = None, *, table: str | None = None) -> str:
+        return iptables.save(self.runner, self.place(node or "node"), self.run.iptables, table=table)
+
+    # -- hosts -----------------------------------------------------------------------------
+    def hosts(self) -> dict[str, str]:
+        """Every host name a user may give, with what it is."""
+        names = {n.name: "node" for n in self.model.nodes}
+        names.update({c.name: "client" for c in self.model.clients})
+        names.update({p.name: "pod" for p in self.model.pods if p.name in self.run.pod_pids})
+        return names
+
+    def resolve(self, host: str) -> tuple[str, str]:
+        """(kind, full name) for `node`, `client`, a node/pod/client name or a pod's unique suffix."""
+        model = self.model
+        if host == "node" and model.nodes:
+            return "node", model.nodes[0].name
+        if host == "client" and model.clients:
+            return "client", model.clients[0].name
+        known = self.hosts()
+        if host in known:
+            return known[host], host
+        matches = [n for n, kind in known.items() if kind == "pod" and n.endswith("-" + host)]
+        if len(matches) == 1:
+            return "pod", matches[0]
+        choices = ", ".join(["node", "client"] + sorted(known))
+        raise LabError(f"no host {host!r} in run {self.run.run_id} ({model.id}); the hosts are: "
+                       f"{choices} (a pod may be named by its last part, e.g. "
+                       f"{next(iter(sorted(matches or [p.name.rsplit('-', 1)[-1] for p in model.pods])), 'dfrdh')})")
+
+    def place(self, host: str) -> Place:
+        kind, name = self.resolve(host)
+        run_id = self.run.run_id
+        if kind == "node":
+            return Place(node_ns(run_id, name))
+        if kind == "client":
+            return Place(client_ns(run_id, name))
+        return Place(pod_ns(run_id, name), uts_pid=self.run.pod_pids.get(name))
+
+    def exec(self, host: str, argv: Sequence[str], *, check: bool = False,
+             input: str | None = None, timeout: float = 60) -> CommandResult:
+        """Run a command in a host; in a node, `iptables` is the lab's variant (nft or legacy)."""
+        return self.runner.run(self.command_in(host, argv), self.place(host), input=input,
+                               check=check, timeout=timeout)
+
+    def command_in(self, host: str, argv: Sequence[str]) -> list[str]:
+        kind, _ = self.resolve(host)
+        if kind != "node":
+            return list(argv)
+        return ["env", f"PATH={self.shim_dir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin')}",
+                *argv]
+
+    @property
+    def shim_dir(self) -> Path:
+        return self.run.path.parent / "bin"
+
+    def _write_tool_shims(self) -> None:
+        """`iptables`, `iptables-save`, `iptables-restore` in the node point at the run's variant."""
+        self.shim_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("iptables", "iptables-save", "iptables-restore"):
+            target = shutil.which(iptables.tool(self.run.iptables, name))
+            if target:
+                link = self.shim_dir / name
+                link.unlink(missing_ok=True)
+                link.symlink_to(target)
+
+
+def _with_overrides(model: Lab, profile: str | None, cluster_cidr: str | None) -> Lab:
+    changes = {}
+    if profile:
+        changes["profile"] = profile
+    if cluster_cidr:
+        changes["cluster_cidr"] = ipaddress.IPv4Network(cluster_cidr)
+    return model.with_changes(**changes) if changes else model
