@@ -25,7 +25,7 @@ class Place:
             return []
         if self.uts_pid is None:
             return ["ip", "netns", "exec", self.netns]
-        return ["nsenter", f"--net=/run/netns/{self.netns}", f"--uts=/proc/{self.uts_pid}/ns/uts", "--"]
+        return ["nsenter", f"--net=/run/netns/{self.netns}", f"--uts=/proc/{self.uts_pid}/ns/uts"]
 
     def __str__(self) -> str:
         return self.netns or "the host"

@@ -1,0 +1,160 @@
+"""The netns backend for real: reachability, hostnames, teardown, signals, concurrency, clean."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lab_runner.backends.netns import list_netns
+from lab_runner.lab import LiveLab
+from lab_runner.runs import list_runs, state_root
+
+ROOT = Path(__file__).resolve().parents[2]
+HTTP_GET = ("import socket,sys;s=socket.create_connection((sys.argv[1],int(sys.argv[2])),3);"
+            "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n');d=b''\n"
+            "while True:\n c=s.recv(4096)\n if not c: break\n d+=c\n"
+            "print(d.split(b'\\r\\n\\r\\n',1)[1].decode())")
+
+
+def http_from(lab: LiveLab, host: str, ip: str, port: int = 80) -> dict:
+    result = lab.exec(host, [sys.executable, "-c", HTTP_GET, ip, str(port)], check=True)
+    return json.loads(result.stdout)
+
+
+def run_namespaces(run_id: str) -> list[str]:
+    return [ns for ns in list_netns() if ns.startswith(f"kplab-{run_id}-")]
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lab_runner", *args], capture_output=True,
+                          text=True, cwd=ROOT, **kwargs)
+
+
+def test_client_reaches_every_pod_through_the_node(lab3):
+    for pod in lab3.model.pods:
+        answer = http_from(lab3, "client", str(pod.ip))
+        assert answer["pod"] == pod.name
+        # No NAT on the way to a pod IP: the pod sees the client's own address.
+        assert answer["saw_src"] == "192.168.49.1"
+        assert answer["saw_dst"] == str(pod.ip) and answer["saw_dport"] == 80
+
+
+def test_pod_to_pod_across_the_bridge(lab3):
+    answer = http_from(lab3, "dfrdh", "172.17.0.7")
+    assert answer == {**answer, "pod": "my-app-7f569f66d9-6dkwl", "saw_src": "172.17.0.2"}
+
+
+def test_pod_hostname_is_its_name_and_host_is_untouched(lab3):
+    assert lab3.exec("qtc2q", ["hostname"], check=True).stdout.strip() == "my-app-7f569f66d9-qtc2q"
+    assert subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip() != \
+        "my-app-7f569f66d9-qtc2q"
+
+
+def test_node_has_forwarding_and_the_client_only_routes_lab_ranges(lab3):
+    assert lab3.exec("node", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+    routes = lab3.exec("client", ["ip", "route"]).stdout
+    assert "default" not in routes  # never a way out of the machine
+    assert "10.96.0.0/12 via 192.168.49.2" in routes and "172.17.0.0/16 via 192.168.49.2" in routes
+
+
+def test_down_leaves_nothing():
+    lab = LiveLab.start("lab-3")
+    run_id, pids = lab.run.run_id, list(lab.run.pod_pids.values())
+    assert len(run_namespaces(run_id)) == 7 and all(_alive(p) for p in pids)
+    lab.down()
+    assert run_namespaces(run_id) == []
+    assert not any(_alive(p) for p in pids)
+    assert not (state_root() / run_id).exists()
+
+
+def test_context_manager_tears_down_on_error():
+    with pytest.raises(RuntimeError):
+        with LiveLab.up("lab-3") as lab:
+            run_id = lab.run.run_id
+            raise RuntimeError("a failing check")
+    assert run_namespaces(run_id) == []
+
+
+def test_two_labs_at_once_do_not_disturb_each_other():
+    with LiveLab.up("lab-3") as first, LiveLab.up("lab-3") as second:
+        assert first.run.run_id != second.run.run_id
+        assert http_from(first, "client", "172.17.0.2")["pod"] == "my-app-7f569f66d9-dfrdh"
+        second_id = second.run.run_id
+        second.down()
+        assert run_namespaces(second_id) == []
+        assert http_from(first, "client", "172.17.0.5")["pod"] == "my-app-7f569f66d9-qtc2q"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_up_leaves_nothing(sig):
+    before = set(list_netns())
+    proc = subprocess.Popen([sys.executable, "-m", "lab_runner", "up", "lab-3"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Interrupt while it builds: as soon as its first namespace exists.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (set(list_netns()) - before) and proc.poll() is None:
+        time.sleep(0.002)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    new = set(list_netns()) - before
+    if proc.returncode == 0:  # it finished before the signal landed: then down must clean it
+        cli("down", "--all")
+        new = set(list_netns()) - before
+    else:
+        assert proc.returncode == 130, err
+    assert new == set()
+    assert not [r for r in list_runs() if r.owner_pid == proc.pid]
+
+
+def test_sigkilled_run_is_removed_by_clean():
+    before = set(list_netns())
+    code = ("import os,signal;from lab_runner.lab import LiveLab\n"
+            "with LiveLab.up('lab-3') as lab:\n print(lab.run.run_id, flush=True)\n"
+            " os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL
+    run_id = proc.stdout.split()[0]
+    assert run_namespaces(run_id), "the killed run should have left its namespaces"
+    status = cli("status")
+    assert "orphaned" in status.stdout
+    result = cli("clean")
+    assert result.returncode == 0, result.stderr
+    assert f"removed run {run_id}" in result.stdout
+    assert set(list_netns()) - before == set()
+
+
+def test_clean_keeps_labs_that_are_up_on_purpose():
+    result = cli("up", "lab-3")
+    assert result.returncode == 0, result.stderr
+    try:
+        [run] = [r for r in list_runs() if not r.transient]
+        assert "kept run" in cli("clean").stdout
+        assert run_namespaces(run.run_id)
+        assert cli("exec", "--lab", run.run_id, "dfrdh", "--", "hostname").stdout.strip() == "my-app-7f569f66d9-dfrdh"
+    finally:
+        assert cli("down", run.run_id).returncode == 0
+    assert run_namespaces(run.run_id) == []
+
+
+def test_exec_reports_unknown_host_with_choices(lab3):
+    from lab_runner.errors import LabError
+
+    with pytest.raises(LabError) as info:
+        lab3.place("web-1")
+    assert "minikube" in str(info.value) and "my-app-7f569f66d9-dfrdh" in str(info.value)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
