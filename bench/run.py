@@ -1,0 +1,21 @@
+"""`make bench`: run every benchmark script in this folder and print their figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    failed = 0
+    for script in sorted(HERE.glob("bench_*.py")):
+        print(f"== {script.stem}", flush=True)
+        failed += subprocess.call([sys.executable, str(script)], cwd=HERE.parent) != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
