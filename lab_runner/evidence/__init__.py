@@ -1,0 +1,1 @@
+"""Evidence from a running lab: probes, counters, conntrack, kernel traces, flow sampling."""

@@ -1,0 +1,149 @@
+"""Kernel trace of one probe: a TRACE rule for its 5-tuple, `xtables-monitor --trace`, a structured path."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from lab_runner.errors import EnvironmentProblem
+
+EVENT = re.compile(r"^\s*TRACE: \d+ (\w+) (\w+):([^:]+):(rule|policy|return):?(0x[0-9a-f]+)?:?"
+                   r"([A-Z]+)?:?(\S+)?\s*(.*)$")
+PACKET = re.compile(r"^PACKET: \d+ (\w+) (.*)$")
+FIELD = re.compile(r"\b(IN|OUT|SRC|DST|SPORT|DPORT|MARK)=(\S*)")
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One step of the path: a rule that matched (or a chain's policy/return) and its verdict."""
+
+    table: str
+    chain: str
+    kind: str  # rule | policy | return
+    verdict: str  # JUMP, CONTINUE, ACCEPT, RETURN, DROP, …
+    target: str
+    rule: str
+    packet: dict[str, str]  # the packet as it was at this hook (addresses before/after NAT)
+
+    def describe(self) -> str:
+        where = f"{self.table}:{self.chain}"
+        what = f"{self.verdict}" + (f" → {self.target}" if self.target else "")
+        return f"{where:<40} {what:<34} {self.rule}"
+
+
+@dataclass
+class Trace:
+    """The path of one packet through the node's tables, in order."""
+
+    hops: list[Hop] = field(default_factory=list)
+    raw_text: str = ""
+
+    def chains(self) -> list[str]:
+        """The chains visited, in order, without repeats next to each other."""
+        out: list[str] = []
+        for hop in self.hops:
+            if not out or out[-1] != hop.chain:
+                out.append(hop.chain)
+        return out
+
+    def targets(self) -> list[str]:
+        return [hop.rule.split(" -j ", 1)[1].split()[0] for hop in self.hops if " -j " in hop.rule]
+
+    def before_nat(self) -> dict[str, str]:
+        return self.hops[0].packet if self.hops else {}
+
+    def after_nat(self) -> dict[str, str]:
+        return self.hops[-1].packet if self.hops else {}
+
+
+def parse(text: str) -> Trace:
+    """The first packet's path: from its raw:PREROUTING (or OUTPUT) until the next packet starts."""
+    trace = Trace(raw_text=text)
+    packet: dict[str, str] = {}
+    trace_id = None
+    for line in text.splitlines():
+        pm = PACKET.match(line)
+        if pm:
+            packet = dict(FIELD.findall(pm.group(2)))
+            continue
+        em = EVENT.match(line)
+        if not em:
+            continue
+        tid, table, chain, kind, _handle, verdict, target, rule = em.groups()
+        if trace_id is None:
+            trace_id = tid
+        elif table == "raw" and chain in ("PREROUTING", "OUTPUT") and trace.hops and \
+                any(h.table != "raw" for h in trace.hops):
+            break  # the next packet of the connection: its path is conntrack's, not the rules'
+        if table == "raw":
+            continue  # our own TRACE rule: not part of the lesson
+        trace.hops.append(Hop(table, chain, kind, verdict or kind.upper(), target or "",
+                              _strip_rule(rule), dict(packet)))
+    return trace
+
+
+def _strip_rule(rule: str) -> str:
+    return re.sub(r"^-4 -t \w+ ", "", rule.strip())
+
+
+def trace_rule(proto: str, src: str, sport: int, dst: str, dport: int, *, local: bool) -> list[str]:
+    """The rule spec (after -A/-D CHAIN) that marks exactly this probe's first packet for tracing."""
+    spec = ["-p", proto, "-s", src, "-d", dst, "--sport", str(sport), "--dport", str(dport)]
+    if proto == "tcp":
+        spec += ["--tcp-flags", "SYN,ACK,RST,FIN", "SYN"]
+    return spec + ["-m", "comment", "--comment", "kplab trace", "-j", "TRACE"]
+
+
+class Tracer:
+    """Runs xtables-monitor in the node namespace around one probe; always removes its TRACE rule."""
+
+    def __init__(self, node_prefix: list[str], run_in_node: Callable[[list[str]], object],
+                 variant: str):
+        if variant != "nft":
+            raise EnvironmentProblem("kernel tracing needs the nft variant of iptables "
+                                     "(xtables-monitor reads nftables trace events); bring the lab "
+                                     "up without `--iptables legacy` to trace")
+        self.prefix = node_prefix
+        self.run_in_node = run_in_node
+
+    def trace(self, rule: list[str], send: Callable[[], object], *, local: bool,
+              settle: float = 0.3) -> tuple[Trace, object]:
+        chain = "OUTPUT" if local else "PREROUTING"
+        monitor = subprocess.Popen(self.prefix + ["xtables-monitor", "--trace"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            self.run_in_node(["iptables", "-t", "raw", "-I", chain, "1", *rule])
+            try:
+                time.sleep(0.15)  # the monitor subscribes to trace events asynchronously
+                answer = send()
+                output = _read_until_quiet(monitor, settle)
+            finally:
+                self.run_in_node(["iptables", "-t", "raw", "-D", chain, *rule])
+        finally:
+            monitor.terminate()
+            try:
+                rest, _ = monitor.communicate(timeout=2)
+            except subprocess.TimeoutExpired:
+                monitor.kill()
+                rest, _ = monitor.communicate()
+        return parse(output + (rest or "")), answer
+
+
+def _read_until_quiet(proc: subprocess.Popen, quiet: float) -> str:
+    """Collect monitor output until nothing new arrived for `quiet` seconds."""
+    chunks = []
+    fd = proc.stdout.fileno()
+    while True:
+        ready, _, _ = select.select([fd], [], [], quiet)
+        if not ready:
+            break
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        chunks.append(data.decode(errors="replace"))
+    return "".join(chunks)
