@@ -135,6 +135,10 @@ def find_run(which: str | None) -> RunRecord:
         matching = [r for r in runs if r.lab_id == which or r.lab_id.startswith(which + "-")]
     else:
         matching = runs
+    # A walkthrough runs `lab-runner … lab-3` for its own run: it names that run in KPLAB_RUN.
+    preferred = [r for r in matching if r.run_id == os.environ.get("KPLAB_RUN")]
+    if preferred:
+        return preferred[0]
     if len(matching) == 1:
         return matching[0]
     if not matching:

@@ -26,5 +26,6 @@ def iptables(lab: str | None, host: str, args: tuple[str, ...]) -> None:
 
     require_root()
     live = LiveLab.attach(lab)
+    args = args[1:] if args[:1] == ("--",) else args
     argv = live.place(host).prefix() + live.command_in(host, ["iptables", *args])
     sys.exit(subprocess.call(argv))

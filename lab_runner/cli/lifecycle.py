@@ -121,6 +121,7 @@ def exec(lab: str | None, host: str, command: tuple[str, ...]) -> None:
 
     require_root()
     live = LiveLab.attach(lab)
+    command = command[1:] if command[:1] == ("--",) else command
     argv = live.place(host).prefix() + live.command_in(host, list(command))
     sys.exit(subprocess.call(argv))
 
