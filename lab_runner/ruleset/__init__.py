@@ -1,0 +1,1 @@
+"""kube-proxy's exact chain set: names, rendering, parsing, comparison and tracing of rulesets."""

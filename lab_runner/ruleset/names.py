@@ -1,0 +1,72 @@
+"""kube-proxy's chain names, computed exactly as pkg/proxy/iptables/proxier.go does."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+# Top-level chains (both v1.23 and v1.30 unless noted).
+KUBE_SERVICES = "KUBE-SERVICES"
+KUBE_EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
+KUBE_NODEPORTS = "KUBE-NODEPORTS"
+KUBE_POSTROUTING = "KUBE-POSTROUTING"
+KUBE_MARK_MASQ = "KUBE-MARK-MASQ"
+KUBE_MARK_DROP = "KUBE-MARK-DROP"  # v1.23: ensured (empty) by kube-proxy, filled by kubelet
+KUBE_FORWARD = "KUBE-FORWARD"
+KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"  # v1.30
+KUBE_FIREWALL = "KUBE-FIREWALL"  # v1.30: kube-proxy's copy of kubelet's localnet guard
+KUBE_PROXY_CANARY = "KUBE-PROXY-CANARY"
+
+SERVICE_PREFIX = "KUBE-SVC-"
+LOCAL_SERVICE_PREFIX = "KUBE-SVL-"  # v1.30, Local traffic policy only
+EXTERNAL_PREFIX = "KUBE-EXT-"  # v1.30, NodePort / LoadBalancer / externalIPs only
+FIREWALL_PREFIX = "KUBE-FW-"  # LoadBalancer source ranges only
+XLB_PREFIX = "KUBE-XLB-"  # v1.23, externalTrafficPolicy Local only
+ENDPOINT_PREFIX = "KUBE-SEP-"
+PER_SERVICE_PREFIXES = (SERVICE_PREFIX, LOCAL_SERVICE_PREFIX, EXTERNAL_PREFIX, FIREWALL_PREFIX,
+                        XLB_PREFIX, ENDPOINT_PREFIX)
+
+
+def _hash16(text: str) -> str:
+    """First 16 characters of base32(sha256(text)), kube-proxy's portProtoHash."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def port_proto_hash(port_name: str, protocol: str) -> str:
+    """The suffix shared by a service port's KUBE-SVC/SVL/EXT/FW/XLB chains."""
+    return _hash16(port_name + protocol.lower())
+
+
+def service_chain(port_name: str, protocol: str) -> str:
+    """KUBE-SVC-…: `port_name` is `ns/svc:port` (`ns/svc` when unnamed), protocol any case."""
+    return SERVICE_PREFIX + port_proto_hash(port_name, protocol)
+
+
+def endpoint_chain(port_name: str, protocol: str, endpoint: str) -> str:
+    """KUBE-SEP-… for one endpoint given as the plain "ip:port" string."""
+    return ENDPOINT_PREFIX + _hash16(port_name + protocol.lower() + endpoint)
+
+
+def local_service_chain(port_name: str, protocol: str) -> str:
+    """KUBE-SVL-… (v1.30): endpoints for Local traffic policy; never used by a ClusterIP service."""
+    return LOCAL_SERVICE_PREFIX + port_proto_hash(port_name, protocol)
+
+
+def external_chain(port_name: str, protocol: str) -> str:
+    """KUBE-EXT-… (v1.30): only for externally reachable services, never for ClusterIP."""
+    return EXTERNAL_PREFIX + port_proto_hash(port_name, protocol)
+
+
+def firewall_chain(port_name: str, protocol: str) -> str:
+    """KUBE-FW-…: only for LoadBalancer services with source ranges."""
+    return FIREWALL_PREFIX + port_proto_hash(port_name, protocol)
+
+
+def xlb_chain(port_name: str, protocol: str) -> str:
+    """KUBE-XLB-… (v1.23): only for externalTrafficPolicy Local."""
+    return XLB_PREFIX + port_proto_hash(port_name, protocol)
+
+
+def is_per_service_chain(name: str) -> bool:
+    """True for the hashed chains kube-proxy creates and deletes per service or endpoint."""
+    return name.startswith(PER_SERVICE_PREFIXES)

@@ -1,0 +1,324 @@
+"""Parse iptables-save (-c or not) and iptables-restore text into tables, chains and rules."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from lab_runner.errors import LabError
+from lab_runner.ruleset.counters import Counters, Delta, Snapshot, delta  # noqa: F401 (re-exported)
+from lab_runner.ruleset.tokens import Match, read_rule
+
+BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "raw": ("PREROUTING", "OUTPUT"),
+    "security": ("INPUT", "FORWARD", "OUTPUT"),
+}
+# Targets that are extensions or verdicts, not chains: a jump to anything else needs a chain.
+TARGET_EXTENSIONS = frozenset({
+    "ACCEPT", "DROP", "RETURN", "REJECT", "QUEUE", "NFQUEUE", "MARK", "CONNMARK", "DNAT", "SNAT",
+    "MASQUERADE", "REDIRECT", "NETMAP", "LOG", "NFLOG", "ULOG", "TRACE", "CT", "NOTRACK", "TCPMSS",
+    "CLASSIFY", "TPROXY", "AUDIT", "CHECKSUM", "DSCP", "TOS", "TTL", "HL", "SECMARK",
+    "CONNSECMARK", "SET", "IDLETIMER", "LED", "HMARK", "TEE", "SYNPROXY", "NFLOG",
+})
+_COUNTERS = re.compile(r"^\[(\d+):(\d+)\]$")
+
+
+class RulesetSyntaxError(LabError):
+    """A ruleset document that is not valid iptables-restore / iptables-save text."""
+
+    def __init__(self, source: str, line_no: int, line: str, problem: str):
+        self.source = source
+        self.line_no = line_no
+        self.line = line
+        self.problem = problem
+        super().__init__(f"{source}, line {line_no}: {problem}\n    {line}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule as written: its text, shlex tokens and the parts iptables distinguishes."""
+
+    table: str
+    chain: str
+    line_no: int
+    text: str  # the rule without counters, e.g. "-A KUBE-SVC-X -m comment … -j KUBE-SEP-Y"
+    tokens: tuple[str, ...]
+    basic: tuple[tuple[str, bool, str], ...] = ()  # (s|d|p|i|o|f, inverted, value)
+    matches: tuple[Match, ...] = ()
+    target: str | None = None
+    target_args: tuple[str, ...] = ()
+    goto: bool = False
+    counters: Counters | None = None
+
+    def option(self, name: str) -> tuple[bool, str] | None:
+        """A basic option (s, d, p, i, o or f) as (inverted, value), or None when absent."""
+        return next(((inv, val) for key, inv, val in self.basic if key == name), None)
+
+    def match(self, module: str) -> Match | None:
+        return next((m for m in self.matches if m.module == module), None)
+
+    @property
+    def spec(self) -> str:
+        """The rule as written, after `-A CHAIN`."""
+        parts = self.text.split(None, 2)
+        if self.tokens[:1] in (("-A",), ("--append",)) and parts[:1] == [self.tokens[0]]:
+            return parts[2] if len(parts) > 2 else ""
+        return shlex.join(self.tokens[2:])
+
+
+@dataclass
+class Chain:
+    """A chain: built-in (with a policy and its counters) or user-defined (policy None)."""
+
+    name: str
+    builtin: bool
+    policy: str | None = None
+    counters: Counters | None = None
+    rules: list[Rule] = field(default_factory=list)
+    line_no: int | None = None
+
+    def rule(self, number: int) -> Rule:
+        """The rule at 1-based position `number`, as `iptables -L --line-numbers` counts."""
+        if not 1 <= number <= len(self.rules):
+            raise IndexError(f"chain {self.name} has {len(self.rules)} rule(s), not a rule {number}")
+        return self.rules[number - 1]
+
+
+@dataclass
+class Table:
+    name: str
+    chains: dict[str, Chain] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, name: str) -> "Table":
+        table = cls(name)
+        for chain in BUILTIN_CHAINS[name]:
+            table.chains[chain] = Chain(chain, True, "ACCEPT")
+        return table
+
+
+@dataclass
+class Ruleset:
+    """Tables by name, each with its chains in declaration order."""
+
+    tables: dict[str, Table] = field(default_factory=dict)
+    source: str = "<ruleset>"
+
+    def table(self, name: str) -> Table:
+        if name not in self.tables:
+            raise KeyError(f"{self.source} has no table {name!r}; it has: "
+                           f"{', '.join(self.tables) or '(none)'}")
+        return self.tables[name]
+
+    def chain(self, table: str, name: str) -> Chain:
+        chains = self.table(table).chains
+        if name not in chains:
+            raise KeyError(f"{self.source} has no chain {name!r} in table {table}; it has: "
+                           f"{', '.join(chains)}")
+        return chains[name]
+
+    def has_chain(self, table: str, name: str) -> bool:
+        return table in self.tables and name in self.tables[table].chains
+
+    def counters(self, table: str, chain: str, number: int | None = None) -> Counters:
+        """A rule's counters (1-based `number`), or a built-in chain's policy counters."""
+        found = self.chain(table, chain)
+        value = found.counters if number is None else found.rule(number).counters
+        if value is None:
+            raise ValueError(f"{self.source} has no counters for {table} {chain}"
+                             f"{'' if number is None else f' rule {number}'}: "
+                             "take it with `iptables-save -c`")
+        return value
+
+    def rules(self, table: str | None = None):
+        """Every rule, table by table and chain by chain."""
+        for t in self.tables.values():
+            if table is None or t.name == table:
+                for chain in t.chains.values():
+                    yield from chain.rules
+
+
+def parse(text: str, source: str = "<ruleset>", *, base: Ruleset | None = None) -> Ruleset:
+    """Parse a whole document; raises RulesetSyntaxError naming the first bad line.
+
+    With `base`, the document is applied on top of a copy of it, as `iptables-restore --noflush`
+    applies it to a node: a declared chain is flushed, other chains and their rules are kept.
+    """
+    return _Parser(source, base).run(text)
+
+
+class _Parser:
+    """Applies the document line by line, as iptables-restore would to empty tables."""
+
+    def __init__(self, source: str, base: Ruleset | None = None):
+        self.ruleset = Ruleset(copy.deepcopy(base.tables) if base else {}, source)
+        self.declared: dict[tuple[str, str], int] = {}  # chains declared by this document
+        self.table: Table | None = None
+        self.opened: tuple[int, str] = (0, "")
+        self.pending: list[Rule] = []  # this table's rules, checked for jump targets at COMMIT
+
+    def fail(self, line_no: int, line: str, problem: str) -> RulesetSyntaxError:
+        return RulesetSyntaxError(self.ruleset.source, line_no, line, problem)
+
+    def run(self, text: str) -> Ruleset:
+        for line_no, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            self.dispatch(line_no, line)
+        if self.table is not None:
+            no, line = self.opened
+            raise self.fail(no, line, f"table {self.table.name!r} is never committed: "
+                                      "missing COMMIT at the end of the table")
+        return self.ruleset
+
+    def dispatch(self, line_no: int, line: str) -> None:
+        if line.startswith("*"):
+            self.open_table(line_no, line)
+        elif line == "COMMIT":
+            self.commit(line_no, line)
+        elif self.table is None:
+            raise self.fail(line_no, line, "this line comes before any `*table` line "
+                                           "(start the table with *filter, *nat, …)")
+        elif line.startswith(":"):
+            self.declare(line_no, line)
+        else:
+            self.command(line_no, line)
+
+    def open_table(self, line_no: int, line: str) -> None:
+        name = line[1:].strip()
+        if self.table is not None:
+            raise self.fail(line_no, line, f"table {self.table.name!r} (line {self.opened[0]}) "
+                                           "is not committed yet: missing COMMIT before this line")
+        if name not in BUILTIN_CHAINS:
+            raise self.fail(line_no, line, f"unknown table {name!r}; the tables are: "
+                                           f"{', '.join(BUILTIN_CHAINS)}")
+        self.table = self.ruleset.tables.setdefault(name, Table.empty(name))
+        self.opened = (line_no, line)
+
+    def commit(self, line_no: int, line: str) -> None:
+        if self.table is None:
+            raise self.fail(line_no, line, "COMMIT without an open table")
+        for rule in self.pending:
+            target = rule.target
+            if target and target not in TARGET_EXTENSIONS and target not in self.table.chains:
+                raise self.fail(rule.line_no, rule.text,
+                                f"{'goes' if rule.goto else 'jumps'} to {target!r}, which is neither "
+                                f"a chain of table {self.table.name} nor a known target")
+        self.pending = []
+        self.table = None
+
+    def declare(self, line_no: int, line: str) -> None:
+        parts = line[1:].split()
+        if not 2 <= len(parts) <= 3:
+            raise self.fail(line_no, line, "a chain line is `:NAME POLICY [packets:bytes]`")
+        name, policy = parts[0], parts[1]
+        counters = self.counters(line_no, line, parts[2]) if len(parts) == 3 else None
+        assert self.table is not None
+        builtin = name in BUILTIN_CHAINS[self.table.name]
+        if builtin:
+            if policy not in ("ACCEPT", "DROP"):
+                raise self.fail(line_no, line, f"bad policy {policy!r} for built-in chain {name}: "
+                                               "use ACCEPT or DROP")
+            chain = self.table.chains[name]
+            chain.policy, chain.counters, chain.line_no = policy, counters, line_no
+            return
+        if policy != "-":
+            raise self.fail(line_no, line, f"user-defined chain {name} cannot have a policy "
+                                           f"({policy!r}): write `-`")
+        key = (self.table.name, name)
+        if key in self.declared:
+            raise self.fail(line_no, line, f"chain {name} is declared twice in table "
+                                           f"{self.table.name} (first at line {self.declared[key]})")
+        self.declared[key] = line_no
+        self.table.chains[name] = Chain(name, False, None, counters, [], line_no)
+
+    def counters(self, line_no: int, line: str, text: str) -> Counters:
+        found = _COUNTERS.match(text)
+        if not found:
+            raise self.fail(line_no, line, f"bad counters {text!r}: expected [packets:bytes]")
+        return Counters(int(found.group(1)), int(found.group(2)))
+
+    def command(self, line_no: int, line: str) -> None:
+        counters = None
+        body = line
+        if line.startswith("["):
+            head, _, body = line.partition(" ")
+            counters = self.counters(line_no, line, head)
+        try:
+            tokens = shlex.split(body)
+        except ValueError as exc:
+            raise self.fail(line_no, line, f"unbalanced quotes ({exc})") from exc
+        if not tokens:
+            raise self.fail(line_no, line, "counters without a rule")
+        verb = tokens[0]
+        handler = {"-A": self.append, "--append": self.append, "-I": self.insert,
+                   "--insert": self.insert, "-N": self.new_chain, "--new-chain": self.new_chain,
+                   "-X": self.delete_chain, "--delete-chain": self.delete_chain,
+                   "-F": self.flush, "--flush": self.flush}.get(verb)
+        if handler is None:
+            raise self.fail(line_no, line, f"unknown command {verb!r}: expected -A, -I, -N, -X, -F, "
+                                           "a :CHAIN line, a *table line or COMMIT")
+        handler(line_no, body, tokens, counters)
+
+    def existing_chain(self, line_no: int, line: str, tokens: list[str]) -> Chain:
+        assert self.table is not None
+        if len(tokens) < 2:
+            raise self.fail(line_no, line, f"{tokens[0]} needs a chain name")
+        name = tokens[1]
+        if name not in self.table.chains:
+            raise self.fail(line_no, line, f"chain {name} is not declared in table "
+                                           f"{self.table.name}: add `:{name} - [0:0]` before "
+                                           "its rules")
+        return self.table.chains[name]
+
+    def rule(self, line_no: int, text: str, tokens: list[str], counters: Counters | None) -> Rule:
+        assert self.table is not None
+        try:
+            parts = read_rule(tokens[2:])
+        except ValueError as exc:
+            raise self.fail(line_no, text, str(exc)) from exc
+        counters = parts.pop("counters") or counters
+        rule = Rule(self.table.name, tokens[1], line_no, text, tuple(tokens), counters=counters,
+                    **parts)
+        self.pending.append(rule)
+        return rule
+
+    def append(self, line_no, line, tokens, counters) -> None:
+        chain = self.existing_chain(line_no, line, tokens)
+        chain.rules.append(self.rule(line_no, line, tokens, counters))
+
+    def insert(self, line_no, line, tokens, counters) -> None:
+        chain = self.existing_chain(line_no, line, tokens)
+        position = 1
+        if len(tokens) > 2 and tokens[2].isdigit():
+            position = int(tokens[2])
+            tokens = tokens[:2] + tokens[3:]
+            if not 1 <= position <= len(chain.rules) + 1:
+                raise self.fail(line_no, line, f"cannot insert at position {position}: chain "
+                                               f"{chain.name} has {len(chain.rules)} rule(s)")
+        chain.rules.insert(position - 1, self.rule(line_no, line, tokens, counters))
+
+    def new_chain(self, line_no, line, tokens, counters) -> None:
+        if len(tokens) != 2:
+            raise self.fail(line_no, line, "-N takes exactly one chain name")
+        self.declare(line_no, f":{tokens[1]} -")
+
+    def delete_chain(self, line_no, line, tokens, counters) -> None:
+        chain = self.existing_chain(line_no, line, tokens)
+        if chain.builtin:
+            raise self.fail(line_no, line, f"cannot delete built-in chain {chain.name}")
+        assert self.table is not None
+        del self.table.chains[chain.name]
+
+    def flush(self, line_no, line, tokens, counters) -> None:
+        assert self.table is not None
+        chains = [self.existing_chain(line_no, line, tokens)] if len(tokens) > 1 \
+            else list(self.table.chains.values())
+        for chain in chains:
+            chain.rules.clear()

@@ -1,0 +1,182 @@
+"""The renderer writes kube-proxy's documents: the hand-written golden files and the seed's facts."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+
+import pytest
+
+from lab_runner import lab_file
+from lab_runner.model import Pod
+from lab_runner.ruleset.compare import compare
+from lab_runner.ruleset.parse import parse
+from lab_runner.ruleset.render import probability, render
+
+GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "golden"
+DOCUMENTS = sorted(GOLDEN.glob("*.rules"))
+SVC = "KUBE-SVC-Q7IJ732UBZY4AJKA"
+SEPS = ["KUBE-SEP-TWZJG7ZWZYI5EC7J", "KUBE-SEP-LCP7KINQA756A5JS", "KUBE-SEP-XCVGJ5SWPGOUASPD",
+        "KUBE-SEP-56377YKM7VKGGV6C"]
+
+
+def golden(path: Path):
+    name, profile = re.fullmatch(r"(.+)\.(v1\.\d+)\.rules", path.name).groups()
+    return lab_file.load(GOLDEN / f"{name}.yaml"), profile
+
+
+@pytest.fixture(scope="module")
+def lab3():
+    return lab_file.load("lab-3")
+
+
+def svc_rules(doc: str) -> list[str]:
+    return [line for line in doc.splitlines() if line.startswith(f"-A {SVC} ")]
+
+
+def test_every_required_golden_case_exists():
+    stems = {p.name for p in DOCUMENTS}
+    for needed in ("lab-3.v1.23", "lab-3.v1.30", "multiport.v1.30", "unnamed.v1.23", "udp.v1.30",
+                   "noendpoints.v1.23", "single.v1.30", "seven.v1.23", "affinity.v1.23",
+                   "affinity.v1.30"):
+        assert f"{needed}.rules" in stems
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=[d.name for d in DOCUMENTS])
+def test_render_matches_golden(document):
+    lab, profile = golden(document)
+    rendered = render(lab, profile)
+    result = compare(document.read_text(), rendered)
+    assert result.equal, result.text
+    assert rendered == document.read_text()  # same order and spelling too, as kube-proxy writes
+
+
+def test_real_lab_3_renders_its_golden_copy(lab3):
+    for profile in ("v1.23", "v1.30"):
+        assert render(lab3, profile) == (GOLDEN / f"lab-3.{profile}.rules").read_text()
+
+
+def test_seed_chain_names(lab3):
+    doc = render(lab3)
+    for chain in [SVC, *SEPS]:
+        assert f":{chain} - [0:0]" in doc
+
+
+def test_seed_probabilities_and_last_rule(lab3):
+    rules = svc_rules(render(lab3))
+    picks = [r for r in rules if "KUBE-SEP-" in r]
+    assert [re.search(r"--probability (\S+)", r).group(1) if "--probability" in r else None
+            for r in picks] == ["0.2500000000", "0.3333333333", "0.5000000000", None]
+    assert [r.rsplit(" ", 1)[1] for r in picks] == SEPS
+    assert "statistic" not in picks[-1]
+
+
+def test_seed_masquerade_rule_is_first_in_the_service_chain(lab3):
+    first = parse(render(lab3)).chain("nat", SVC).rules[0]
+    assert first.target == "KUBE-MARK-MASQ"
+    assert first.option("s") == (True, "10.244.0.0/16")
+    assert first.option("d") == (False, "10.104.5.205")
+    assert first.match("tcp").args == ("--dport", "8080")
+    assert "! -s 10.244.0.0/16 -j KUBE-MARK-MASQ" in first.text
+
+
+def test_kube_services_jump_and_nodeports_last(lab3):
+    rules = parse(render(lab3)).chain("nat", "KUBE-SERVICES").rules
+    assert rules[0].text == ('-A KUBE-SERVICES -m comment --comment "stateful-apps/my-app:http-svc '
+                             'cluster IP" -m tcp -p tcp -d 10.104.5.205 --dport 8080 -j ' + SVC)
+    assert rules[-1].target == "KUBE-NODEPORTS"
+    assert rules[-1].match("addrtype").args == ("--dst-type", "LOCAL")
+
+
+def test_endpoint_comments_differ_by_profile(lab3):
+    old = svc_rules(render(lab3, "v1.23"))[1]
+    new = svc_rules(render(lab3, "v1.30"))[1]
+    assert "--comment stateful-apps/my-app:http-svc -m statistic" in old
+    assert '--comment "stateful-apps/my-app:http-svc -> 172.17.0.2:80"' in new
+
+
+def test_seps_masquerade_hairpin_then_dnat(lab3):
+    sep = parse(render(lab3)).chain("nat", SEPS[0])
+    assert [(r.option("s"), r.target, r.target_args) for r in sep.rules] == [
+        ((False, "172.17.0.2"), "KUBE-MARK-MASQ", ()),
+        (None, "DNAT", ("--to-destination", "172.17.0.2:80"))]
+
+
+def test_postrouting_and_mark_masq(lab3):
+    ruleset = parse(render(lab3))
+    post = [r.spec for r in ruleset.chain("nat", "KUBE-POSTROUTING").rules]
+    assert post == ["-m mark ! --mark 0x00004000/0x00004000 -j RETURN",
+                    "-j MARK --xor-mark 0x00004000",
+                    '-m comment --comment "kubernetes service traffic requiring SNAT" '
+                    "-j MASQUERADE --random-fully"]
+    assert [r.spec for r in ruleset.chain("nat", "KUBE-MARK-MASQ").rules] == [
+        "-j MARK --or-mark 0x00004000"]
+
+
+def test_profile_defaults_to_the_lab_and_unknown_is_refused(lab3):
+    assert render(lab3) == render(lab3, "v1.23")
+    assert render(lab3.with_changes(profile="v1.30")) == render(lab3, "v1.30")
+    with pytest.raises(ValueError, match="v1.23, v1.30"):
+        render(lab3, "v1.99")
+
+
+@pytest.mark.parametrize("profile", ["v1.23", "v1.30"])
+def test_without_base_jumps_builtins_stay_untouched(lab3, profile):
+    ruleset = parse(render(lab3, profile, base_jumps=False))
+    assert "mangle" not in ruleset.tables
+    for table in ruleset.tables.values():
+        for chain in table.chains.values():
+            assert not (chain.builtin and chain.rules), f"{table.name} {chain.name} has rules"
+            assert chain.name != "KUBE-PROXY-CANARY"
+    full = parse(render(lab3, profile))
+    for table in ("filter", "nat"):
+        kube = [c for c in full.table(table).chains.values()
+                if not c.builtin and c.name not in ("KUBE-PROXY-CANARY", "KUBE-MARK-DROP")]
+        for chain in kube:
+            assert [r.spec for r in ruleset.chain(table, chain.name).rules] == \
+                [r.spec for r in chain.rules]
+
+
+def test_base_jumps_follow_prepend_order(lab3):
+    ruleset = parse(render(lab3, "v1.30"))
+    assert [r.target for r in ruleset.chain("filter", "INPUT").rules] == [
+        "KUBE-FIREWALL", "KUBE-PROXY-FIREWALL", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES"]
+    assert [r.target for r in ruleset.chain("filter", "FORWARD").rules] == [
+        "KUBE-PROXY-FIREWALL", "KUBE-FORWARD", "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"]
+    assert [r.target for r in ruleset.chain("nat", "PREROUTING").rules] == ["KUBE-SERVICES"]
+    assert [r.target for r in ruleset.chain("nat", "POSTROUTING").rules] == ["KUBE-POSTROUTING"]
+    for table in ("mangle", "filter", "nat"):
+        assert ruleset.has_chain(table, "KUBE-PROXY-CANARY")
+
+
+def test_no_endpoints_rejects_in_filter_and_has_no_service_chain():
+    lab, profile = golden(GOLDEN / "noendpoints.v1.23.rules")
+    ruleset = parse(render(lab, profile))
+    reject = ruleset.chain("filter", "KUBE-SERVICES").rules
+    assert [(r.target, r.match("comment").args[1]) for r in reject] == [
+        ("REJECT", "default/api:http has no endpoints")]
+    assert not [c for c in ruleset.table("nat").chains if c.startswith(("KUBE-SVC-", "KUBE-SEP-"))]
+    assert [r.target for r in ruleset.chain("nat", "KUBE-SERVICES").rules] == ["KUBE-NODEPORTS"]
+
+
+def test_cluster_cidr_drives_the_masquerade_rule(lab3):
+    moved = lab3.with_changes(cluster_cidr=ipaddress.ip_network("172.16.0.0/12"))
+    assert "! -s 172.16.0.0/12 -j KUBE-MARK-MASQ" in svc_rules(render(moved))[0]
+
+
+def test_probability_is_gos_ten_decimals():
+    assert [probability(n) for n in (2, 3, 6, 7)] == [
+        "0.5000000000", "0.3333333333", "0.1666666667", "0.1428571429"]
+
+
+def test_large_cluster_mode_drops_endpoint_comments(lab3):
+    template = lab3.pods[0]
+    pods = tuple(Pod(name=f"p{i}", namespace=template.namespace, node=template.node,
+                     ip=ipaddress.ip_address("172.17.0.0") + 10 + i, labels=template.labels,
+                     ports=template.ports) for i in range(1001))
+    doc = render(lab3.with_changes(pods=pods))
+    rules = svc_rules(doc)
+    assert "cluster IP" in rules[0]
+    assert all("--comment" not in r for r in rules[1:])
+    assert len(rules) == 1002

@@ -1,0 +1,249 @@
+"""The tracer's exact outcome distributions through kube-proxy's rules, and its refusals."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from lab_runner import lab_file
+from lab_runner.ruleset.parse import parse
+from lab_runner.ruleset.render import render
+from lab_runner.ruleset.tracer import Packet, TraceError, UnsupportedRule, trace
+
+GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "golden"
+VIP = "10.104.5.205"
+NODE_ADDRESSES = ("192.168.49.2", "172.17.0.1")
+TWO_31 = 2 ** 31
+P_THIRD = Fraction(715827883, TWO_31)  # what the kernel keeps of --probability 0.3333333333
+PODS = [("172.17.0.2", 80), ("172.17.0.5", 80), ("172.17.0.6", 80), ("172.17.0.7", 80)]
+EXPECTED = {
+    PODS[0]: Fraction(1, 4),
+    PODS[1]: Fraction(3, 4) * P_THIRD,
+    PODS[2]: Fraction(3, 4) * (1 - P_THIRD) * Fraction(1, 2),
+    PODS[3]: Fraction(3, 4) * (1 - P_THIRD) * Fraction(1, 2),
+}
+
+
+def from_outside(src="192.168.49.1", dst=VIP, dport=8080, protocol="tcp", **kw) -> Packet:
+    return Packet(src, dst, protocol, 40000, dport, in_interface="eth0",
+                  out_interface=kw.pop("out_interface", "docker0"),
+                  local_addresses=NODE_ADDRESSES, **kw)
+
+
+def golden_ruleset(name: str, profile: str | None = None):
+    lab = lab_file.load(GOLDEN / f"{name}.yaml")
+    return parse(render(lab, profile))
+
+
+@pytest.fixture(scope="module", params=["v1.23", "v1.30"])
+def lab3(request):
+    return parse(render(lab_file.load("lab-3"), request.param))
+
+
+def test_four_pods_each_about_a_quarter_exactly(lab3):
+    result = trace(lab3, from_outside())
+    assert result.dnat_distribution() == EXPECTED
+    assert sum(o.probability for o in result.outcomes) == 1
+    assert EXPECTED[PODS[1]] == Fraction(2147483649, 8589934592)  # a hair over 1/4
+    assert EXPECTED[PODS[2]] == Fraction(4294967295, 17179869184)  # a hair under 1/4
+    assert all(o.verdict == "ACCEPT" and o.route == "forward" for o in result.outcomes)
+
+
+def test_outside_source_is_marked_and_masqueraded(lab3):
+    for outcome in trace(lab3, from_outside()).outcomes:
+        assert outcome.masquerade
+        chains = outcome.chains()
+        assert chains[:4] == ["PREROUTING", "KUBE-SERVICES", "KUBE-SVC-Q7IJ732UBZY4AJKA",
+                              "KUBE-MARK-MASQ"]
+        assert "KUBE-POSTROUTING" in chains
+        assert outcome.mark == 0  # KUBE-POSTROUTING clears it with --xor-mark before MASQUERADE
+        dnat_step = next(s for s in outcome.path if "DNAT" in s.text)
+        assert dnat_step.table == "nat" and dnat_step.chain.startswith("KUBE-SEP-")
+        assert dnat_step.text.endswith(f"--to-destination {outcome.dnat[0]}:80")
+
+
+def test_path_steps_are_table_chain_number_text(lab3):
+    first = trace(lab3, from_outside()).outcomes[0]
+    table, chain, number, text = first.path[2]
+    assert (table, chain, number) == ("nat", "KUBE-SVC-Q7IJ732UBZY4AJKA", 1)
+    assert text.endswith("! -s 10.244.0.0/16 -j KUBE-MARK-MASQ")
+
+
+def test_source_inside_cluster_cidr_is_not_masqueraded(lab3):
+    result = trace(lab3, from_outside(src="10.244.3.4"))
+    assert result.dnat_distribution() == EXPECTED
+    assert not any(o.masquerade for o in result.outcomes)
+    assert all("KUBE-MARK-MASQ" not in o.chains() for o in result.outcomes)
+
+
+def test_hairpin_is_masqueraded_only_when_the_pod_picks_itself():
+    ruleset = golden_ruleset("multiport")
+    packet = Packet("10.244.0.11", "10.96.10.10", "tcp", 40000, 80, in_interface="cni0",
+                    out_interface="cni0")
+    outcomes = {o.dnat: o for o in trace(ruleset, packet).outcomes}
+    assert set(outcomes) == {("10.244.0.11", 8080), ("10.244.0.12", 8080)}
+    assert outcomes[("10.244.0.11", 8080)].masquerade
+    assert not outcomes[("10.244.0.12", 8080)].masquerade
+    hairpin = outcomes[("10.244.0.11", 8080)].path
+    assert any(s.chain == "KUBE-SEP-GXKVICYM64SODBWJ" and "-s 10.244.0.11 -j KUBE-MARK-MASQ" in s.text
+               for s in hairpin)
+    assert trace(ruleset, packet).dnat_distribution()[("10.244.0.11", 8080)] == Fraction(1, 2)
+
+
+@pytest.mark.parametrize("dport, protocol", [(8081, "tcp"), (8080, "udp")])
+def test_other_port_or_protocol_is_not_captured(lab3, dport, protocol):
+    (outcome,) = trace(lab3, from_outside(dport=dport, protocol=protocol)).outcomes
+    assert outcome.probability == 1
+    assert outcome.dnat is None and not outcome.masquerade
+    assert outcome.verdict == "ACCEPT"
+    assert not any(s.chain.startswith(("KUBE-SVC-", "KUBE-SEP-")) for s in outcome.path)
+
+
+def test_udp_service_port():
+    ruleset = golden_ruleset("udp")
+    packet = Packet("10.244.0.99", "10.96.0.10", "udp", 5353, 53, in_interface="cni0",
+                    out_interface="cni0")
+    assert trace(ruleset, packet).dnat_distribution() == {("10.244.0.31", 53): Fraction(1, 2),
+                                                          ("10.244.0.32", 53): Fraction(1, 2)}
+    chains = trace(ruleset, packet).outcomes[0].chains()
+    assert "KUBE-SVC-TCOU7JCQXEZGVUNU" in chains and "KUBE-SVC-ERIFXISQEP7F7OF4" not in chains
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_no_endpoints_is_rejected_by_filter(local):
+    ruleset = golden_ruleset("noendpoints")
+    packet = Packet("10.244.0.99", "10.96.40.40", "tcp", 40000, 80,
+                    in_interface=None if local else "cni0", out_interface="cni0")
+    (outcome,) = trace(ruleset, packet).outcomes
+    assert outcome.verdict == "REJECT" and outcome.dnat is None
+    last = outcome.path[-1]
+    assert (last.table, last.chain) == ("filter", "KUBE-SERVICES")
+    assert "default/api:http has no endpoints" in last.text
+
+
+def test_locally_generated_packet_goes_through_nat_output(lab3):
+    packet = Packet("192.168.49.2", VIP, "tcp", 40000, 8080, out_interface="docker0",
+                    local_addresses=NODE_ADDRESSES)
+    result = trace(lab3, packet)
+    assert result.dnat_distribution() == EXPECTED
+    assert all(o.path[0].chain == "OUTPUT" and o.route == "output" for o in result.outcomes)
+
+
+def test_node_port_range_goes_to_kube_nodeports_and_is_delivered(lab3):
+    (outcome,) = trace(lab3, from_outside(dst="192.168.49.2", dport=30080)).outcomes
+    assert outcome.dnat is None and outcome.route == "local"
+    assert any(s.text.endswith("-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS") for s in outcome.path)
+
+
+@pytest.mark.parametrize("profile", ["v1.23", "v1.30"])
+def test_affinity_first_packet_is_spread_and_recorded(profile):
+    ruleset = golden_ruleset("affinity", profile)
+    packet = Packet("10.244.0.99", "10.96.60.60", "tcp", 40000, 80, in_interface="cni0",
+                    out_interface="cni0")
+    result = trace(ruleset, packet)
+    assert result.dnat_distribution() == {("10.244.0.61", 8080): Fraction(1, 2),
+                                          ("10.244.0.62", 8080): Fraction(1, 2)}
+    for outcome in result.outcomes:
+        assert not any("--rcheck" in s.text for s in outcome.path)
+        assert any("--set" in s.text and "DNAT" in s.text for s in outcome.path)
+
+
+def test_seven_endpoints_each_get_about_a_seventh():
+    result = trace(golden_ruleset("seven"), Packet("10.244.0.99", "10.96.70.70", "tcp", 40000, 80,
+                                                   in_interface="cni0", out_interface="cni0"))
+    dist = result.dnat_distribution()
+    assert len(dist) == 7 and sum(dist.values()) == 1
+    assert dist[("10.244.0.100", 80)] == Fraction(306783378, TWO_31)
+    assert all(abs(p - Fraction(1, 7)) < Fraction(1, 10**8) for p in dist.values())
+
+
+def custom(*rules: str, table: str = "nat", chains=("KUBE-X", "KUBE-Y")):
+    declared = "".join(f":{c} - [0:0]\n" for c in chains)
+    return parse(f"*{table}\n{declared}" + "".join(f"{r}\n" for r in rules) + "COMMIT\n")
+
+
+PACKET = Packet("1.1.1.1", "2.2.2.2", "tcp", 1000, 80, in_interface="eth0", out_interface="eth1")
+
+
+def test_statistic_probability_is_the_stored_u32_and_can_be_inverted():
+    ruleset = custom("-A PREROUTING -m statistic --mode random --probability 0.3 "
+                     "-j DNAT --to-destination 9.9.9.9:81",
+                     "-A PREROUTING -m statistic --mode random ! --probability 0.5 "
+                     "-j DNAT --to-destination 8.8.8.8")
+    dist = trace(ruleset, PACKET).dnat_distribution()
+    p = Fraction(644245094, TWO_31)  # lround(0.3 * 2^31)
+    assert dist == {("9.9.9.9", 81): p, ("8.8.8.8", 80): (1 - p) / 2, None: (1 - p) / 2}
+
+
+def test_goto_returns_to_the_caller_of_the_chain():
+    ruleset = custom("-A PREROUTING -j KUBE-X", "-A PREROUTING -j MARK --set-mark 0x2",
+                     "-A KUBE-X -g KUBE-Y", "-A KUBE-X -j MARK --set-mark 0x1",
+                     "-A KUBE-Y -j RETURN")
+    (outcome,) = trace(ruleset, PACKET).outcomes
+    assert outcome.mark == 0x2
+    assert [s.chain for s in outcome.path] == ["PREROUTING", "KUBE-X", "KUBE-Y", "PREROUTING"]
+
+
+def test_mark_targets_and_match():
+    ruleset = custom("-A PREROUTING -j MARK --or-mark 0x4000",
+                     "-A PREROUTING -m mark --mark 0x4000/0x4000 -j MARK --xor-mark 0x4001",
+                     "-A PREROUTING -m mark ! --mark 0x1 -j DROP")
+    (outcome,) = trace(ruleset, PACKET).outcomes
+    assert outcome.mark == 0x1 and outcome.verdict == "ACCEPT"
+
+
+def test_policy_drop_and_snat():
+    ruleset = custom("-A POSTROUTING -s 1.1.1.0/24 -j SNAT --to-source 5.5.5.5")
+    (outcome,) = trace(ruleset, PACKET).outcomes
+    assert outcome.snat == ("5.5.5.5", None) and not outcome.masquerade
+    dropping = parse("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n")
+    (dropped,) = trace(dropping, PACKET).outcomes
+    assert dropped.verdict == "DROP" and dropped.path[-1].text == "policy DROP"
+
+
+@pytest.mark.parametrize("rule, what", [
+    ("-A KUBE-X -m string --string foo --algo bm -j RETURN", "-m string"),
+    ("-A KUBE-X -m statistic --mode nth --every 2 --packet 0 -j RETURN", "--mode random"),
+    ("-A KUBE-X -p tcp -j REDIRECT --to-ports 8080", "target REDIRECT"),
+    ("-A KUBE-X -m addrtype --dst-type UNICAST -j RETURN", "-m addrtype --dst-type UNICAST"),
+    ("-A KUBE-X -j DNAT --to-destination 10.0.0.1-10.0.0.5", "ranges"),
+    ("-A KUBE-X -m conntrack --ctorigdst 1.2.3.4 -j RETURN", "-m conntrack --ctorigdst"),
+])
+def test_unsupported_rules_are_named(rule, what):
+    ruleset = custom("-A PREROUTING -j KUBE-X", rule)
+    with pytest.raises(UnsupportedRule) as caught:
+        trace(ruleset, PACKET)
+    message = str(caught.value)
+    assert message.startswith("nat KUBE-X (line 5): the tracer does not model ")
+    assert what in message and rule in message
+    assert caught.value.rule.chain == "KUBE-X"
+
+
+def test_output_interface_must_be_given_when_a_rule_needs_it():
+    ruleset = custom("-A POSTROUTING -o eth1 -j MASQUERADE")
+    assert trace(ruleset, PACKET).outcomes[0].masquerade
+    with pytest.raises(TraceError, match="out_interface"):
+        trace(ruleset, Packet("1.1.1.1", "2.2.2.2", in_interface="eth0"))
+
+
+def test_jump_loop_is_reported():
+    ruleset = custom("-A PREROUTING -j KUBE-X", "-A KUBE-X -j KUBE-Y", "-A KUBE-Y -j KUBE-X")
+    with pytest.raises(TraceError, match="jump loop"):
+        trace(ruleset, PACKET)
+
+
+def test_many_endpoints_do_not_exhaust_the_stack():
+    import ipaddress
+
+    from lab_runner.model import Pod
+
+    lab = lab_file.load("lab-3")
+    template = lab.pods[0]
+    pods = tuple(Pod(name=f"p{i}", namespace=template.namespace, node=template.node,
+                     ip=ipaddress.ip_address("172.17.0.10") + i, labels=template.labels,
+                     ports=template.ports) for i in range(1100))
+    result = trace(parse(render(lab.with_changes(pods=pods))), from_outside())
+    assert len(result.outcomes) == 1100
+    assert sum(o.probability for o in result.outcomes) == 1
