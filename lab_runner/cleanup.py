@@ -31,6 +31,8 @@ def clean(*, everything: bool = False, backend: NetnsBackend | None = None) -> C
         if record is not None and not everything and not record.orphaned():
             report.kept_runs.append(run_id)
             continue
+        if record is None and not everything and _young_namespaces(run_id):
+            continue  # a scratch namespace of a running test or `doctor`: not a leftover yet
         record = record or RunRecord(run_id=run_id, lab_id="?", lab_source="")
         report.problems += backend.destroy(record)
         shutil.rmtree(state_root() / run_id, ignore_errors=True)
@@ -48,6 +50,14 @@ def clean(*, everything: bool = False, backend: NetnsBackend | None = None) -> C
         except OSError:
             pass
     return report
+
+
+def _young_namespaces(run_id: str, seconds: float = 60.0) -> bool:
+    """Record-less namespaces younger than a minute belong to something still running."""
+    from pathlib import Path
+
+    return any(_recent(Path("/run/netns") / ns, seconds) for ns in list_netns()
+               if run_id_of(ns) == run_id)
 
 
 def _recent(path, seconds: float = 30.0) -> bool:

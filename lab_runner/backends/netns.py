@@ -105,8 +105,11 @@ class NetnsBackend:
         for pod in lab.pods:
             if pod.node == node.name:
                 veth = veth_name(pod.name)
+                # hairpin on, as kubelet sets it: with br_netfilter a pod's packet DNATed back
+                # to that same pod leaves through the bridge port it came in by.
                 cmds += [f"link add {veth} type veth peer name eth0 netns {pod_ns(run_id, pod.name)}",
-                         f"link set {veth} master {node.bridge} up"]
+                         f"link set {veth} master {node.bridge} up",
+                         f"link set {veth} type bridge_slave hairpin on"]
         for other in lab.nodes:
             if other.name != node.name:
                 cmds.append(f"route add {other.pod_subnet} via {other.ip}")

@@ -1,0 +1,345 @@
+"""Evidence commands on a running lab: probe, trace, sample, counters, conntrack, rules."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import click
+from rich.live import Live
+from rich.table import Table
+
+from lab_runner import lab_file
+from lab_runner.cli import cli, console
+from lab_runner.cli.lifecycle import require_root
+from lab_runner.errors import LabError
+
+BAR_WIDTH = 30
+
+
+def _attach(lab: str | None):
+    from lab_runner.lab import LiveLab
+
+    require_root()
+    return LiveLab.attach(lab)
+
+
+def _target(text: str):
+    from lab_runner.evidence.probing import Target
+
+    try:
+        return Target.parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from exc
+
+
+def _say(text: str) -> None:
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+# -- probe ---------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("lab", required=False)
+@click.option("--from", "source", default="client", show_default=True,
+              help="the sending host: client, node, or a pod (e.g. dfrdh).")
+@click.option("--to", "to", required=True, help="IP:PORT[/tcp|/udp], e.g. 10.104.5.205:8080/tcp")
+@click.option("--http", "http", is_flag=True, help="a full HTTP request (the pod's app answers).")
+@click.option("--count", type=int, default=1, show_default=True, help="probes to send.")
+@click.option("--until-all", is_flag=True,
+              help="repeat (at most 200 times) until every endpoint has answered; one line per pod.")
+@click.option("--quiet", is_flag=True, help="only the answer line.")
+def probe(lab, source, to, http, count, until_all, quiet) -> None:
+    """Send a probe and show what the kernel did with it.
+
+    \b
+    A crafted SYN (scapy) by default, a real HTTP request with --http, UDP with /udp.
+    Shows the answer, what the pod saw (its app's answer, or a capture on the pods' eth0),
+    the conntrack entry and every rule whose counter moved.
+    Example: sudo lab-runner probe lab-3 --from client --to 10.104.5.205:8080/tcp --http
+    """
+    from lab_runner.evidence import probing
+
+    live = _attach(lab)
+    target = _target(to)
+    kind = "udp" if target.proto == "udp" else "http" if http else "syn"
+    if until_all or count > 1:
+        if kind == "syn":
+            kind = "http"  # repeated probes read the pod's view from the app's answer
+        _repeated(live, source, target, kind, count, until_all)
+        return
+    report = probing.probe(live, source, target, kind)
+    _print_probe(report, quiet)
+
+
+def _answer_line(report) -> str:
+    answer = report.answer
+    what = answer.get("answer", "?")
+    if what == "syn-ack":
+        text = f"SYN-ACK from {answer['src']}:{answer['sport']}"
+    elif what == "reply":
+        text = f"reply from {report.target.ip}:{report.target.port}"
+    elif what == "rst":
+        text = f"RST from {answer.get('src')}:{answer.get('sport')}"
+    elif what == "icmp":
+        icmp = answer.get("icmp", {})
+        text = f"ICMP type {icmp.get('type')} code {icmp.get('code')} from {answer.get('src')}"
+    else:
+        text = f"no answer ({what})"
+    if report.pod:
+        text += f": answered by {report.pod}"
+    return text
+
+
+def _print_probe(report, quiet: bool) -> None:
+    from lab_runner.evidence.probing import moved_rules
+
+    p = report.answer.get("probe", {})
+    if not quiet:
+        _say(f"probe      {report.source} {p.get('src', '?')}:{p.get('sport', '?')} -> "
+             f"{report.target} ({report.kind})")
+    _say(f"answer     {_answer_line(report)}")
+    if quiet:
+        return
+    if report.pod_view:
+        _say(f"pod view   pod saw {report.pod_view.src}:{report.pod_view.sport} -> "
+             f"{report.pod_view.dst}:{report.pod_view.dport}   ({report.pod_view.pod}, "
+             f"from the {report.pod_view.via})")
+    else:
+        _say("pod view   no pod received it")
+    for entry in report.conntrack:
+        _say(f"conntrack  {entry.describe()}")
+    moved = [m for m in moved_rules(report) if m[1].startswith("KUBE-")]
+    if moved:
+        _say("counters that moved (nat table, KUBE- chains):")
+        for packets, chain, number, text in moved:
+            rule = text.split(f"-A {chain} ", 1)[-1]
+            _say(f"  +{packets:<4} {chain:<28} rule {number:<3} {rule}")
+    else:
+        _say("counters that moved: none in the KUBE- chains (no service rule matched)")
+
+
+def _repeated(live, source, target, kind, count, until_all) -> None:
+    from lab_runner.evidence import probing, sampling
+
+    caller_ip = sampling.host_ip(live, source)
+    wanted: set[str] = set()
+    if until_all:
+        from lab_runner.ruleset.counters import Snapshot
+
+        inbound = "eth0" if live.resolve(source)[0] == "client" else live.model.nodes[0].bridge
+        expected = sampling.expected_distribution(Snapshot.parse(live.save()).ruleset, live.model,
+                                                  caller_ip, target, in_interface=inbound)
+        ips = {k.split(":")[0] for k, p in expected.items() if p and k != sampling.NO_DNAT}
+        wanted = {pod.name for pod in live.model.pods if str(pod.ip) in ips}
+        count = 200
+    seen: dict[str, object] = {}
+    sent = 0
+    with console.status("probing…"):
+        while sent < count and not (until_all and wanted <= set(seen)):
+            report = probing.probe(live, source, target, kind, counters=False)
+            sent += 1
+            if report.pod_view and report.pod not in seen:
+                seen[report.pod] = report.pod_view
+            if not until_all:
+                _say(f"{sent:>3}  {_answer_line(report)}")
+    _say(f"{sent} probes from {source} ({caller_ip}) to {target}; what each pod saw:")
+    for pod in sorted(seen):
+        view = seen[pod]
+        note = "   (hairpin: the caller reached itself, so it was masqueraded)" \
+            if view.dst == caller_ip else ""
+        _say(f"  {pod:<28} saw {view.src}:{view.sport} -> {view.dst}:{view.dport}{note}")
+    if until_all and not wanted <= set(seen):
+        raise LabError(f"after {sent} probes these endpoints never answered: "
+                       f"{', '.join(sorted(wanted - set(seen)))}")
+
+
+# -- trace ---------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("lab", required=False)
+@click.option("--from", "source", default="client", show_default=True)
+@click.option("--to", "to", required=True, help="IP:PORT[/tcp|/udp]")
+def trace(lab, source, to) -> None:
+    """Trace one packet through the node's chains with the kernel's own TRACE events.
+
+    Adds a TRACE rule for exactly this probe's 5-tuple, reads `xtables-monitor --trace` in the
+    node, removes the rule. Needs the nft variant of iptables.
+    """
+    from lab_runner.evidence import kernel_trace, sampling
+    from lab_runner.probes.launch import run_agent
+
+    live = _attach(lab)
+    target = _target(to)
+    src_ip = sampling.host_ip(live, source)
+    kind, _ = live.resolve(source)
+    sport = random.randint(40000, 59999)
+    rule = kernel_trace.trace_rule(target.proto, src_ip, sport, target.ip, target.port,
+                                   local=kind == "node")
+    node = live.place("node")
+    tracer = kernel_trace.Tracer(node.prefix() + live.command_in("node", []),
+                                 lambda argv: live.exec("node", argv, check=True), live.run.iptables)
+    probe_kind = "udp" if target.proto == "udp" else "syn"
+    path, answer = tracer.trace(rule, lambda: run_agent(
+        live.runner, live.place(source), probe_kind, dst=target.ip, dport=target.port,
+        sport=sport, timeout=1), local=kind == "node")
+    _say(f"trace of the first packet {src_ip}:{sport} -> {target} from {source}")
+    before = path.before_nat()
+    _say(f"before NAT: {before.get('SRC')}:{before.get('SPORT')} -> {before.get('DST')}:"
+         f"{before.get('DPORT')}")
+    for hop in path.hops:
+        _say("  " + hop.describe())
+    after = path.after_nat()
+    masq = any("MASQUERADE" in h.rule for h in path.hops)
+    _say(f"after NAT:  {after.get('SRC')}:{after.get('SPORT')} -> {after.get('DST')}:"
+         f"{after.get('DPORT')}" + ("   (and the source is masqueraded as it leaves)" if masq else ""))
+    _say(f"answer: {answer.get('answer')}" + (f" from {answer.get('src')}:{answer.get('sport')}"
+                                               if answer.get("src") else ""))
+    if not path.hops:
+        raise LabError("the kernel reported no trace events for this probe")
+
+
+# -- sample --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("lab", required=False)
+@click.option("--service", "service_port", help="namespace/name:port, e.g. stateful-apps/my-app:http-svc")
+@click.option("--to", "to", help="or the target IP:PORT[/proto] directly")
+@click.option("--flows", type=int, default=1000, show_default=True, help="new connections to send.")
+@click.option("--from", "source", default="client", show_default=True)
+@click.option("--alpha", type=float, default=1e-6, show_default=True,
+              help="false-failure rate of the test.")
+def sample(lab, service_port, to, flows, source, alpha) -> None:
+    """Random selection, measured: N new flows, counted per DNAT rule, vs the exact expectation.
+
+    The expectation comes from the rule tracer run over the node's actual rules; the test is a
+    chi-square goodness of fit whose false-failure rate is --alpha.
+    """
+    from lab_runner.evidence import sampling
+
+    live = _attach(lab)
+    if bool(service_port) == bool(to):
+        raise click.UsageError("give either --service or --to")
+    target = sampling.service_target(live.model, service_port) if service_port else _target(to)
+    report = sampling.sample(live, target, flows, source=source, alpha=alpha)
+    _print_sample(report, service_port)
+    if not report.passed:
+        raise LabError("the spread does not fit the rules' probabilities")
+
+
+def _print_sample(report, service_port: str | None) -> None:
+    what = f" ({service_port})" if service_port else ""
+    _say(f"sample     {report.flows} new flows from {report.source} to {report.target}{what} "
+         f"sent in {report.seconds:.3f} s")
+    keys = sorted(set(report.observed) | set(report.expected))
+    for key in keys:
+        got = report.observed.get(key, 0)
+        share = got / report.flows if report.flows else 0.0
+        want = float(report.expected.get(key, 0))
+        bar = "█" * round(share * BAR_WIDTH * 2)
+        chain = report.chains.get(key, "")
+        _say(f"  {chain:<26} {key:<18} {got:>6}  {share * 100:5.1f} %   expected "
+             f"{want * 100:4.1f} %  {bar}")
+    r = report.result
+    verdict = "consistent with the rules" if r.passed else "NOT consistent with the rules"
+    _say(f"chi-square {r.statistic:.2f} with {r.dof} degrees of freedom, p = {r.p_value:.3g} "
+         f"(alpha = {r.alpha:g}): {verdict}")
+
+
+# -- counters / conntrack ------------------------------------------------------------------------
+@cli.command()
+@click.argument("lab", required=False)
+@click.option("--chain", help="only this chain (e.g. KUBE-SVC-Q7IJ732UBZY4AJKA)")
+@click.option("--table", default="nat", show_default=True)
+@click.option("--watch", is_flag=True, help="refresh every second, showing growth since start.")
+def counters(lab, chain, table, watch) -> None:
+    """The node's rule counters (packets, bytes) for the KUBE- chains or one chain."""
+    from lab_runner.ruleset.counters import Snapshot, delta
+
+    live = _attach(lab)
+    start = Snapshot.parse(live.save())
+
+    def table_now() -> Table:
+        now = Snapshot.parse(live.save())
+        change = delta(start, now)
+        grid = Table("chain", "#", "packets", "bytes", "+since start", "rule", box=None)
+        for rule in now.ruleset.rules(table):
+            if (chain and rule.chain != chain) or (not chain and not rule.chain.startswith("KUBE-")):
+                continue
+            number = now.ruleset.chain(table, rule.chain).rules.index(rule) + 1
+            grown = change.rule(table, rule.chain, number).packets
+            grid.add_row(rule.chain, str(number), str(rule.counters.packets),
+                         str(rule.counters.bytes), f"+{grown}" if grown else "",
+                         rule.text.split(f"-A {rule.chain} ", 1)[-1])
+        return grid
+
+    if not watch:
+        console.print(table_now())
+        return
+    with Live(table_now(), console=console, refresh_per_second=2) as view:
+        try:
+            while True:
+                time.sleep(1)
+                view.update(table_now())
+        except KeyboardInterrupt:
+            pass
+
+
+@cli.command()
+@click.argument("lab", required=False)
+@click.option("--to", "to_ip", help="only connections to this address (e.g. the ClusterIP)")
+@click.option("--proto", type=click.Choice(["tcp", "udp"]))
+def conntrack(lab, to_ip, proto) -> None:
+    """The node's conntrack entries: what each caller sent, and where it really went."""
+    from lab_runner.evidence import conntrack as ct
+
+    live = _attach(lab)
+    result = live.exec("node", ct.list_command(proto, to_ip))
+    entries = ct.from_result(result)
+    if not entries:
+        _say("no conntrack entries" + (f" to {to_ip}" if to_ip else ""))
+        return
+    for entry in entries:
+        _say(entry.line)
+        _say(f"   = {entry.describe()}")
+
+
+# -- rules ---------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("lab")
+@click.option("--profile", type=click.Choice(["v1.23", "v1.30"]), help="kube-proxy rule format.")
+@click.option("--cluster-cidr", metavar="CIDR", help="render with another cluster CIDR.")
+@click.option("--diff", "diff_file", type=click.Path(exists=True, dir_okay=False),
+              help="compare the rendered rules with this iptables-save/restore file.")
+@click.option("--apply", "apply_", is_flag=True,
+              help="apply the re-rendered chains to the running lab, atomically.")
+def rules(lab, profile, cluster_cidr, diff_file, apply_) -> None:
+    """kube-proxy's chain set for LAB, as one iptables-restore document.
+
+    \b
+    sudo lab-runner rules lab-3                          print it
+    sudo lab-runner rules lab-3 --diff my.rules          compare semantically (exit 1 if different)
+    sudo lab-runner rules lab-3 --cluster-cidr 172.17.0.0/16 --apply   re-render the running lab
+    """
+    from lab_runner.lab import _with_overrides
+    from lab_runner.ruleset.compare import compare
+    from lab_runner.ruleset.render import render
+
+    model = _with_overrides(lab_file.load(lab), profile, cluster_cidr)
+    if apply_:
+        live = _attach(lab)
+        live.model = _with_overrides(live.model, profile, cluster_cidr)
+        live.restore(render(live.model, live.model.profile, base_jumps=False))
+        live.run.cluster_cidr = str(live.model.cluster_cidr)
+        live.run.profile = live.model.profile
+        live.run.save()
+        _say(f"applied: {live.model.id} (run {live.run.run_id}) now renders with cluster CIDR "
+             f"{live.model.cluster_cidr}, profile {live.model.profile}")
+        return
+    document = render(model, model.profile)
+    if diff_file:
+        result = compare(document, Path(diff_file).read_text(errors="replace"))
+        _say(result.text)
+        if not result.equal:
+            raise LabError(f"{diff_file} differs from the rendered chain set "
+                           f"({len(result.differences)} difference(s))")
+        return
+    _say(document.rstrip("\n"))

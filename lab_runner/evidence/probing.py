@@ -1,0 +1,134 @@
+"""One probe on a live lab with all its evidence: the answer, what the pod saw, counters, conntrack."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from lab_runner.evidence import conntrack
+from lab_runner.probes.capture import correlate
+from lab_runner.probes.launch import Capture, run_agent
+from lab_runner.ruleset.counters import Delta, Snapshot, delta
+
+TARGET = re.compile(r"^(?P<ip>[\d.]+):(?P<port>\d+)(?:/(?P<proto>tcp|udp))?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a probe goes: `10.104.5.205:8080/tcp`."""
+
+    ip: str
+    port: int
+    proto: str = "tcp"
+
+    @classmethod
+    def parse(cls, text: str) -> "Target":
+        m = TARGET.match(text.strip())
+        if not m:
+            raise ValueError(f"{text!r} is not IP:PORT[/tcp|/udp], e.g. 10.104.5.205:8080/tcp")
+        return cls(m["ip"], int(m["port"]), m["proto"] or "tcp")
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}/{self.proto}"
+
+
+@dataclass
+class PodView:
+    """What the pod that got the connection saw: from its app's answer or from a capture."""
+
+    pod: str
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    via: str  # "app answer" or "capture"
+
+    def describe(self) -> str:
+        return f"{self.pod} saw {self.src}:{self.sport} -> {self.dst}:{self.dport}"
+
+
+@dataclass
+class ProbeReport:
+    """Everything one probe showed."""
+
+    source: str
+    target: Target
+    kind: str
+    answer: dict[str, Any]
+    pod_view: PodView | None = None
+    counters: Delta | None = None
+    conntrack: list[conntrack.Entry] = field(default_factory=list)
+
+    @property
+    def answered(self) -> bool:
+        return self.answer.get("answer") in ("syn-ack", "reply")
+
+    @property
+    def pod(self) -> str | None:
+        return self.pod_view.pod if self.pod_view else None
+
+
+def probe(lab, source: str, target: Target, kind: str = "syn", *, sport: int | None = None,
+          capture: bool | None = None, counters: bool = True, timeout: float = 1.0) -> ProbeReport:
+    """Send one probe from `source` (a host of the lab) and gather what it left in the kernel.
+
+    kind: syn (crafted with scapy), http, tcp or udp. For a syn probe the pods capture on their
+    eth0 (a crafted SYN reaches no app), so the pod's view comes from its own interface.
+    """
+    capture = (kind == "syn") if capture is None else capture
+    before = Snapshot.parse(lab.save()) if counters else None
+    options = dict(dst=target.ip, dport=target.port, sport=sport, timeout=timeout)
+    with ExitStack() as stack:
+        captures = _start_captures(lab, target.proto, stack) if capture else {}
+        answer = run_agent(lab.runner, lab.place(source), kind, **options)
+        seen = {name: cap.stop() for name, cap in captures.items()}
+    report = ProbeReport(source, target, kind, answer)
+    report.pod_view = _pod_view(answer, seen)
+    if before is not None:
+        report.counters = delta(before, Snapshot.parse(lab.save()))
+    probe_info = answer.get("probe", {})
+    if probe_info.get("sport"):
+        result = lab.exec("node", conntrack.list_command(target.proto, target.ip,
+                                                        int(probe_info["sport"])))
+        report.conntrack = conntrack.from_result(result)
+    return report
+
+
+def _start_captures(lab, proto: str, stack: ExitStack) -> dict[str, Capture]:
+    """A capture on every pod's eth0, started in parallel (each waits for its own `ready`)."""
+    pods = [p.name for p in lab.model.pods if p.name in lab.run.pod_pids]
+    captures = {name: Capture(lab.runner, lab.place(name), "eth0", proto, timeout=30)
+                for name in pods}
+    for cap in captures.values():
+        stack.push(cap.__exit__)  # stopped whatever happens, even if another fails to start
+    with ThreadPoolExecutor(max_workers=max(1, len(captures))) as pool:
+        for future in [pool.submit(cap.__enter__) for cap in captures.values()]:
+            future.result()
+    return captures
+
+
+def _pod_view(answer: dict[str, Any], seen: dict[str, list]) -> PodView | None:
+    body = answer.get("body")
+    if isinstance(body, dict) and "pod" in body:
+        return PodView(body["pod"], body["saw_src"], body["saw_sport"], body["saw_dst"],
+                       body["saw_dport"], "app answer")
+    probe_info = answer.get("probe")
+    if not probe_info:
+        return None
+    for pod, packets in seen.items():
+        packet = correlate(probe_info, packets)
+        if packet:
+            return PodView(pod, packet["src"], packet["sport"], packet["dst"], packet["dport"],
+                           "capture")
+    return None
+
+
+def moved_rules(report: ProbeReport, table: str = "nat") -> list[tuple[int, str, int, str]]:
+    """(packets, chain, rule number, rule text) of every rule whose counter grew, in table order."""
+    if report.counters is None:
+        return []
+    return [(r.change.packets, r.chain, r.number, r.text) for r in report.counters.rules
+            if r.table == table and r.change.packets]
