@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -154,12 +155,20 @@ class LiveLab:
         sudo = self.shim_dir / "sudo"
         sudo.write_text('#!/bin/sh\n# in a lab host you are already root\nexec "$@"\n')
         sudo.chmod(0o755)
-        for name in ("iptables", "iptables-save", "iptables-restore"):
+        for name in ("iptables-save", "iptables-restore"):
             target = shutil.which(iptables.tool(self.run.iptables, name))
             if target:
                 link = self.shim_dir / name
                 link.unlink(missing_ok=True)
                 link.symlink_to(target)
+        real = shutil.which(iptables.tool(self.run.iptables, "iptables"))
+        if real:
+            package_root = Path(__file__).resolve().parent.parent
+            wrapper = self.shim_dir / "iptables"
+            wrapper.write_text(f"#!/bin/sh\n# the lab's iptables ({self.run.iptables}); see "
+                               f"lab_runner/listing_fix.py\nPYTHONPATH={package_root} exec "
+                               f"{sys.executable} -m lab_runner.listing_fix {real} \"$@\"\n")
+            wrapper.chmod(0o755)
 
 
 def _with_overrides(model: Lab, profile: str | None, cluster_cidr: str | None) -> Lab:
