@@ -91,18 +91,22 @@ def host_ip(lab, host: str) -> str:
 
 
 def sample(lab, target: Target, flows: int, *, source: str = "client",
-           alpha: float = DEFAULT_ALPHA, sport_base: int = 20000) -> SampleReport:
+           alpha: float = DEFAULT_ALPHA, sport_base: int = 20000,
+           expected: dict[str, Fraction] | None = None) -> SampleReport:
     """Send `flows` new connections from `source` and test the spread over the DNAT rules.
 
-    The node's conntrack table is flushed first: a flow whose 5-tuple conntrack still knows
-    would skip the nat table and not be a fresh draw.
+    `expected` defaults to what the node's own rules say (the rule tracer over iptables-save);
+    a grader passes the reference answer's distribution instead. The node's conntrack table is
+    flushed first: a flow whose 5-tuple conntrack still knows would skip the nat table and not
+    be a fresh draw.
     """
     if flows < 1 or sport_base + flows > 65536:
         raise LabError(f"--flows must be from 1 to {65536 - sport_base}")
-    ruleset = Snapshot.parse(lab.save()).ruleset
-    inbound = "eth0" if lab.resolve(source)[0] == "client" else lab.model.nodes[0].bridge
-    expected = expected_distribution(ruleset, lab.model, host_ip(lab, source), target,
-                                     sport=sport_base, in_interface=inbound)
+    if expected is None:
+        ruleset = Snapshot.parse(lab.save()).ruleset
+        inbound = "eth0" if lab.resolve(source)[0] == "client" else lab.model.nodes[0].bridge
+        expected = expected_distribution(ruleset, lab.model, host_ip(lab, source), target,
+                                         sport=sport_base, in_interface=inbound)
     lab.exec("node", ["conntrack", "-F"])
     before = Snapshot.parse(lab.save())
     sent = run_agent(lab.runner, lab.place(source), "burst", dst=target.ip, dport=target.port,

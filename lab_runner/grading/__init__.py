@@ -1,0 +1,1 @@
+"""Grading: exercises, submissions, sandboxes (live or static), checks as pytest tests, results."""

@@ -1,0 +1,150 @@
+"""An exercise as data: its task, hints, lab variant, starting state, allowed chains and checks."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lab_runner import lab_file
+from lab_runner.errors import LabFileError
+from lab_runner.lab import _with_overrides
+from lab_runner.model import Lab
+from lab_runner.ruleset.render import render
+
+KEYS = {"number", "title", "task", "hints", "lab", "cluster_cidr", "start", "allowed", "checks",
+        "max_bytes", "checks_of"}
+CHECK_KEYS = {"points", "title", "static"}
+STATIC_POLICIES = ("decided", "full", "zero")  # `full`/`zero`: not decidable without a kernel
+DEFAULT_MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One graded behaviour; `static` says how static mode scores it when it cannot decide."""
+
+    id: str
+    points: int
+    title: str
+    static: str = "decided"
+
+
+@dataclass(frozen=True)
+class Exercise:
+    number: str  # "1", "3", or a variant such as "3v5"
+    slug: str
+    title: str
+    task: str
+    hints: tuple[str, ...]
+    lab: Lab
+    start_document: str
+    allowed: dict[str, tuple[str, ...]]
+    checks: tuple[CheckSpec, ...]
+    directory: Path
+    max_bytes: int = DEFAULT_MAX_BYTES
+    check_files: tuple[Path, ...] = field(default=())
+
+    @property
+    def max_score(self) -> int:
+        return sum(c.points for c in self.checks)
+
+    def check(self, check_id: str) -> CheckSpec:
+        for spec in self.checks:
+            if spec.id == check_id:
+                return spec
+        raise KeyError(check_id)
+
+    def chain_allowed(self, table: str, chain: str) -> bool:
+        return any(fnmatch.fnmatchcase(chain, pattern) for pattern in self.allowed.get(table, ()))
+
+
+def exercises_dir(lab: str) -> Path:
+    return lab_file.lab_path(lab).parent / "exercises"
+
+
+def find(lab: str, which: str | int) -> Exercise:
+    """Exercise N (or its directory name) of a lab; the error lists the exercises there are."""
+    root = exercises_dir(lab)
+    dirs = sorted(p for p in root.glob("ex*") if (p / "exercise.yaml").is_file())
+    for d in dirs:
+        number = re.match(r"ex(\w+?)-", d.name + "-")
+        if str(which) in (d.name, number.group(1) if number else None):
+            return load(d)
+    names = ", ".join(d.name for d in dirs) or "(none)"
+    raise LabFileError(str(root), [f"no exercise {which!r}; the exercises are: {names}"])
+
+
+def all_exercises(lab: str) -> list[Exercise]:
+    root = exercises_dir(lab)
+    return [load(d) for d in sorted(root.glob("ex*")) if (d / "exercise.yaml").is_file()]
+
+
+def load(directory: Path) -> Exercise:
+    path = directory / "exercise.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise LabFileError(str(path), [f"cannot read: {exc}"]) from exc
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise LabFileError(str(path), ["must be a mapping"])
+    for key in data:
+        if key not in KEYS:
+            problems.append(f"{key}: unknown field; valid fields are: {', '.join(sorted(KEYS))}")
+    # `lab:` names a lab file relative to the exercise (a variant); default: the lab itself.
+    lab_ref = data.get("lab")
+    lab = lab_file.load((directory / lab_ref).resolve() if lab_ref else directory.parent.parent)
+    lab = _with_overrides(lab, None, data.get("cluster_cidr"))
+    checks = []
+    for check_id, spec in (data.get("checks") or {}).items():
+        spec = spec or {}
+        unknown = set(spec) - CHECK_KEYS
+        if unknown:
+            problems.append(f"checks.{check_id}: unknown field(s) {', '.join(sorted(unknown))}")
+        if spec.get("static", "decided") not in STATIC_POLICIES:
+            problems.append(f"checks.{check_id}.static: choose one of {', '.join(STATIC_POLICIES)}")
+        checks.append(CheckSpec(check_id, int(spec.get("points", 1)), spec.get("title", check_id),
+                                spec.get("static", "decided")))
+    allowed = {t: tuple(c) for t, c in (data.get("allowed") or {}).items()}
+    if not allowed:
+        problems.append("allowed: list the tables and chains a submission may write")
+    start = start_document(lab, data.get("start") or {}, problems)
+    if problems:
+        raise LabFileError(str(path), problems)
+    number = str(data.get("number", re.match(r"ex(\w+?)-", directory.name + "-").group(1)))
+    checks_dir = directory.parent.parent / "checks"
+    return Exercise(number=number, slug=directory.name, title=data.get("title", directory.name),
+                    task=str(data.get("task", "")).strip(),
+                    hints=tuple(str(h).strip() for h in data.get("hints") or ()), lab=lab,
+                    start_document=start, allowed=allowed, checks=tuple(checks),
+                    directory=directory, max_bytes=int(data.get("max_bytes", DEFAULT_MAX_BYTES)),
+                    check_files=tuple(sorted(checks_dir.glob(f"test_ex{_check_prefix(data, number)}_*.py"))))
+
+
+def _check_prefix(data: dict, number: str) -> str:
+    """Variants (3v5) share their exercise's checks (test_ex3_*) unless they name their own."""
+    return str(data.get("checks_of", re.match(r"\d+", number).group(0)))
+
+
+def start_document(lab: Lab, start: dict, problems: list[str]) -> str:
+    """The rendered chain set with the lines the exercise asks the student for removed or changed.
+
+    start.remove: regular expressions; a rendered line matching one is left out.
+    start.replace: [pattern, replacement] pairs applied to the remaining lines (break-fix).
+    """
+    lines = render(lab, lab.profile).splitlines()
+    for i, pattern in enumerate(start.get("remove") or []):
+        regex = re.compile(pattern)
+        kept = [line for line in lines if not regex.search(line)]
+        if len(kept) == len(lines):
+            problems.append(f"start.remove[{i}]: {pattern!r} matches no rendered line")
+        lines = kept
+    for i, (pattern, replacement) in enumerate(start.get("replace") or []):
+        regex = re.compile(pattern)
+        if not any(regex.search(line) for line in lines):
+            problems.append(f"start.replace[{i}]: {pattern!r} matches no rendered line")
+        lines = [regex.sub(replacement, line) for line in lines]
+    return "\n".join(lines) + "\n"

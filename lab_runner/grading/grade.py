@@ -1,0 +1,64 @@
+"""Grade one submission: read it, open a sandbox, run the exercise's checks with pytest, score."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from pathlib import Path
+
+import pytest
+
+from lab_runner.errors import LabError, SubmissionError
+from lab_runner.grading import exercise as exercises
+from lab_runner.grading import submission as submissions
+from lab_runner.grading.results import CheckResult, GradeResult
+from lab_runner.grading.sandbox import open_sandbox
+from lab_runner.pytest_plugin import GradingPlugin
+
+
+def grade(lab: str, which: str | int, path: str | Path, mode: str = "live") -> GradeResult:
+    """Score `path` for exercise `which`; a submission that cannot be graded scores 0 with a reason."""
+    ex = exercises.find(lab, which)
+    started = time.monotonic()
+    result = GradeResult(lab=ex.lab.id, exercise=ex.number, exercise_title=ex.title,
+                         submission=str(path), mode=mode)
+    try:
+        submission = submissions.read(path, ex)
+        sandbox = open_sandbox(mode, ex, submission)
+    except SubmissionError as exc:
+        result.error = str(exc)
+        result.checks = [CheckResult(c.id, c.title, 0, c.points, "error", f"not graded: {exc}")
+                         for c in ex.checks]
+        result.seconds = round(time.monotonic() - started, 3)
+        return result
+    try:
+        result.checks = run_checks(ex, sandbox)
+        result.evidence = sandbox.evidence
+    finally:
+        sandbox.close()
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def run_checks(ex: exercises.Exercise, sandbox) -> list[CheckResult]:
+    if not ex.check_files:
+        raise LabError(f"exercise {ex.number} has no checks (expected "
+                       f"{ex.directory.parent.parent}/checks/test_ex{ex.number}_*.py)")
+    plugin = GradingPlugin(ex, sandbox)
+    args = [str(f) for f in ex.check_files] + ["-q", "--no-header", "-p", "no:cacheprovider",
+                                               "-p", "no:randomly", "--disable-warnings",
+                                               "--rootdir", str(ex.directory.parent.parent)]
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        code = pytest.main(args, plugins=[plugin])
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        raise LabError(f"the checks of exercise {ex.number} could not run (pytest exit "
+                       f"{int(code)}):\n{output.getvalue()[-2000:]}")
+    results = []
+    for spec in ex.checks:
+        found = plugin.results.get(spec.id)
+        results.append(found or CheckResult(spec.id, spec.title, 0, spec.points, "error",
+                                            "no check implements this (a kit bug: tell the "
+                                            "instructor)"))
+    return results

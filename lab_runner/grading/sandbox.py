@@ -1,0 +1,286 @@
+"""Where a submission is graded: a live sandbox (real kernel) or a static one (the rule tracer).
+
+Checks ask both the same questions and get answers of the same shape, so a check never knows
+which mode runs it. What static mode cannot know raises Undecidable; the exercise file says how
+such a check scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from lab_runner.endpoints import endpoints_for
+from lab_runner.errors import LabError, RestoreFailed, SubmissionError
+from lab_runner.evidence import probing, sampling
+from lab_runner.evidence.probing import Target
+from lab_runner.grading.exercise import Exercise
+from lab_runner.grading.submission import Submission
+from lab_runner.model import Lab
+from lab_runner.ruleset import tracer
+from lab_runner.ruleset.counters import Snapshot
+from lab_runner.ruleset.parse import parse
+from lab_runner.ruleset.render import render
+
+PROBE_LIMIT = 40  # probes spent looking for every endpoint before giving up
+STATIC_TOLERANCE = 1e-6  # 0.3333333333 and 1/3 are the same answer
+
+
+class Undecidable(Exception):
+    """This question needs a real kernel; static mode cannot answer it."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What happened to one new connection (live) or one possible fate of it (static)."""
+
+    answered: bool
+    pod: str | None
+    dnat: str | None  # "ip:port" the connection was sent to
+    saw_src: str | None  # the source address the pod saw
+    masqueraded: bool | None
+    probability: Fraction | None = None  # static only: how likely this fate is
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The share of new connections each destination got, judged against the reference."""
+
+    observed: dict[str, float]
+    expected: dict[str, float]
+    passed: bool
+    detail: str
+
+
+class Sandbox:
+    """The questions a check may ask; answered by LiveSandbox or StaticSandbox."""
+
+    mode = "?"
+
+    def __init__(self, exercise: Exercise, submission: Submission):
+        self.exercise = exercise
+        self.submission = submission
+        self.model: Lab = exercise.lab
+        self.reference = parse(render(self.model, self.model.profile), "<reference>")
+        self.evidence: dict = {"spreads": []}  # what reports show: observed vs expected shares
+
+    # -- shared helpers ----------------------------------------------------------------------
+    def caller_ip(self, host: str) -> str:
+        for client in self.model.clients:
+            if host in (client.name, "client"):
+                return str(client.ip)
+        for pod in self.model.pods:
+            if host == pod.name or pod.name.endswith("-" + host):
+                return str(pod.ip)
+        raise LabError(f"no host {host!r} in {self.model.id}")
+
+    def inbound(self, host: str) -> str:
+        is_client = any(host in (c.name, "client") for c in self.model.clients)
+        return "eth0" if is_client else self.model.nodes[0].bridge
+
+    def pod_at(self, ip: str) -> str | None:
+        return next((p.name for p in self.model.pods if str(p.ip) == ip), None)
+
+    def pod_serves(self, ip: str, port: int, proto: str) -> str | None:
+        """The pod answering at ip:port/proto, if its app listens there."""
+        for pod in self.model.pods:
+            if str(pod.ip) == ip and any(cp.container_port == port and cp.protocol.lower() == proto
+                                         for cp in pod.ports):
+                return pod.name
+        return None
+
+    def endpoints(self, target: Target) -> dict[str, str]:
+        """The reference endpoints of the service port at target: {"ip:port": pod}."""
+        for service in self.model.services:
+            for port in service.ports:
+                if (str(service.cluster_ip), port.port, port.protocol.lower()) == \
+                        (target.ip, target.port, target.proto):
+                    return {e.address: e.pod for e in endpoints_for(self.model, service, port)}
+        return {}
+
+    def reference_spread(self, source: str, target: Target) -> dict[str, Fraction]:
+        return sampling.expected_distribution(self.reference, self.model, self.caller_ip(source),
+                                              target, in_interface=self.inbound(source))
+
+    # -- questions ---------------------------------------------------------------------------
+    def connect(self, source: str, target: Target, *, every_endpoint: bool = False) -> list[Observation]:
+        raise NotImplementedError
+
+    def spread(self, source: str, target: Target) -> Spread:
+        raise NotImplementedError
+
+    def rules_hit(self, source: str, target: Target) -> set[tuple[str, str]]:
+        """(chain, rule spec) of every nat rule a new connection's first packet matched."""
+        raise NotImplementedError
+
+    def reply_sources(self, source: str, target: Target) -> list[str | None]:
+        """Where the answer to a crafted SYN came from ("ip:port"), None for no answer."""
+        raise NotImplementedError
+
+    def observe(self, source: str, target: Target) -> tuple[list[Observation], set[tuple[str, str]]]:
+        """connect() and rules_hit() of the same single connection."""
+        return self.connect(source, target), self.rules_hit(source, target)
+
+    def close(self) -> None:
+        pass
+
+
+class StaticSandbox(Sandbox):
+    """Answers from the rule tracer over the submission applied to the starting state."""
+
+    mode = "static"
+
+    def _trace(self, source: str, target: Target) -> tracer.Trace:
+        node = self.model.nodes[0]
+        packet = tracer.Packet(src=self.caller_ip(source), dst=target.ip, protocol=target.proto,
+                               sport=40000, dport=target.port, in_interface=self.inbound(source),
+                               local_addresses=(str(node.ip), str(node.bridge_address.ip),
+                                                "127.0.0.1"))
+        try:
+            return tracer.trace(self.submission.ruleset, packet)
+        except tracer.UnsupportedRule as exc:
+            raise Undecidable(f"the rule tracer does not model this rule: {exc}") from exc
+
+    def connect(self, source, target, *, every_endpoint=False):
+        caller = self.caller_ip(source)
+        bridge = str(self.model.nodes[0].bridge_address.ip)
+        observations = []
+        for outcome in self._trace(source, target).outcomes:
+            if outcome.probability == 0:
+                continue
+            ip, port = outcome.dnat if outcome.dnat else (target.ip, target.port)
+            pod = self.pod_serves(ip, port, target.proto) if outcome.verdict == "ACCEPT" else None
+            masq = outcome.masquerade
+            observations.append(Observation(
+                answered=pod is not None, pod=pod,
+                dnat=f"{ip}:{port}" if outcome.dnat else None,
+                saw_src=(bridge if masq else caller) if pod else None,
+                masqueraded=masq if pod else None, probability=outcome.probability,
+                detail=f"verdict {outcome.verdict}"))
+        return observations
+
+    def spread(self, source, target):
+        got: dict[str, Fraction] = {}
+        for dest, p in self._trace(source, target).dnat_distribution().items():
+            key = f"{dest[0]}:{dest[1]}" if dest else sampling.NO_DNAT
+            got[key] = got.get(key, Fraction(0)) + p
+        want = self.reference_spread(source, target)
+        keys = set(got) | set(want)
+        worst = max((abs(float(got.get(k, 0)) - float(want.get(k, 0))) for k in keys), default=0.0)
+        spread = Spread({k: float(v) for k, v in got.items()},
+                        {k: float(v) for k, v in want.items()}, worst <= STATIC_TOLERANCE,
+                        f"exact shares from the rules (largest difference {worst:.6f})")
+        self.evidence["spreads"].append({"source": source, "target": str(target), **spread.__dict__})
+        return spread
+
+    def reply_sources(self, source, target):
+        # An answered, DNATed connection is un-NATed by conntrack on the way back: the reply
+        # comes from the address the caller used. An answer without DNAT would be the pod's own.
+        return [f"{target.ip}:{target.port}" if o.answered and o.dnat else
+                (o.dnat if o.answered else None) for o in self.connect(source, target)]
+
+    def rules_hit(self, source, target):
+        hit = set()
+        for outcome in self._trace(source, target).outcomes:
+            if outcome.probability:
+                hit |= {(step.chain, _spec(step.text)) for step in outcome.path if step.table == "nat"}
+        return hit
+
+
+class LiveSandbox(Sandbox):
+    """A fresh lab on the real kernel with the starting state and then the submission applied."""
+
+    mode = "live"
+
+    def __init__(self, exercise, submission):
+        super().__init__(exercise, submission)
+        from lab_runner.lab import LiveLab
+
+        self.lab = LiveLab.start(self.model, rules=False, transient=True)
+        try:
+            self.lab.restore(exercise.start_document)
+            try:
+                self.lab.restore(submission.text)  # one iptables-restore: all of it, or none
+            except RestoreFailed as exc:
+                where = f", line {exc.line_no}" if exc.line_no else ""
+                raise SubmissionError(f"{submission.path}{where}: the kernel refused it: "
+                                      f"{exc.stderr.strip().splitlines()[0] if exc.stderr else exc}"
+                                      + (f"\n{exc.context}" if exc.context else "")) from exc
+        except BaseException:
+            self.lab.down()
+            raise
+
+    def close(self):
+        self.lab.down()
+
+    def _probe(self, source, target):
+        kind = "udp" if target.proto == "udp" else "http"
+        return probing.probe(self.lab, source, target, kind, capture=False, timeout=0.5)
+
+    def _observation(self, source, report) -> Observation:
+        view = report.pod_view
+        if not report.answered or view is None:
+            return Observation(False, None, None, None, None, detail=_answer(report))
+        return Observation(True, view.pod, f"{view.dst}:{view.dport}", view.src,
+                           view.src != self.caller_ip(source), detail=_answer(report))
+
+    def connect(self, source, target, *, every_endpoint=False):
+        if not every_endpoint:
+            return [self._observation(source, self._probe(source, target))]
+        wanted = set(self.endpoints(target).values())
+        seen: dict[str | None, Observation] = {}
+        for attempt in range(PROBE_LIMIT):
+            obs = self._observation(source, self._probe(source, target))
+            seen.setdefault(obs.pod, obs)
+            if wanted and wanted <= {p for p in seen if p}:
+                break
+            if not obs.answered and len(seen) == 1 and attempt >= 2:
+                break  # nothing answers at all: no point probing forty times
+        return list(seen.values())
+
+    def spread(self, source, target):
+        want = self.reference_spread(source, target)
+        flows = sampling.flows_needed(len([k for k in want if k != sampling.NO_DNAT]))
+        report = sampling.sample(self.lab, target, flows, source=source, expected=want)
+        total = sum(report.observed.values()) or 1
+        spread = Spread({k: v / total for k, v in report.observed.items()},
+                        {k: float(v) for k, v in want.items()}, report.passed,
+                        f"{report.flows} new flows; chi-square p = {report.result.p_value:.3g}")
+        self.evidence["spreads"].append({"source": source, "target": str(target), **spread.__dict__})
+        return spread
+
+    def rules_hit(self, source, target):
+        report = self._probe(source, target)
+        return {(chain, _spec(text)) for _, chain, _, text in probing.moved_rules(report)}
+
+    def reply_sources(self, source, target):
+        kind = "udp" if target.proto == "udp" else "syn"
+        report = probing.probe(self.lab, source, target, kind, capture=False, counters=False,
+                               timeout=0.5)
+        answer = report.answer
+        if answer.get("answer") in ("syn-ack", "reply") and answer.get("src"):
+            return [f"{answer['src']}:{answer['sport']}"]
+        return [None]
+
+    def observe(self, source, target):
+        report = self._probe(source, target)
+        hit = {(chain, _spec(text)) for _, chain, _, text in probing.moved_rules(report)}
+        return [self._observation(source, report)], hit
+
+
+def _spec(rule_text: str) -> str:
+    words = rule_text.split()
+    return " ".join(words[2:]) if len(words) > 2 and words[0] == "-A" else rule_text
+
+
+def _answer(report) -> str:
+    return str(report.answer.get("answer", "?"))
+
+
+def open_sandbox(mode: str, exercise: Exercise, submission: Submission) -> Sandbox:
+    if mode == "static":
+        return StaticSandbox(exercise, submission)
+    if mode == "live":
+        return LiveSandbox(exercise, submission)
+    raise LabError(f"unknown grading mode {mode!r}; choose live or static")

@@ -1,0 +1,103 @@
+"""A student's submission: read as data (never shell), size-limited, parsed, confined to its chains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab_runner.errors import SubmissionError
+from lab_runner.grading.exercise import Exercise
+from lab_runner.ruleset.parse import Ruleset, RulesetSyntaxError, parse
+
+
+CHAIN_COMMANDS = ("-A", "--append", "-I", "--insert", "-N", "--new-chain", "-F", "--flush", "-X",
+                  "--delete-chain", "-D", "--delete", "-R", "--replace", "-P", "--policy", "-Z",
+                  "--zero")
+
+
+@dataclass(frozen=True)
+class Submission:
+    path: str
+    text: str
+    ruleset: Ruleset  # the submission applied on top of the exercise's starting state
+
+
+def read(path: str | Path, exercise: Exercise) -> Submission:
+    """Read and validate one submission file; every refusal names the file and, where it can, the line."""
+    path = Path(path)
+    name = str(path)
+    try:
+        if path.is_symlink() or not path.is_file():
+            raise SubmissionError(f"{name}: not a regular file (links and directories are refused)")
+        size = path.stat().st_size
+        if size > exercise.max_bytes:
+            raise SubmissionError(f"{name}: {size} bytes is over the limit of "
+                                  f"{exercise.max_bytes} bytes for a submission")
+        raw = path.read_bytes()
+    except PermissionError as exc:
+        raise SubmissionError(f"{name}: cannot be read ({exc.strerror})") from exc
+    except OSError as exc:
+        raise SubmissionError(f"{name}: cannot be read ({exc})") from exc
+    return from_bytes(raw, name, exercise)
+
+
+def from_bytes(raw: bytes, name: str, exercise: Exercise) -> Submission:
+    if not raw.strip():
+        raise SubmissionError(f"{name}: the file is empty; submit the rules in iptables-restore "
+                              "format (what `iptables-save` prints)")
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise SubmissionError(f"{name}, line {line}: binary data (a NUL byte); a submission is "
+                              "a text file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SubmissionError(f"{name}, line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} "
+                              f"at offset {exc.start})") from exc
+    for number, line in enumerate(text.splitlines(), start=1):
+        if any(ord(c) < 32 and c not in "\t\r" for c in line):
+            raise SubmissionError(f"{name}, line {number}: control characters are not allowed")
+    from lab_runner.ruleset.parse import parse as parse_start
+
+    base = parse_start(exercise.start_document, "<starting state>")
+    try:
+        ruleset = parse(text, name, base=base)
+    except RulesetSyntaxError as exc:
+        raise SubmissionError(str(exc)) from exc
+    confine(text, name, exercise)
+    return Submission(name, text, ruleset)
+
+
+def confine(text: str, name: str, exercise: Exercise) -> None:
+    """Refuse tables and chains the exercise does not open to the student, naming the line."""
+    table = None
+    allowed_tables = ", ".join(sorted(exercise.allowed))
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            table = line[1:].strip()
+            if table not in exercise.allowed:
+                raise SubmissionError(f"{name}, line {number}: table {table!r} is not part of this "
+                                      f"exercise; write only in: {allowed_tables}")
+            continue
+        if line == "COMMIT" or table is None:
+            continue
+        words = line.split()
+        if words[0] in CHAIN_COMMANDS and len(words) == 1:
+            raise SubmissionError(f"{name}, line {number}: `{words[0]}` without a chain acts on "
+                                  f"every chain of table {table!r}; name the chain")
+        if line.startswith(":"):
+            chain = words[0][1:]
+        elif len(words) >= 2 and words[0] in CHAIN_COMMANDS:
+            chain = words[1]
+        elif words and words[0].startswith("["):  # counters in front, as iptables-save -c writes
+            chain = words[2] if len(words) > 2 else ""
+        else:
+            continue
+        if not exercise.chain_allowed(table, chain):
+            chains = ", ".join(exercise.allowed[table])
+            raise SubmissionError(f"{name}, line {number}: chain {chain!r} in table {table!r} is "
+                                  f"not part of this exercise; write only in: {chains}")
