@@ -61,7 +61,7 @@ doctor: venv
 	$(RUNNER) doctor
 
 test: setup
-	$(PYTEST) -q tests
+	$(PYTEST) -q -m "not slow" tests
 	$(RUNNER) walk lab-3 --check
 
 test-unit: venv
