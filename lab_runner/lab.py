@@ -115,13 +115,15 @@ class LiveLab:
         known = self.hosts()
         if host in known:
             return known[host], host
-        matches = [n for n, kind in known.items() if kind == "pod" and n.endswith("-" + host)]
+        pods = sorted(n for n, kind in known.items() if kind == "pod")
+        matches = [n for n in pods if n.endswith("-" + host)]
         if len(matches) == 1:
             return "pod", matches[0]
         choices = ", ".join(["node", "client"] + sorted(known))
+        example = f" (a pod may be named by its last part, e.g. {pods[0].rsplit('-', 1)[-1]})" \
+            if pods else ""
         raise LabError(f"no host {host!r} in run {self.run.run_id} ({model.id}); the hosts are: "
-                       f"{choices} (a pod may be named by its last part, e.g. "
-                       f"{next(iter(sorted(matches or [p.name.rsplit('-', 1)[-1] for p in model.pods])), 'dfrdh')})")
+                       f"{choices}{example}")
 
     def place(self, host: str) -> Place:
         kind, name = self.resolve(host)

@@ -97,13 +97,18 @@ def status() -> None:
     table = Table("run id", "lab", "state", "backend", "iptables", "profile", "age", "pods up",
                   "namespaces", box=None)
     present = set(list_netns())
+    orphans = 0
     for run in runs:
         alive = sum(1 for p in run.processes if p.alive())
-        state = "orphaned (clean removes it)" if run.orphaned() else run.state
-        table.add_row(run.run_id, run.lab_id, state, run.backend, run.iptables, run.profile,
-                      _age(run.created), f"{alive}/{len(run.processes)}",
+        orphans += run.orphaned()
+        table.add_row(run.run_id, run.lab_id, "orphaned" if run.orphaned() else run.state,
+                      run.backend, run.iptables, run.profile, _age(run.created),
+                      f"{alive}/{len(run.processes)}",
                       f"{len(present & set(run.namespaces))}/{len(run.namespaces)}")
     console.print(table)
+    if orphans:
+        console.print(f"{orphans} orphaned run(s), left by a crashed process: "
+                      "`sudo lab-runner clean` removes them")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

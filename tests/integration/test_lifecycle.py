@@ -121,13 +121,20 @@ def test_sigkilled_run_is_removed_by_clean():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL
     run_id = proc.stdout.split()[0]
-    assert run_namespaces(run_id), "the killed run should have left its namespaces"
-    status = cli("status")
-    assert "orphaned" in status.stdout
-    result = cli("clean")
-    assert result.returncode == 0, result.stderr
-    assert f"removed run {run_id}" in result.stdout
-    assert set(list_netns()) - before == set()
+    try:
+        assert run_namespaces(run_id), "the killed run should have left its namespaces"
+        status = cli("status")
+        assert "orphaned" in status.stdout, status.stdout
+        result = cli("clean")
+        assert result.returncode == 0, result.stderr
+        assert f"removed run {run_id}" in result.stdout
+        assert set(list_netns()) - before == set()
+    finally:
+        if run_namespaces(run_id):  # only this run's leftovers, never anyone else's
+            from lab_runner.backends.netns import NetnsBackend
+            from lab_runner.runs import RunRecord
+
+            NetnsBackend().destroy(RunRecord(run_id=run_id, lab_id="?", lab_source=""))
 
 
 def test_clean_keeps_labs_that_are_up_on_purpose():
