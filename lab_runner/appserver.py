@@ -30,19 +30,21 @@ def serve_tcp(sock: socket.socket, pod: str, http: bool) -> None:
 
 
 def handle_tcp(conn: socket.socket, peer: tuple, pod: str, http: bool) -> None:
+    """An HTTP request gets one answer and the connection closes (HTTP/1.0); anything else is
+    answered line after line on the same connection, so a held connection shows its pod."""
     with conn:
-        conn.settimeout(2.0)
+        conn.settimeout(120.0)
+        body = answer(pod, "tcp", peer, conn.getsockname()) + b"\n"
         try:
             request = conn.recv(4096)
-        except OSError:
-            return
-        body = answer(pod, "tcp", peer, conn.getsockname()) + b"\n"
-        if http and request[:4] in (b"GET ", b"HEAD", b"POST", b"PUT "):
-            head = (f"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\nX-Pod: {pod}\r\n\r\n").encode()
-            body = head + body
-        try:
-            conn.sendall(body)
+            if http and request[:4] in (b"GET ", b"HEAD", b"POST", b"PUT "):
+                head = (f"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\nX-Pod: {pod}\r\n\r\n").encode()
+                conn.sendall(head + body)
+                return
+            while request:
+                conn.sendall(body)
+                request = conn.recv(4096)
         except OSError:
             pass
 

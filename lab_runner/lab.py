@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from lab_runner import lab_file
+from lab_runner import deployments, lab_file
 from lab_runner.backends.netns import NetnsBackend, client_ns, node_ns, pod_ns
 from lab_runner.commands import CommandResult, Place, Runner
 from lab_runner.errors import LabError
@@ -66,8 +66,10 @@ class LiveLab:
     def attach(cls, which: str | None = None) -> "LiveLab":
         """The running lab named by run id or lab id (or the only one), from another process."""
         run = find_run(which)
-        model = lab_file.load(run.lab_source)
-        return cls(_with_overrides(model, run.profile, run.cluster_cidr), run)
+        model = _with_overrides(lab_file.load(run.lab_source), run.profile, run.cluster_cidr)
+        if run.pods is not None:
+            model = model.with_changes(pods=deployments.pods_from_data(run.pods))
+        return cls(model, run)
 
     def down(self) -> list[str]:
         problems = self.backend.destroy(self.run)
@@ -96,6 +98,57 @@ class LiveLab:
 
     def save(self, node: str | None = None, *, table: str | None = None) -> str:
         return iptables.save(self.runner, self.place(node or "node"), self.run.iptables, table=table)
+
+    def resync(self) -> None:
+        """Re-render from the current model and apply it atomically, as a kube-proxy sync does.
+
+        Chains of endpoints that are gone are flushed and deleted in the same iptables-restore,
+        so there is never a moment with a jump to a missing chain.
+        """
+        from lab_runner.ruleset.names import is_per_service_chain
+        from lab_runner.ruleset.parse import parse
+
+        document = self.rendered_rules(base_jumps=False)
+        for node in self.model.nodes:
+            current = parse(self.save(node.name, table="nat"), "<node>").table("nat").chains
+            stale = [c for c in current if is_per_service_chain(c) and f":{c} " not in document]
+            iptables.restore(self.runner, self.place(node.name),
+                             _with_deleted_chains(document, stale), self.run.iptables)
+
+    def _changed_pods(self, model: Lab) -> None:
+        self.model = model
+        self.run.pods = deployments.pods_to_data(model.pods)
+        self.run.save()
+
+    def scale(self, deployment: str, replicas: int) -> tuple[list[str], list[str]]:
+        """Scale a deployment on the live lab: new pods first, then rules, then old pods go."""
+        as_defined = _with_overrides(lab_file.load(self.run.lab_source), None, None) \
+            if self.run.lab_source else self.model
+        model, added, removed = deployments.scaled(self.model, deployment, replicas,
+                                                   templates=as_defined)
+        grown = self.model.with_changes(pods=self.model.pods + tuple(added))
+        for pod in added:
+            self.backend.add_pod(grown, self.run, pod)
+        self._changed_pods(model)
+        self.resync()
+        for name in removed:
+            self.backend.remove_pod(self.run, name)
+        return [p.name for p in added], removed
+
+    def set_ready(self, pod: str, ready: bool) -> str:
+        model = deployments.with_readiness(self.model, pod, ready)
+        self._changed_pods(model)
+        self.resync()
+        return deployments.find_pod(model, pod).name
+
+    def recreate(self, pod: str) -> tuple[str, str]:
+        """Delete a pod; its Deployment starts a new one with a new name and a new address."""
+        model, old, new = deployments.recreated(self.model, pod)
+        self.backend.add_pod(model, self.run, new)
+        self._changed_pods(model)
+        self.resync()
+        self.backend.remove_pod(self.run, old.name)
+        return old.name, new.name
 
     # -- hosts -----------------------------------------------------------------------------
     def hosts(self) -> dict[str, str]:
@@ -171,6 +224,17 @@ class LiveLab:
                                f"lab_runner/listing_fix.py\nPYTHONPATH={package_root} exec "
                                f"{sys.executable} -m lab_runner.listing_fix {real} \"$@\"\n")
             wrapper.chmod(0o755)
+
+
+def _with_deleted_chains(document: str, stale: list[str]) -> str:
+    """Add `:CHAIN` (flush) and `-X CHAIN` (delete) for stale chains to the nat section."""
+    if not stale:
+        return document
+    head, _, rest = document.partition("*nat\n")
+    body, _, tail = rest.partition("COMMIT\n")
+    declare = "".join(f":{c} - [0:0]\n" for c in stale)
+    delete = "".join(f"-X {c}\n" for c in stale)
+    return f"{head}*nat\n{declare}{body}{delete}COMMIT\n{tail}"
 
 
 def _with_overrides(model: Lab, profile: str | None, cluster_cidr: str | None) -> Lab:

@@ -70,6 +70,7 @@ class RunRecord:
     namespaces: list[str] = field(default_factory=list)
     processes: list[TrackedProcess] = field(default_factory=list)
     pod_pids: dict[str, int] = field(default_factory=dict)
+    pods: list[dict] | None = None  # the pods now, once scaling or re-creating changed them
     state: str = "starting"  # "up" once fully built
     transient: bool = False  # True inside `with LiveLab.up()`: gone when its owner is gone
 

@@ -81,9 +81,13 @@ class NetnsBackend:
                     for c in lab.clients]
         self._parallel(batches)
         for node in lab.nodes:
+            # No ICMP redirects (they would use up the ICMP rate budget meant for the REJECT
+            # answers students look for) and no ICMP rate limit: a probe burst gets every error.
             self.runner.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
                              "net.bridge.bridge-nf-call-iptables=1",
-                             "net.ipv4.conf.all.send_redirects=0"],
+                             "net.ipv4.conf.all.send_redirects=0",
+                             "net.ipv4.conf.eth0.send_redirects=0",
+                             "net.ipv4.icmp_ratelimit=0"],
                             Place(node_ns(run.run_id, node.name)))
         self.start_pods(lab, run, lab.pods)
 
@@ -97,6 +101,34 @@ class NetnsBackend:
                      f"link set {port} master {NODE_NET_BRIDGE} up"]
         return cmds
 
+    # -- pods added to or removed from a running lab ------------------------------------------
+    def add_pod(self, lab: Lab, run: RunRecord, pod: Pod) -> None:
+        """Wire one more pod into its node's bridge and start its app (a scale-out)."""
+        ns = pod_ns(run.run_id, pod.name)
+        run.namespaces.append(ns)
+        run.save()
+        self._batch(HOST, [f"netns add {ns}"])
+        self._batch(Place(node_ns(run.run_id, pod.node)), self._veth_commands(lab, pod, run.run_id))
+        self._batch(Place(ns), self._pod_commands(lab, pod))
+        self.start_pods(lab, run, [pod])
+
+    def remove_pod(self, run: RunRecord, pod_name: str) -> None:
+        """Stop a pod's app and delete its namespace (its veth goes with it)."""
+        self.stop_pod(run, pod_name)
+        ns = pod_ns(run.run_id, pod_name)
+        _terminate_pids(_netns_pids(ns))
+        self.runner.run(["ip", "netns", "del", ns], check=False)
+        run.namespaces = [n for n in run.namespaces if n != ns]
+        run.save()
+
+    def _veth_commands(self, lab: Lab, pod: Pod, run_id: str) -> list[str]:
+        # hairpin on, as kubelet sets it: with br_netfilter a pod's packet DNATed back to that
+        # same pod leaves through the bridge port it came in by.
+        veth, bridge = veth_name(pod.name), lab.node(pod.node).bridge
+        return [f"link add {veth} type veth peer name eth0 netns {pod_ns(run_id, pod.name)}",
+                f"link set {veth} master {bridge} up",
+                f"link set {veth} type bridge_slave hairpin on"]
+
     def _node_commands(self, lab: Lab, node: Node, run_id: str) -> list[str]:
         prefix = lab.node_network.prefixlen
         cmds = ["link set lo up", f"addr add {node.ip}/{prefix} dev eth0", "link set eth0 up",
@@ -104,15 +136,17 @@ class NetnsBackend:
                 f"link set {node.bridge} up"]
         for pod in lab.pods:
             if pod.node == node.name:
-                veth = veth_name(pod.name)
-                # hairpin on, as kubelet sets it: with br_netfilter a pod's packet DNATed back
-                # to that same pod leaves through the bridge port it came in by.
-                cmds += [f"link add {veth} type veth peer name eth0 netns {pod_ns(run_id, pod.name)}",
-                         f"link set {veth} master {node.bridge} up",
-                         f"link set {veth} type bridge_slave hairpin on"]
+                cmds += self._veth_commands(lab, pod, run_id)
         for other in lab.nodes:
             if other.name != node.name:
                 cmds.append(f"route add {other.pod_subnet} via {other.ip}")
+        # Like minikube's node, a default route to the node network's first address (the host
+        # there; here a lab namespace or nobody). Traffic for a ClusterIP that no rule DNATs is
+        # then routed and meets the filter table, so "has no endpoints" REJECTs are seen. The
+        # node network has no uplink: nothing leaves the machine.
+        gateway = next(lab.node_network.hosts())
+        if gateway != node.ip:
+            cmds.append(f"route add default via {gateway}")
         return cmds
 
     def _pod_commands(self, lab: Lab, pod: Pod) -> list[str]:

@@ -52,6 +52,7 @@ def main() -> None:
     from lab_runner.cli import walk_cmds  # noqa: F401
     from lab_runner.cli import evidence_cmds  # noqa: F401
     from lab_runner.cli import grade_cmds  # noqa: F401
+    from lab_runner.cli import cluster_cmds  # noqa: F401
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
