@@ -62,7 +62,11 @@ doctor: venv
 
 test: setup
 	$(PYTEST) -q -m "not slow" tests
-	$(RUNNER) walk lab-3 --check
+	@for lab in labs/*/walkthrough.md; do \
+	  lab=$$(basename $$(dirname $$lab)); echo "== walk $$lab --check"; \
+	  out=$$(mktemp); $(RUNNER) walk $$lab --check >$$out 2>&1 || { cat $$out; rm -f $$out; exit 1; }; \
+	  rm -f $$out; \
+	  echo "walkthrough $$lab: all steps ran as expected"; done
 
 test-unit: venv
 	$(PYTEST) -q tests/unit
