@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from lab_runner.commands import HOST, Place, Runner
 from lab_runner.errors import CommandFailed, LabError
@@ -72,6 +74,8 @@ class NetnsBackend:
         run.namespaces = all_namespaces(lab, run.run_id)
         run.save()  # recorded before creation, so an interrupted up is fully removable
         self._batch(HOST, [f"netns add {ns}" for ns in run.namespaces])
+        for ns in run.namespaces:
+            _write_resolv_conf(ns)
         self._batch(Place(fabric_ns(run.run_id)), self._fabric_commands(lab, run.run_id))
         batches = [(Place(node_ns(run.run_id, n.name)), self._node_commands(lab, n, run.run_id))
                    for n in lab.nodes]
@@ -108,6 +112,7 @@ class NetnsBackend:
         run.namespaces.append(ns)
         run.save()
         self._batch(HOST, [f"netns add {ns}"])
+        _write_resolv_conf(ns)
         self._batch(Place(node_ns(run.run_id, pod.node)), self._veth_commands(lab, pod, run.run_id))
         self._batch(Place(ns), self._pod_commands(lab, pod))
         self.start_pods(lab, run, [pod])
@@ -118,6 +123,7 @@ class NetnsBackend:
         ns = pod_ns(run.run_id, pod_name)
         _terminate_pids(_netns_pids(ns))
         self.runner.run(["ip", "netns", "del", ns], check=False)
+        shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
         run.namespaces = [n for n in run.namespaces if n != ns]
         run.save()
 
@@ -222,10 +228,35 @@ class NetnsBackend:
             result = self.runner.run(["ip", "-force", "-batch", "-"],
                                      input="".join(f"netns del {ns}\n" for ns in sorted(namespaces)),
                                      check=False)
+            for ns in namespaces:
+                shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
+            _remove_if_empty(NETNS_ETC)
             left = set(namespaces) & set(namespaces_of_run(run.run_id))
             if left:
                 problems.append(f"namespaces not removed: {', '.join(sorted(left))}: {result.stderr}")
         return problems
+
+
+NETNS_ETC = Path("/etc/netns")
+
+
+def _write_resolv_conf(ns: str) -> None:
+    """A resolver that fails at once inside the lab (`ip netns exec` mounts /etc/netns/NS/*).
+
+    Without it, `iptables -L` without -n waits seconds per address for the host's nameserver,
+    which a lab namespace cannot reach (and must not: nothing leaves the machine).
+    """
+    folder = NETNS_ETC / ns
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "resolv.conf").write_text("# lab-runner: no name service inside a lab\n"
+                                        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only when no other namespace uses it
+    except OSError:
+        pass
 
 
 def namespaces_of_run(run_id: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
@@ -166,22 +165,12 @@ def trace(lab, source, to) -> None:
     node, removes the rule. Needs the nft variant of iptables.
     """
     from lab_runner.evidence import kernel_trace, sampling
-    from lab_runner.probes.launch import run_agent
 
     live = _attach(lab)
     target = _target(to)
     src_ip = sampling.host_ip(live, source)
-    kind, _ = live.resolve(source)
-    sport = random.randint(40000, 59999)
-    rule = kernel_trace.trace_rule(target.proto, src_ip, sport, target.ip, target.port,
-                                   local=kind == "node")
-    node = live.place("node")
-    tracer = kernel_trace.Tracer(node.prefix() + live.command_in("node", []),
-                                 lambda argv: live.exec("node", argv, check=True), live.run.iptables)
-    probe_kind = "udp" if target.proto == "udp" else "syn"
-    path, answer = tracer.trace(rule, lambda: run_agent(
-        live.runner, live.place(source), probe_kind, dst=target.ip, dport=target.port,
-        sport=sport, timeout=1), local=kind == "node")
+    path, answer, rule = kernel_trace.trace_probe(live, source, target)
+    sport = rule[rule.index("--sport") + 1]
     _say(f"trace of the first packet {src_ip}:{sport} -> {target} from {source}")
     before = path.before_nat()
     _say(f"before NAT: {before.get('SRC')}:{before.get('SPORT')} -> {before.get('DST')}:"
@@ -207,11 +196,16 @@ def trace(lab, source, to) -> None:
 @click.option("--from", "source", default="client", show_default=True)
 @click.option("--alpha", type=float, default=1e-6, show_default=True,
               help="false-failure rate of the test.")
-def sample(lab, service_port, to, flows, source, alpha) -> None:
+@click.option("--against", type=click.Choice(["kube-proxy", "node"]), default="kube-proxy",
+              show_default=True,
+              help="expected shares from kube-proxy's chain set for this lab, or from the rules "
+                   "the node holds now (after your own changes).")
+def sample(lab, service_port, to, flows, source, alpha, against) -> None:
     """Random selection, measured: N new flows, counted per DNAT rule, vs the exact expectation.
 
-    The expectation comes from the rule tracer run over the node's actual rules; the test is a
-    chi-square goodness of fit whose false-failure rate is --alpha.
+    The rule tracer computes the exact expected shares (from kube-proxy's chain set for the lab,
+    or with --against node from the rules in the node); the test is a chi-square goodness of
+    fit whose false-failure rate is --alpha.
     """
     from lab_runner.evidence import sampling
 
@@ -219,7 +213,8 @@ def sample(lab, service_port, to, flows, source, alpha) -> None:
     if bool(service_port) == bool(to):
         raise click.UsageError("give either --service or --to")
     target = sampling.service_target(live.model, service_port) if service_port else _target(to)
-    report = sampling.sample(live, target, flows, source=source, alpha=alpha)
+    expected = sampling.reference_expected(live, source, target) if against == "kube-proxy" else None
+    report = sampling.sample(live, target, flows, source=source, alpha=alpha, expected=expected)
     _print_sample(report, service_port)
     if not report.passed:
         raise LabError("the spread does not fit the rules' probabilities")

@@ -147,3 +147,34 @@ def _read_until_quiet(proc: subprocess.Popen, quiet: float) -> str:
             break
         chunks.append(data.decode(errors="replace"))
     return "".join(chunks)
+
+
+TRACE_PORTS = (61000, 64999)  # above the kernel's ephemeral range: no earlier connection shares it
+
+
+def node_tracer(lab) -> Tracer:
+    """A Tracer running xtables-monitor in the lab's (first) node."""
+    return Tracer(lab.place("node").prefix() + lab.command_in("node", []),
+                  lambda argv: lab.exec("node", argv, check=True), lab.run.iptables)
+
+
+def trace_probe(lab, source: str, target, *, sport: int | None = None) -> tuple[Trace, dict, list[str]]:
+    """Trace one crafted first packet from `source` to `target` on a live lab.
+
+    Returns (the path, the probe's answer, the TRACE rule spec that was added and removed).
+    """
+    import random
+
+    from lab_runner.evidence.sampling import host_ip
+    from lab_runner.probes.launch import run_agent
+
+    sport = sport or random.randint(*TRACE_PORTS)
+    kind, _ = lab.resolve(source)
+    local = kind == "node"
+    rule = trace_rule(target.proto, host_ip(lab, source), sport, target.ip, target.port, local=local)
+    tracer = node_tracer(lab)
+    probe_kind = "udp" if target.proto == "udp" else "syn"
+    path, answer = tracer.trace(rule, lambda: run_agent(
+        lab.runner, lab.place(source), probe_kind, dst=target.ip, dport=target.port, sport=sport,
+        timeout=1), local=local)
+    return path, answer, rule

@@ -67,6 +67,15 @@ def expected_distribution(ruleset: Ruleset, lab: Lab, source_ip: str, target: Ta
     return out
 
 
+def reference_expected(lab, source: str, target: Target) -> dict[str, Fraction]:
+    """What kube-proxy's chain set for this lab says (not what the node holds now)."""
+    from lab_runner.ruleset.parse import parse
+
+    inbound = "eth0" if lab.resolve(source)[0] == "client" else lab.model.nodes[0].bridge
+    return expected_distribution(parse(lab.rendered_rules(), "<kube-proxy>"), lab.model,
+                                 host_ip(lab, source), target, in_interface=inbound)
+
+
 def dnat_counts(before: Snapshot, after: Snapshot) -> tuple[dict[str, int], dict[str, str]]:
     """Packets each DNAT rule sent, keyed by its --to-destination, and the chain of that rule."""
     counts: dict[str, int] = {}

@@ -7,6 +7,7 @@ import pytest
 from lab_runner import hostcheck
 
 HOST_BEFORE: dict[str, str] = {}
+LAB_NAMESPACES_BEFORE: set[str] = set()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -21,8 +22,17 @@ def host_snapshot_before():
     import os
 
     if os.geteuid() == 0 and not HOST_BEFORE:
+        from lab_runner.backends.netns import list_netns
+
         HOST_BEFORE.update(hostcheck.snapshot())
+        # Labs someone else runs on this machine are not this test session's leftovers.
+        LAB_NAMESPACES_BEFORE.update(ns for ns in list_netns() if ns.startswith("kplab-"))
     yield HOST_BEFORE
+
+
+@pytest.fixture(scope="session")
+def lab_namespaces_before(host_snapshot_before):
+    return LAB_NAMESPACES_BEFORE
 
 
 @pytest.fixture(scope="module")

@@ -10,5 +10,7 @@ def test_host_network_namespace_unchanged(host_snapshot_before):
     assert not diff, "the host's network namespace changed:\n" + "\n".join(diff)
 
 
-def test_no_lab_namespace_left():
-    assert [ns for ns in list_netns() if ns.startswith("kplab-")] == []
+def test_no_lab_namespace_left(lab_namespaces_before):
+    """No namespace of the kit that was not already there when the tests started remains."""
+    before = lab_namespaces_before
+    assert [ns for ns in list_netns() if ns.startswith("kplab-") and ns not in before] == []
