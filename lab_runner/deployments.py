@@ -41,8 +41,8 @@ def scaled(lab: Lab, deployment: str, replicas: int, rng: random.Random | None =
            *, templates: Lab | None = None) -> tuple[Lab, list[Pod], list[str]]:
     """The lab with `replicas` pods in the deployment: (new lab, pods added, pod names removed).
 
-    Scale-in removes not-ready pods first, then the most recently added (highest address),
-    roughly as the ReplicaSet controller ranks them. `templates` (the lab as its file defines
+    Scale-in removes not-ready pods first, then the most recently created (the lab keeps pods
+    in creation order), roughly as the ReplicaSet controller ranks them. `templates` (the lab as its file defines
     it) gives the pod template when the deployment has been scaled to zero.
     """
     if not 0 <= replicas <= 50:
@@ -58,7 +58,8 @@ def scaled(lab: Lab, deployment: str, replicas: int, rng: random.Random | None =
         added.append(pod)
     removed = []
     if replicas < len(pods):
-        first_to_go = sorted(pods, key=lambda p: (p.ready, -int(p.ip)))
+        age = {p.name: i for i, p in enumerate(lab.pods)}  # later in the list = newer
+        first_to_go = sorted(pods, key=lambda p: (p.ready, -age[p.name]))
         removed = [p.name for p in first_to_go[:len(pods) - replicas]]
         new_lab = new_lab.with_changes(pods=tuple(p for p in new_lab.pods if p.name not in removed))
     return new_lab, added, removed

@@ -34,8 +34,11 @@ def kubectl(lab: str, args: tuple[str, ...]) -> None:
     from lab_runner.views.kubectl import kubectl as view
 
     model, started = lab_file.load(lab), datetime.now(timezone.utc)
-    try:
+    try:  # a running lab shows its pods as they are now (scaled, re-created, not ready)
+        from lab_runner.lab import LiveLab
+
         run = find_run(lab)
+        model = LiveLab.attach(run.run_id).model
         started = datetime.fromtimestamp(run.created, timezone.utc)
     except LabError:
         pass
@@ -115,9 +118,12 @@ class LessonExecutor:
         if argv and argv[0] == "sudo":
             argv = argv[1:]
         if argv and argv[0] == "kubectl":
+            from lab_runner.lab import LiveLab
             from lab_runner.views.kubectl import kubectl as view
 
-            return 0, view(self.live.model, argv[1:], self.started)
+            # Re-read the run: an earlier `lab-runner scale …` step may have changed its pods.
+            model = LiveLab.attach(self.live.run.run_id).model
+            return 0, view(model, argv[1:], self.started)
         if argv and argv[0] == "lab-runner":
             env = dict(os.environ, KPLAB_RUN=self.live.run.run_id, COLUMNS="120",
                        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

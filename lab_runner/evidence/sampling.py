@@ -160,5 +160,8 @@ def flows_needed(n_endpoints: int, alpha: float = DEFAULT_ALPHA, power: float = 
     if n_endpoints < 2:
         return 200
     even = {str(i): Fraction(1, n_endpoints) for i in range(n_endpoints)}
+    wrong = wrong_alternative(n_endpoints)
+    if wrong == even:  # with two endpoints "all 1/n" is right; guard against a 60/40 skew instead
+        wrong = {"0": Fraction(3, 5), "1": Fraction(2, 5)}
     # The noncentral approximation is slightly optimistic this far in the tail: add 10 %.
-    return max(1000, int(stats.sample_size(even, wrong_alternative(n_endpoints), alpha, power) * 1.1))
+    return max(1000, int(stats.sample_size(even, wrong, alpha, power) * 1.1))

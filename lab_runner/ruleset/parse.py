@@ -260,10 +260,13 @@ class _Parser:
         handler = {"-A": self.append, "--append": self.append, "-I": self.insert,
                    "--insert": self.insert, "-N": self.new_chain, "--new-chain": self.new_chain,
                    "-X": self.delete_chain, "--delete-chain": self.delete_chain,
-                   "-F": self.flush, "--flush": self.flush}.get(verb)
+                   "-F": self.flush, "--flush": self.flush, "-D": self.delete_rule,
+                   "--delete": self.delete_rule, "-R": self.replace_rule,
+                   "--replace": self.replace_rule, "-Z": self.zero, "--zero": self.zero,
+                   "-P": self.policy, "--policy": self.policy}.get(verb)
         if handler is None:
-            raise self.fail(line_no, line, f"unknown command {verb!r}: expected -A, -I, -N, -X, -F, "
-                                           "a :CHAIN line, a *table line or COMMIT")
+            raise self.fail(line_no, line, f"unknown command {verb!r}: expected -A, -I, -D, -R, -N, "
+                                           "-X, -F, -Z, -P, a :CHAIN line, a *table line or COMMIT")
         handler(line_no, body, tokens, counters)
 
     def existing_chain(self, line_no: int, line: str, tokens: list[str]) -> Chain:
@@ -314,7 +317,56 @@ class _Parser:
         if chain.builtin:
             raise self.fail(line_no, line, f"cannot delete built-in chain {chain.name}")
         assert self.table is not None
+        # The kernel refuses to delete a chain that still has rules or that a rule jumps to.
+        if chain.rules:
+            raise self.fail(line_no, line, f"cannot delete chain {chain.name}: it still has "
+                                           f"{len(chain.rules)} rule(s) (flush it first)")
+        users = [f"{c.name}" for c in self.table.chains.values()
+                 for r in c.rules if r.target == chain.name]
+        if users:
+            raise self.fail(line_no, line, f"cannot delete chain {chain.name}: rules in "
+                                           f"{', '.join(sorted(set(users)))} still jump to it")
         del self.table.chains[chain.name]
+
+    def _numbered(self, line_no, line, chain: Chain, text: str) -> int:
+        number = int(text)
+        if not 1 <= number <= len(chain.rules):
+            raise self.fail(line_no, line, f"chain {chain.name} has no rule {number} (it has "
+                                           f"{len(chain.rules)})")
+        return number - 1
+
+    def delete_rule(self, line_no, line, tokens, counters) -> None:
+        """-D CHAIN N, or -D CHAIN <rule>: the first rule that means the same (as iptables does)."""
+        from lab_runner.ruleset.compare import normalize
+
+        chain = self.existing_chain(line_no, line, tokens)
+        if len(tokens) == 3 and tokens[2].isdigit():
+            del chain.rules[self._numbered(line_no, line, chain, tokens[2])]
+            return
+        wanted = normalize(self.rule(line_no, line, tokens, counters))
+        self.pending.pop()  # the pattern is not a rule of the table
+        for i, rule in enumerate(chain.rules):
+            if normalize(rule) == wanted:
+                del chain.rules[i]
+                return
+        raise self.fail(line_no, line, f"no such rule in chain {chain.name} to delete")
+
+    def replace_rule(self, line_no, line, tokens, counters) -> None:
+        chain = self.existing_chain(line_no, line, tokens)
+        if len(tokens) < 3 or not tokens[2].isdigit():
+            raise self.fail(line_no, line, "-R needs a chain, a rule number and the new rule")
+        index = self._numbered(line_no, line, chain, tokens[2])
+        chain.rules[index] = self.rule(line_no, line, tokens[:2] + tokens[3:], counters)
+
+    def zero(self, line_no, line, tokens, counters) -> None:
+        if len(tokens) > 1:
+            self.existing_chain(line_no, line, tokens)  # counters are not modelled further
+
+    def policy(self, line_no, line, tokens, counters) -> None:
+        chain = self.existing_chain(line_no, line, tokens)
+        if not chain.builtin or len(tokens) != 3 or tokens[2] not in ("ACCEPT", "DROP"):
+            raise self.fail(line_no, line, "-P takes a built-in chain and ACCEPT or DROP")
+        chain.policy = tokens[2]
 
     def flush(self, line_no, line, tokens, counters) -> None:
         assert self.table is not None

@@ -134,7 +134,7 @@ def test_lookups_name_what_exists():
     ("*filter\n:KUBE-X - [0:0]\n:KUBE-X - [0:0]\nCOMMIT\n", 3, "declared twice"),
     ("*filter\n:KUBE-X - [0:x]\nCOMMIT\n", 2, "bad counters"),
     ("*filter\n[1:2 -A INPUT -j ACCEPT\nCOMMIT\n", 2, "bad counters"),
-    ("*filter\n-Z INPUT\nCOMMIT\n", 2, "unknown command '-Z'"),
+    ("*filter\n-Q INPUT\nCOMMIT\n", 2, "unknown command '-Q'"),
     ("*filter\n-A INPUT -s 1.1.1.1 !\nCOMMIT\n", 2, "'!' must be followed"),
     ("*filter\n-A INPUT --dport 80 -j ACCEPT\nCOMMIT\n", 2, "--dport is not part of any match"),
     ("*filter\n-A INPUT -j ACCEPT -j DROP\nCOMMIT\n", 2, "only one -j/-g target"),
@@ -204,3 +204,41 @@ def test_noflush_on_top_of_a_base():
     assert merged.chain("nat", SVC).rule(1).counters == Counters(3, 180)  # untouched chain kept
     assert [r.target_args for r in base.chain("nat", SEP).rules] == [
         ("--to-destination", "172.17.0.2:80")]  # the base itself is not changed
+
+
+# -- commands applied on top of a base, as iptables-restore --noflush applies them ---------------
+def _lab3_base():
+    from pathlib import Path
+
+    return parse((Path(__file__).resolve().parents[2] / "fixtures" / "golden" /
+                  "lab-3.v1.23.rules").read_text())
+
+
+def test_delete_rule_by_spec_and_by_number():
+    base = _lab3_base()
+    svc = "KUBE-SVC-Q7IJ732UBZY4AJKA"
+    before = len(base.chain("nat", svc).rules)
+    after = parse(f"*nat\n-D {svc} 2\nCOMMIT\n", base=base)
+    assert len(after.chain("nat", svc).rules) == before - 1
+    spec = ("-D KUBE-SEP-TWZJG7ZWZYI5EC7J -s 172.17.0.2/32 -m comment --comment "
+            "stateful-apps/my-app:http-svc -j KUBE-MARK-MASQ")
+    after = parse(f"*nat\n{spec}\nCOMMIT\n", base=base)
+    assert [r.target for r in after.chain("nat", "KUBE-SEP-TWZJG7ZWZYI5EC7J").rules] == ["DNAT"]
+    with pytest.raises(RulesetSyntaxError, match="no such rule"):
+        parse("*nat\n-D KUBE-MARK-MASQ -j ACCEPT\nCOMMIT\n", base=base)
+
+
+def test_delete_chain_refused_while_used_as_the_kernel_refuses_it():
+    base = _lab3_base()
+    with pytest.raises(RulesetSyntaxError, match="still jump to it") as info:
+        parse("*nat\n:KUBE-SEP-56377YKM7VKGGV6C - [0:0]\n-X KUBE-SEP-56377YKM7VKGGV6C\nCOMMIT\n",
+              base=base)
+    assert info.value.line_no == 3
+    with pytest.raises(RulesetSyntaxError, match="still has 2 rule"):
+        parse("*nat\n-X KUBE-SEP-56377YKM7VKGGV6C\nCOMMIT\n", base=base)
+
+
+def test_replace_rule_by_number():
+    base = _lab3_base()
+    after = parse("*nat\n-R KUBE-MARK-MASQ 1 -j MARK --set-xmark 0x4000/0x4000\nCOMMIT\n", base=base)
+    assert after.chain("nat", "KUBE-MARK-MASQ").rules[0].target_args == ("--set-xmark", "0x4000/0x4000")
