@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 RUNNER  := $(BIN)/lab-runner
 PYTEST  := $(BIN)/pytest
 LAB     ?= lab-3
-APT_PACKAGES := iproute2 iptables conntrack procps util-linux python3-venv python3-pip
+APT_PACKAGES := iproute2 iptables conntrack procps util-linux python3-venv python3-pip time
 
 .PHONY: help setup system-deps venv lab-% up down status clean doctor test test-unit bench
 

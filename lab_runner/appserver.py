@@ -50,26 +50,26 @@ def handle_tcp(conn: socket.socket, peer: tuple, pod: str, http: bool) -> None:
 
 
 def serve_udp(sock: socket.socket, pod: str) -> None:
+    port = sock.getsockname()[1]
     while True:
-        _, peer = sock.recvfrom(2048)
-        # The destination the datagram was sent to is the socket's own port on any address;
-        # report the pod's address, which is what DNAT rewrote the ClusterIP to.
-        sock.sendto(answer(pod, "udp", peer, (POD_IP, sock.getsockname()[1])), peer)
+        _, ancillary, _, peer = sock.recvmsg(2048, socket.CMSG_SPACE(12))
+        # IP_PKTINFO carries the address the datagram was really sent to (after DNAT).
+        dst = next((socket.inet_ntoa(data[8:12]) for level, kind, data in ancillary
+                    if level == socket.IPPROTO_IP and kind == IP_PKTINFO), "?")
+        sock.sendto(answer(pod, "udp", peer, (dst, port)), peer)
 
 
-POD_IP = "0.0.0.0"
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 
 
 def main(argv: list[str] | None = None) -> None:
-    global POD_IP
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pod", required=True, help="pod name, also set as the hostname")
-    parser.add_argument("--ip", default="0.0.0.0", help="the pod's address (for UDP answers)")
+    parser.add_argument("--ip", default="0.0.0.0", help="the pod's address (for messages)")
     parser.add_argument("--tcp", type=int, action="append", default=[], help="TCP port to serve")
     parser.add_argument("--udp", type=int, action="append", default=[], help="UDP port to serve")
     parser.add_argument("--plain", action="store_true", help="answer TCP without an HTTP header")
     args = parser.parse_args(argv)
-    POD_IP = args.ip
     try:
         socket.sethostname(args.pod)
     except OSError as exc:  # without a UTS namespace of its own it must not rename the machine
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                                         daemon=True))
     for port in args.udp:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         s.bind(("0.0.0.0", port))
         threads.append(threading.Thread(target=serve_udp, args=(s, args.pod), daemon=True))
     for t in threads:

@@ -90,7 +90,10 @@ class LiveLab:
         """The chain set on every node, applied once, atomically (kube-proxy runs on every node)."""
         document = self.rendered_rules()
         for node in self.model.nodes:
-            iptables.restore(self.runner, self.place(node.name), document, self.run.iptables)
+            # The node is new and the document holds all of its tables: no --noflush, which
+            # iptables-nft makes roughly quadratic (1,000 services: 9 s instead of 0.8 s).
+            iptables.restore(self.runner, self.place(node.name), document, self.run.iptables,
+                             noflush=False)
 
     def restore(self, document: str, node: str | None = None, *, noflush: bool = True) -> None:
         iptables.restore(self.runner, self.place(node or "node"), document, self.run.iptables,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab_runner.endpoints import endpoints_for
+from lab_runner.endpoints import all_endpoints
 from lab_runner.model import Lab, Service, ServicePort
 from lab_runner.ruleset import names as n
 
@@ -142,13 +142,12 @@ def probability(n_left: int) -> str:
 def ports_of(lab: Lab) -> list[_Port]:
     """Every service port, in the lab file's order (kube-proxy iterates a Go map: no set order)."""
     found = []
-    for service in lab.services:
-        for port in service.ports:
-            name = service.port_name(port)
-            proto = port.protocol.lower()
-            eps = tuple(_Endpoint(e.address, str(e.ip), n.endpoint_chain(name, proto, e.address))
-                        for e in endpoints_for(lab, service, port))
-            found.append(_Port(service, port, name, proto, n.service_chain(name, proto), eps))
+    for (service, port), endpoints in all_endpoints(lab).items():
+        name = service.port_name(port)
+        proto = port.protocol.lower()
+        eps = tuple(_Endpoint(e.address, str(e.ip), n.endpoint_chain(name, proto, e.address))
+                    for e in endpoints)
+        found.append(_Port(service, port, name, proto, n.service_chain(name, proto), eps))
     return found
 
 
