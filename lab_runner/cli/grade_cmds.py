@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from lab_runner.cli import cli, console
-from lab_runner.errors import LabError
+from lab_runner.grading.batch import DEFAULT_TIMEOUT
+from lab_runner.grading.formats import FORMATS
 
 STATUS_STYLE = {"passed": "green", "failed": "red", "undecidable": "yellow", "error": "red"}
 
@@ -40,53 +42,103 @@ def exercises(lab: str, which: str | None) -> None:
 
 @cli.command()
 @click.argument("lab")
-@click.argument("submission", type=click.Path(exists=True))
+@click.argument("submission", type=click.Path(exists=True, allow_dash=True))
 @click.option("--exercise", "-e", "which", required=True, help="exercise number (e.g. 3, 3v5).")
 @click.option("--static", "static", is_flag=True,
               help="grade with the rule tracer instead of a real kernel (no privileges needed).")
 @click.option("--format", "formats", multiple=True, default=("terminal",), show_default=True,
-              type=click.Choice(["terminal", "json", "junit", "gradescope", "prairielearn", "html"]),
-              help="output format(s); repeat for several.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="directory for reports.")
-@click.option("--jobs", "-j", type=int, default=2, show_default=True,
+              type=click.Choice(list(FORMATS)), help="report format(s); repeat for several.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="directory for report files (a directory of submissions: default reports/).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True,
               help="submissions graded at once (directory mode).")
-def grade(lab, submission, which, static, formats, out_dir, jobs) -> None:
+@click.option("--timeout", type=click.FloatRange(1), default=DEFAULT_TIMEOUT, show_default=True,
+              help="seconds one submission may take before it is stopped (directory mode).")
+@click.option("--worker", is_flag=True, hidden=True,
+              help="internal, for the batch grader: with SUBMISSION `-`, load the kit first, then "
+                   'read {"submission": PATH, "out": DIR} as one JSON line from stdin.')
+def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worker) -> None:
     """Grade SUBMISSION (an iptables-restore file) for an exercise of LAB, or a directory of them.
+
+    Live mode (the default, root) builds a fresh lab, applies the exercise's starting state and
+    then the submission with one iptables-restore, and sends real packets. --static answers the
+    same checks with the rule tracer: no root, no kernel, and checks that need a kernel are
+    scored as the exercise file says.
 
     \b
     One file:    sudo lab-runner grade lab-3 --exercise 3 answer.rules
     No root:     lab-runner grade lab-3 --exercise 3 answer.rules --static
+    Reports:     lab-runner grade lab-3 -e 3 answer.rules --static --format html --out out/
+    Gradescope:  lab-runner grade lab-3 -e 3 answer.rules --format gradescope --out /autograder/results
     A class:     sudo lab-runner grade lab-3 --exercise 3 submissions/ --jobs 2 --out reports/
-    The last line is `N passed, N failed`; the exit code is 0 only with full marks.
+
+    \b
+    Formats: terminal (the default), json (result.json; alone and without --out: printed),
+    junit (junit.xml), gradescope and prairielearn (results.json, the file each platform
+    reads: give them different --out directories), html (report.html, one self-contained page
+    with the endpoint shares and the nat chains with their counters).
+
+    \b
+    A directory holds one submission per student: a file (alice.rules) or a sub-directory with
+    one *.rules file (bob/answer.rules); hidden entries are skipped. Links, FIFOs and unreadable
+    entries score zero with the reason. Each is graded in its own process and sandbox; reports
+    go to OUT/<student>/ and OUT/gradebook.csv has one row per submission.
+
+    The last line is `N passed, N failed` (checks; for a directory: submissions with full
+    marks or not). The exit code is 0 only with full marks (for a directory: every submission).
     """
     from lab_runner.grading import formats as fmt
 
+    problem = fmt.conflicts(formats)
+    if problem:
+        raise click.UsageError(problem)
     mode = "static" if static else "live"
     if mode == "live":
         from lab_runner.cli.lifecycle import require_root
 
         require_root()
-    if Path(submission).is_dir():
+    if worker or submission == "-":
+        if not (worker and submission == "-"):
+            raise click.UsageError("SUBMISSION `-` is for the batch grader's --worker only")
+        submission, out_dir = _await_assignment(lab, which)
+    if not worker and Path(submission).is_dir():
         from lab_runner.grading import batch
 
         outcome = batch.grade_directory(lab, which, Path(submission), mode=mode, jobs=jobs,
                                         out_dir=Path(out_dir or "reports"), formats=formats,
-                                        console=console)
+                                        console=console, timeout=timeout)
         if outcome.failed_any:
             raise SystemExit(1)
         return
     from lab_runner.grading.grade import grade as grade_one
 
+    files = [name for name in formats if name in fmt.FILE_NAMES]
+    if files and not out_dir and files != ["json"]:
+        raise click.UsageError(f"--format {' '.join(f for f in files if f != 'json')} writes "
+                               "files: give --out DIR")
     result = grade_one(lab, which, submission, mode)
-    for name in formats:
-        if name == "terminal":
-            fmt.terminal(result, console)
-        elif out_dir:
+    for name in files:
+        if out_dir:
             for path in fmt.write(result, name, Path(out_dir)):
-                console.print(f"[dim]wrote {path}[/]")
-        elif name == "json":
-            click.echo(json.dumps(result.to_dict(), indent=1))
+                console.print(Text(f"report: {path}", style="dim"), highlight=False)
         else:
-            raise click.UsageError(f"--format {name} writes files: give --out DIR")
+            click.echo(json.dumps(result.to_dict(), indent=1))
+    if "terminal" in formats:  # last: its closing line is the last line printed
+        fmt.terminal(result, console)
     if result.error or result.score < result.max_score:
         raise SystemExit(1)
+
+
+def _await_assignment(lab: str, which: str) -> tuple[str, str]:
+    """The batch grader starts this process ahead of need: load the kit, then wait for the job."""
+    import sys
+
+    from lab_runner.grading import exercise as ex_mod
+    import lab_runner.grading.grade  # noqa: F401  (pytest and the sandboxes: the slow imports)
+
+    ex_mod.find(lab, which)
+    line = sys.stdin.readline()
+    if not line.strip():
+        raise SystemExit(0)  # not needed after all: the batch is over
+    job = json.loads(line)
+    return str(job["submission"]), str(job["out"])

@@ -34,7 +34,15 @@ def grade(lab: str, which: str | int, path: str | Path, mode: str = "live") -> G
         return result
     try:
         result.checks = run_checks(ex, sandbox)
-        result.evidence = sandbox.evidence
+        # For reports: the submission, the state it was applied to, and (live) the node's nat
+        # table with the counters grading moved, for the chain graph.
+        result.evidence = {**sandbox.evidence, "submission": submission.text,
+                           "start": ex.start_document}
+        if getattr(sandbox, "lab", None) is not None:
+            try:
+                result.evidence["counters"] = sandbox.lab.save(table="nat")
+            except LabError as exc:
+                result.evidence["counters_error"] = str(exc)
     finally:
         sandbox.close()
     result.seconds = round(time.monotonic() - started, 3)

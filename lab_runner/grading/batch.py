@@ -1,0 +1,469 @@
+"""Grade a classroom: every submission in a directory, each in its own process and sandbox.
+
+What counts as a submission (entries whose name starts with "." are skipped):
+
+    submissions/alice.rules          a regular file directly in the directory: student "alice"
+    submissions/bob/answer.rules     a student sub-directory holding exactly one *.rules file
+                                     (hidden files aside): student "bob"
+
+Anything else gets a row in the gradebook with zero points and the reason, and the batch goes on:
+a symbolic link (never followed: one pointing outside the directory would read someone else's
+file), a FIFO, socket or device, a file that cannot be opened, a sub-directory with no or several
+*.rules files. A submission the grader refuses (empty, binary, not iptables-restore text, over
+the size limit, refused by the kernel) scores zero with the grader's reason.
+
+Each submission is graded by `python -m lab_runner grade LAB -e N - --worker --format json`: the
+one-file command in a process of its own, started ahead of need (it loads the kit while the
+others grade) and then told its file and report directory on stdin. J grade at a time, so a
+crash or a hang never touches the others: past the timeout a grader gets SIGTERM (its sandbox
+tears itself down), then SIGKILL, and whatever lab it still owned is removed by its run id.
+
+Reports go to out_dir/<student>/ (result.json plus the requested formats); out_dir/gradebook.csv
+has one row per submission. A report directory's name is the student's name made safe (no "..",
+no leading "." or "-", no separator or control character, unique): always directly in out_dir.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn)
+from rich.table import Table
+from rich.text import Text
+
+from lab_runner.errors import LabError
+from lab_runner.grading import exercise as exercises
+from lab_runner.grading import formats as fmt
+from lab_runner.grading.results import CheckResult, GradeResult
+
+DEFAULT_TIMEOUT = 120.0  # seconds per submission; a live exercise takes a few
+TERM_GRACE = 20.0  # seconds a timed-out grader gets to tear its sandbox down before SIGKILL
+SUBMISSION_SUFFIX = ".rules"
+RESERVED = {"gradebook.csv"}
+GRADEBOOK_FIELDS = ("student", "file", "score", "max_score", "passed", "failed", "error", "report")
+NAME_BYTES = 100
+WARM_SPARES = 1  # grader processes started ahead, per job (0: start each when its turn comes)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing found in the submissions directory: a file to grade, or a refusal."""
+
+    student: str  # shown in the gradebook (the file's stem or the sub-directory's name)
+    file: str  # as found, relative to the submissions directory
+    path: Path | None  # the file to grade; None when refused
+    refusal: str = ""
+    report: str = ""  # the report directory's name inside out_dir
+
+
+@dataclass
+class Row:
+    student: str
+    file: str
+    score: float
+    max_score: float
+    passed: int
+    failed: int
+    error: str
+    report: str
+
+    @property
+    def full_marks(self) -> bool:
+        return not self.error and self.max_score > 0 and self.score >= self.max_score
+
+
+@dataclass
+class BatchOutcome:
+    failed_any: bool
+    rows: list[Row]
+    out_dir: Path | None = None
+    gradebook: Path | None = None
+
+
+# -- finding submissions -----------------------------------------------------------------------
+def safe_name(name: str) -> str:
+    """A directory name that stays where it is put: letters, digits, ".", "_", "-" only."""
+    name = unicodedata.normalize("NFC", name)
+    out = "".join(c if (c.isalnum() or c in "._-") and c.isprintable() else "_" for c in name)
+    out = re.sub(r"\.{2,}", "_", out).lstrip(".-_")
+    while len(out.encode("utf-8", "replace")) > NAME_BYTES:
+        out = out[:-1]
+    return out or "submission"
+
+
+def _shown(name: str) -> str:
+    """A name as the gradebook and terminal show it: undecodable bytes as ?, control codes as �."""
+    return fmt.plain(name.encode("utf-8", "replace").decode("utf-8"))
+
+
+def _stem(name: str) -> str:
+    return name[: -len(SUBMISSION_SUFFIX)] if name.endswith(SUBMISSION_SUFFIX) and \
+        len(name) > len(SUBMISSION_SUFFIX) else (Path(name).stem or name)
+
+
+def _readable(path: Path) -> str:
+    """"" when the regular file can be opened and read, else why not (never follows a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        return f"cannot be opened ({exc.strerror})"
+    try:
+        os.read(fd, 1)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    finally:
+        os.close(fd)
+    return ""
+
+
+def _kind(mode: int) -> str:
+    for test, word in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def _link_refusal(path: Path, root: Path) -> str:
+    target = os.readlink(path)
+    try:
+        resolved = (path.parent / target).resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        resolved = Path(os.path.normpath(path.parent / target))
+    inside = resolved == root or root in resolved.parents
+    where = "inside" if inside else "outside"
+    return (f"a symbolic link (to {_shown(target)}, {where} the submissions directory): links "
+            "are refused and never followed; submit the file itself")
+
+
+def _examine(path: Path, root: Path) -> tuple[Path | None, str]:
+    """(file to grade, "") or (None, reason) for one directory entry, without following links."""
+    try:
+        info = path.lstat()
+    except OSError as exc:
+        return None, f"cannot be examined ({exc.strerror})"
+    if stat.S_ISLNK(info.st_mode):
+        return None, _link_refusal(path, root)
+    if stat.S_ISREG(info.st_mode):
+        problem = _readable(path)
+        return (None, problem) if problem else (path, "")
+    return None, f"{_kind(info.st_mode)}, not a file: refused"
+
+
+def discover(directory: Path, out_dir: Path | None = None) -> list[Entry]:
+    """Every submission in `directory` (see the module docstring), with unique report names."""
+    root = directory.resolve()
+    skip = out_dir.resolve() if out_dir is not None and out_dir.exists() else None
+    entries: list[Entry] = []
+    for name in sorted(os.listdir(root)):
+        if name.startswith("."):
+            continue
+        path = root / name
+        shown = _shown(name)
+        if path.is_dir() and not path.is_symlink():
+            if skip is not None and path.resolve() == skip:
+                continue  # the reports of an earlier run, inside the submissions directory
+            entries.append(_from_subdirectory(path, root, shown))
+            continue
+        graded, refusal = _examine(path, root)
+        entries.append(Entry(_shown(_stem(name)), shown, graded, refusal))
+    taken = set(RESERVED)
+    named = []
+    for entry in entries:
+        base = safe_name(entry.student)
+        report, n = base, 1
+        while report.lower() in taken:
+            n += 1
+            report = f"{base}-{n}"
+        taken.add(report.lower())
+        named.append(Entry(entry.student, entry.file, entry.path, entry.refusal, report))
+    return named
+
+
+def _from_subdirectory(path: Path, root: Path, shown: str) -> Entry:
+    try:
+        names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+    except OSError as exc:
+        return Entry(shown, shown + "/", None, f"the directory cannot be listed ({exc.strerror})")
+    candidates = [n for n in names if n.endswith(SUBMISSION_SUFFIX)]
+    if len(candidates) != 1:
+        found = ", ".join(_shown(n) for n in candidates) or "none"
+        return Entry(shown, shown + "/", None,
+                     f"a student directory must hold exactly one *{SUBMISSION_SUFFIX} file "
+                     f"(found: {found})")
+    graded, refusal = _examine(path / candidates[0], root)
+    return Entry(shown, f"{shown}/{_shown(candidates[0])}", graded, refusal)
+
+
+# -- running one grader ------------------------------------------------------------------------
+class _Graders:
+    """The grader processes: one per submission, each started ahead of need.
+
+    A grader process spends its first second importing the kit; a spare started while the others
+    grade has done that by the time it is given its submission (on stdin). At most `jobs` grade
+    at once; at most `jobs` spares wait. An interrupt stops every one of them.
+    """
+
+    def __init__(self, argv: list[str], jobs: int, total: int):
+        self.argv = argv
+        self.env = _child_env()
+        self.jobs = jobs
+        self.unassigned = total
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+        self.spares: list[subprocess.Popen] = []
+        self.stopping = threading.Event()
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=self.env, start_new_session=True)
+
+    def take(self) -> subprocess.Popen | None:
+        """A grader process for the next submission (a warm spare when there is one)."""
+        with self.lock:
+            if self.stopping.is_set():
+                return None
+            proc = self.spares.pop(0) if self.spares else self._spawn()
+            self.running.add(proc)
+            self.unassigned -= 1
+            while len(self.spares) < min(self.jobs * WARM_SPARES, self.unassigned):
+                self.spares.append(self._spawn())
+            return proc
+
+    def done(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.running.discard(proc)
+
+    def close(self) -> None:
+        """Let unused spares go: an empty assignment makes them exit."""
+        with self.lock:
+            spares, self.spares = self.spares, []
+        for proc in spares:
+            try:
+                proc.communicate(input=b"", timeout=TERM_GRACE)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+
+    def stop_all(self) -> None:
+        with self.lock:
+            self.stopping.set()
+            procs = list(self.running) + self.spares
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the grader leads its own session: its group is its own
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (the grader tears its sandbox down, as on Ctrl-C), then SIGKILL after a grace."""
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.communicate(timeout=TERM_GRACE)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)
+        proc.communicate()
+
+
+def _remove_runs_of(pid: int) -> None:
+    """Remove the labs a dead grader process still owned (only those: matched by owner pid)."""
+    from lab_runner.backends.netns import NetnsBackend
+    from lab_runner.runs import list_runs, state_root
+
+    for run in list_runs():
+        if run.owner_pid == pid and run.orphaned():
+            NetnsBackend().destroy(run)
+            shutil.rmtree(state_root() / run.run_id, ignore_errors=True)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])  # the checkout holding lab_runner/
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["NO_COLOR"] = "1"
+    env.pop("KPLAB_RUN_ID", None)  # every grader needs a run id of its own for its sandbox
+    return env
+
+
+def _last_line(text: bytes) -> str:
+    lines = [line for line in text.decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1].strip()[:300] if lines else ""
+
+
+def grader_argv(lab_dir: str, ex: exercises.Exercise, mode: str) -> list[str]:
+    """`lab-runner grade LAB -e N - --worker --format json [--static]`: told its file on stdin."""
+    return [sys.executable, "-m", "lab_runner", "grade", lab_dir, "--exercise", ex.number, "-",
+            "--worker", "--format", "json"] + (["--static"] if mode == "static" else [])
+
+
+def _grade_one(entry: Entry, ex: exercises.Exercise, mode: str, report_dir: Path,
+               timeout: float, graders: _Graders) -> GradeResult:
+    """The result of one submission; any failure of the grader itself becomes an error result."""
+    for name in set(fmt.FILE_NAMES.values()):  # no report of an earlier run may stay behind
+        (report_dir / name).unlink(missing_ok=True)
+    if entry.path is None:
+        return error_result(ex, mode, entry.file, entry.refusal)
+    job = json.dumps({"submission": str(entry.path), "out": str(report_dir)}) + "\n"
+    started = time.monotonic()
+    proc = graders.take()
+    if proc is None:
+        return error_result(ex, mode, entry.file, "not graded: the batch was interrupted")
+    try:
+        try:
+            _, err = proc.communicate(input=job.encode("utf-8", "surrogateescape"),
+                                      timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            return error_result(ex, mode, entry.file, f"grading took longer than {timeout:g} s "
+                                "and was stopped", time.monotonic() - started)
+    finally:
+        graders.done(proc)
+        if proc.returncode not in (0, 1):
+            _remove_runs_of(proc.pid)
+    path = report_dir / fmt.FILE_NAMES["json"]
+    if proc.returncode in (0, 1) and path.is_file():
+        try:
+            result = GradeResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            return error_result(ex, mode, entry.file, f"the grader's result is unreadable: {exc}")
+        result.submission = entry.file
+        return result
+    if graders.stopping.is_set():
+        return error_result(ex, mode, entry.file, "not graded: the batch was interrupted")
+    why = _last_line(err) or f"exit status {proc.returncode}"
+    return error_result(ex, mode, entry.file, f"the grader failed: {why}",
+                        time.monotonic() - started)
+
+
+def error_result(ex: exercises.Exercise, mode: str, submission: str, reason: str,
+                 seconds: float = 0.0) -> GradeResult:
+    """Zero points on every check, with the reason: what an ungradable submission scores."""
+    return GradeResult(lab=ex.lab.id, exercise=ex.number, exercise_title=ex.title,
+                       submission=submission, mode=mode, error=reason, seconds=round(seconds, 3),
+                       checks=[CheckResult(c.id, c.title, 0, c.points, "error",
+                                           f"not graded: {reason}") for c in ex.checks])
+
+
+# -- the batch ---------------------------------------------------------------------------------
+def grade_directory(lab: str, which: str | int, directory: Path, *, mode: str, jobs: int,
+                    out_dir: Path, formats, console: Console,
+                    timeout: float = DEFAULT_TIMEOUT) -> BatchOutcome:
+    """Grade every submission in `directory`, `jobs` at a time; write reports and gradebook.csv."""
+    from lab_runner import lab_file
+
+    ex = exercises.find(lab, which)
+    lab_dir = str(lab_file.lab_path(lab).resolve().parent)
+    if not directory.is_dir():
+        raise LabError(f"{directory}: not a directory of submissions")
+    entries = discover(directory, out_dir)
+    if not entries:
+        raise LabError(f"{directory}: no submissions (a submission is a file directly in the "
+                       f"directory, or a sub-directory holding one *{SUBMISSION_SUFFIX} file)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_root = out_dir.resolve()
+    extra = [f for f in formats if f in fmt.FILE_NAMES and f != "json"]
+    to_grade = sum(1 for e in entries if e.path is not None)
+    graders = _Graders(grader_argv(lab_dir, ex, mode), max(1, jobs), to_grade)
+    rows: dict[int, Row] = {}
+
+    def work(entry: Entry) -> Row:
+        report_dir = out_root / entry.report
+        try:
+            report_dir.mkdir(exist_ok=True)
+            if report_dir.is_symlink() or report_dir.resolve().parent != out_root:
+                return _row(entry, error_result(ex, mode, entry.file, f"the report directory "
+                                                f"{entry.report} is not a plain directory in "
+                                                f"{out_root}: not graded"))
+            result = _grade_one(entry, ex, mode, report_dir, timeout, graders)
+            for name in ["json", *extra]:  # json again: with the submission named as found
+                fmt.write(result, name, report_dir)
+        except Exception as exc:  # noqa: BLE001 - one submission never stops the batch
+            result = error_result(ex, mode, entry.file, f"internal error: {exc!r}")
+        return _row(entry, result)
+
+    columns = (SpinnerColumn(), TextColumn("grading {task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"{len(entries)} submissions, {jobs} at a time ({mode})",
+                                 total=len(entries))
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        try:
+            futures = {pool.submit(work, e): i for i, e in enumerate(entries)}
+            for future in as_completed(futures):
+                i = futures[future]
+                rows[i] = future.result()
+                progress.console.print(_progress_line(rows[i]), highlight=False)
+                progress.advance(task)
+        except BaseException:  # Ctrl-C, SIGTERM: stop every grader, let each tear down
+            graders.stop_all()
+            pool.shutdown(wait=True, cancel_futures=True)
+            graders.close()
+            raise
+        pool.shutdown(wait=True)
+        graders.close()
+    ordered = [rows[i] for i in range(len(entries))]
+    gradebook = write_gradebook(ordered, out_root / "gradebook.csv")
+    _summary(ordered, console, out_root, gradebook)
+    return BatchOutcome(any(not r.full_marks for r in ordered), ordered, out_root, gradebook)
+
+
+def _row(entry: Entry, result: GradeResult) -> Row:
+    return Row(entry.student, entry.file, result.score, result.max_score, result.passed_count,
+               result.failed_count, fmt.plain(" ".join(result.error.split()))[:300], entry.report)
+
+
+def _progress_line(row: Row) -> Text:
+    colour = "green" if row.full_marks else "red"
+    text = Text.assemble((f"{row.score:>4g}/{row.max_score:g}", colour), "  ", row.student)
+    if row.error:
+        text.append(f"  ({row.error[:100]})", style="dim")
+    return text
+
+
+def _cell(value) -> str:
+    """A gradebook cell a spreadsheet shows as text (=, +, -, @ would start a formula)."""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def write_gradebook(rows: list[Row], path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8", errors="replace") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(GRADEBOOK_FIELDS)
+        for r in rows:
+            writer.writerow([_cell(r.student), _cell(r.file), f"{r.score:g}", f"{r.max_score:g}",
+                             r.passed, r.failed, _cell(r.error), r.report])
+    return path
+
+
+def _summary(rows: list[Row], console: Console, out_dir: Path, gradebook: Path) -> None:
+    table = Table("student", "score", "checks passed", "note", box=None)
+    for r in rows:
+        table.add_row(Text(r.student), Text(f"{r.score:g}/{r.max_score:g}",
+                                            style="green" if r.full_marks else "red"),
+                      f"{r.passed}/{r.passed + r.failed}", Text(r.error[:80], style="dim"))
+    console.print(table)
+    full = sum(r.full_marks for r in rows)
+    console.print(Text(f"reports in {out_dir}/<student>/, gradebook {gradebook}"), highlight=False)
+    console.print(f"{full} of {len(rows)} submissions have full marks", highlight=False)
+    console.print(f"{full} passed, {len(rows) - full} failed", markup=False, highlight=False)
