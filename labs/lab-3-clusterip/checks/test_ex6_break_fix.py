@@ -1,0 +1,66 @@
+"""Exercise 6 (break-fix): one check per injected fault, each blind to the other three.
+
+The faults: wrong probabilities (spread-even), the outside-caller mark (outside-caller-
+masqueraded), DNAT to the wrong port on one endpoint (dnat-to-pod-port) and a too-broad match
+in KUBE-SERVICES (only-service-traffic-matched). A check must not fail because of another
+fault: the spread is counted per pod address whatever the port, the marking is judged on the
+connection's first packet (counters) and on the pods that did answer.
+"""
+
+import pytest
+from conftest import SERVICE, jumps_into, seen
+
+from lab_runner.evidence.probing import Target
+
+
+def _node_address(sandbox) -> str:
+    return str(sandbox.model.nodes[0].bridge_address.ip)
+
+
+@pytest.mark.check("spread-even")
+def test_spread_even(sandbox):
+    spread = sandbox.address_spread("client", SERVICE)
+    shares = ", ".join(f"{k} {v * 100:.1f} %" for k, v in sorted(spread.observed.items()))
+    assert spread.passed, (
+        f"Observed shares of new connections to {SERVICE.ip}:{SERVICE.port} by pod address: "
+        f"{shares} ({spread.detail}). Expected: {len(spread.expected)} equal shares.")
+
+
+@pytest.mark.check("outside-caller-masqueraded")
+def test_outside_caller_masqueraded(sandbox):
+    observations, hit = sandbox.observe("client", SERVICE)
+    node = _node_address(sandbox)
+    marked = any(chain == "KUBE-MARK-MASQ" or ("-j MARK" in spec and "4000" in spec)
+                 for chain, spec in hit)
+    wrong = [o for o in observations if o.answered and o.saw_src != node]
+    assert marked and not wrong, (
+        f"The client ({sandbox.caller_ip('client')}) connected to {SERVICE.ip}:{SERVICE.port}: "
+        + ("no rule sent it to KUBE-MARK-MASQ (its counter stayed 0)" if not marked else
+           seen(observations))
+        + f". Expected: a caller from outside the cluster CIDR {sandbox.model.cluster_cidr} is "
+        f"marked, so the pod sees the node's address {node}.")
+
+
+@pytest.mark.check("dnat-to-pod-port")
+def test_dnat_to_pod_port(sandbox):
+    observations = sandbox.connect("client", SERVICE, every_endpoint=True)
+    addresses = sandbox.endpoints(SERVICE)  # {"ip:port": pod}
+    right = {o.pod for o in observations if o.answered and addresses.get(o.dnat or "") == o.pod}
+    missing = sorted(set(addresses.values()) - right)
+    assert not missing, (
+        f"Connections to {SERVICE.ip}:{SERVICE.port}: {seen(observations)}"
+        + "".join(f"; one was sent to {o.dnat} and got no answer"
+                  for o in observations if not o.answered and o.dnat)
+        + f". Never answered: {', '.join(missing)}. Expected: every pod answers on the port "
+        "its targetPort names.")
+
+
+@pytest.mark.check("only-service-traffic-matched")
+def test_only_service_traffic_matched(sandbox):
+    others = [(Target(SERVICE.ip, 8081, "tcp"), "TCP to another port"),
+              (Target(SERVICE.ip, SERVICE.port, "udp"), "UDP to the Service's port")]
+    wrongly = [f"{what} ({target})" for target, what in others
+               if jumps_into(sandbox.rules_hit("client", target), "KUBE-SVC-")]
+    assert not wrongly, (
+        f"Sent into the service chain: {', '.join(wrongly)}. Expected: only "
+        f"{SERVICE.proto.upper()} to {SERVICE.ip}:{SERVICE.port} matches the Service.")
