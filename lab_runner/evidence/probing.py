@@ -72,7 +72,8 @@ class ProbeReport:
 
 
 def probe(lab, source: str, target: Target, kind: str = "syn", *, sport: int | None = None,
-          capture: bool | None = None, counters: bool = True, timeout: float = 1.0) -> ProbeReport:
+          capture: bool | None = None, counters: bool = True, timeout: float = 1.0,
+          conntrack_entry: bool | None = None) -> ProbeReport:
     """Send one probe from `source` (a host of the lab) and gather what it left in the kernel.
 
     kind: syn (crafted with scapy), http, tcp or udp. For a syn probe the pods capture on their
@@ -90,7 +91,7 @@ def probe(lab, source: str, target: Target, kind: str = "syn", *, sport: int | N
     if before is not None:
         report.counters = delta(before, Snapshot.parse(lab.save()))
     probe_info = answer.get("probe", {})
-    if probe_info.get("sport"):
+    if probe_info.get("sport") and (counters if conntrack_entry is None else conntrack_entry):
         result = lab.exec("node", conntrack.list_command(target.proto, target.ip,
                                                         int(probe_info["sport"])))
         report.conntrack = conntrack.from_result(result)

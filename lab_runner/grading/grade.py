@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def grade(lab: str, which: str | int, path: str | Path, mode: str = "live") -> G
     """Score `path` for exercise `which`; a submission that cannot be graded scores 0 with a reason."""
     ex = exercises.find(lab, which)
     started = time.monotonic()
-    result = GradeResult(lab=ex.lab.id, exercise=ex.number, exercise_title=ex.title,
+    # The lab the exercise belongs to (a variant's own lab file has another id).
+    result = GradeResult(lab=ex.directory.parent.parent.name, exercise=ex.number, exercise_title=ex.title,
                          submission=str(path), mode=mode)
     try:
         submission = submissions.read(path, ex)
@@ -49,6 +51,24 @@ def grade(lab: str, which: str | int, path: str | Path, mode: str = "live") -> G
     return result
 
 
+@contextlib.contextmanager
+def _own_check_modules():
+    """Each lab's checks import their own `conftest`; keep it apart from any other lab's (or the
+    calling test session's) module of that name, so several labs can be graded in one process."""
+    def ours(name: str) -> bool:
+        return name == "conftest" or name.startswith("test_ex")
+
+    saved = {name: module for name, module in sys.modules.items() if ours(name)}
+    for name in saved:
+        del sys.modules[name]
+    try:
+        yield
+    finally:
+        for name in [n for n in sys.modules if ours(n)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
 def run_checks(ex: exercises.Exercise, sandbox) -> list[CheckResult]:
     if not ex.check_files:
         raise LabError(f"exercise {ex.number} has no checks (expected "
@@ -58,7 +78,8 @@ def run_checks(ex: exercises.Exercise, sandbox) -> list[CheckResult]:
                                                "-p", "no:randomly", "--disable-warnings",
                                                "--rootdir", str(ex.directory.parent.parent)]
     output = io.StringIO()
-    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output), \
+            _own_check_modules():
         code = pytest.main(args, plugins=[plugin])
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         raise LabError(f"the checks of exercise {ex.number} could not run (pytest exit "

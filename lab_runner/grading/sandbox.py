@@ -7,6 +7,8 @@ such a check scores.
 
 from __future__ import annotations
 
+import math
+
 import ipaddress
 import shlex
 from dataclasses import dataclass
@@ -21,12 +23,11 @@ from lab_runner.grading.submission import Submission
 from lab_runner.model import Lab
 from lab_runner.probes import stats
 from lab_runner.ruleset import tracer
-from lab_runner.ruleset.counters import Snapshot
 from lab_runner.ruleset.parse import parse
 from lab_runner.ruleset.render import render
 from lab_runner.ruleset.tokens import read_rule
 
-PROBE_LIMIT = 40  # probes spent looking for every endpoint before giving up
+MISS_RATE = 1e-6  # chance that probing misses a reachable endpoint of a correct answer
 STATIC_TOLERANCE = 1e-6  # 0.3333333333 and 1/3 are the same answer
 
 
@@ -170,7 +171,7 @@ class StaticSandbox(Sandbox):
                 dnat=f"{ip}:{port}" if outcome.dnat else None,
                 saw_src=(bridge if masq else caller) if pod else None,
                 masqueraded=masq if pod else None, probability=outcome.probability,
-                detail=f"verdict {outcome.verdict}"))
+                detail=_static_fate(outcome, ip, port, target)))
         return observations
 
     def spread(self, source, target):
@@ -223,6 +224,7 @@ class LiveSandbox(Sandbox):
         super().__init__(exercise, submission)
         from lab_runner.lab import LiveLab
 
+        self._every: dict[tuple[str, str], list[Observation]] = {}
         self.lab = LiveLab.start(self.model, rules=False, transient=True)
         try:
             self.lab.restore(exercise.start_document)
@@ -230,8 +232,9 @@ class LiveSandbox(Sandbox):
                 self.lab.restore(submission.text)  # one iptables-restore: all of it, or none
             except RestoreFailed as exc:
                 where = f", line {exc.line_no}" if exc.line_no else ""
-                raise SubmissionError(f"{submission.path}{where}: the kernel refused it: "
-                                      f"{exc.stderr.strip().splitlines()[0] if exc.stderr else exc}"
+                reason = " ".join(line.strip() for line in (exc.stderr or str(exc)).splitlines()
+                                  if line.strip() and not line.startswith("Try `"))
+                raise SubmissionError(f"{submission.path}{where}: the kernel refused it: {reason}"
                                       + (f"\n{exc.context}" if exc.context else "")) from exc
         except BaseException:
             self.lab.down()
@@ -240,9 +243,10 @@ class LiveSandbox(Sandbox):
     def close(self):
         self.lab.down()
 
-    def _probe(self, source, target):
+    def _probe(self, source, target, *, counters: bool = False):
         kind = "udp" if target.proto == "udp" else "http"
-        return probing.probe(self.lab, source, target, kind, capture=False, timeout=0.5)
+        return probing.probe(self.lab, source, target, kind, capture=False, timeout=0.5,
+                             counters=counters)
 
     def _observation(self, source, report) -> Observation:
         view = report.pod_view
@@ -254,15 +258,21 @@ class LiveSandbox(Sandbox):
     def connect(self, source, target, *, every_endpoint=False):
         if not every_endpoint:
             return [self._observation(source, self._probe(source, target))]
+        key = (source, str(target))
+        if key not in self._every:  # several checks ask this; the answer does not change
+            self._every[key] = self._until_every_endpoint(source, target)
+        return self._every[key]
+
+    def _until_every_endpoint(self, source, target) -> list[Observation]:
         wanted = set(self.endpoints(target).values())
         seen: dict[str | None, Observation] = {}
-        for attempt in range(PROBE_LIMIT):
+        for attempt in range(probe_limit(len(wanted))):
             obs = self._observation(source, self._probe(source, target))
             seen.setdefault(obs.pod, obs)
             if wanted and wanted <= {p for p in seen if p}:
                 break
             if not obs.answered and len(seen) == 1 and attempt >= 2:
-                break  # nothing answers at all: no point probing forty times
+                break  # nothing answers at all: no point probing on
         return list(seen.values())
 
     def spread(self, source, target):
@@ -291,7 +301,7 @@ class LiveSandbox(Sandbox):
         return spread
 
     def rules_hit(self, source, target):
-        report = self._probe(source, target)
+        report = self._probe(source, target, counters=True)
         return {(chain, _spec(text)) for _, chain, _, text in probing.moved_rules(report)}
 
     def reply_sources(self, source, target):
@@ -304,7 +314,7 @@ class LiveSandbox(Sandbox):
         return [None]
 
     def observe(self, source, target):
-        report = self._probe(source, target)
+        report = self._probe(source, target, counters=True)
         hit = {(chain, _spec(text)) for _, chain, _, text in probing.moved_rules(report)}
         return [self._observation(source, report)], hit
 
@@ -391,6 +401,23 @@ def _names_a_port(target_args: tuple[str, ...]) -> bool:
     values = [target_args[i + 1] for i, tok in enumerate(target_args[:-1])
               if tok in ("--to-destination", "--to-source", "--to")]
     return any(":" in value for value in values)
+
+
+def probe_limit(endpoints: int) -> int:
+    """Probes needed so that each of n equally likely endpoints is seen, but for MISS_RATE."""
+    if endpoints <= 1:
+        return 3
+    return math.ceil(math.log(endpoints / MISS_RATE) / -math.log(1 - 1 / endpoints))
+
+
+def _static_fate(outcome, ip: str, port: int, target) -> str:
+    """What happened to a connection, in words, for static feedback."""
+    if outcome.verdict != "ACCEPT":
+        return {"DROP": "dropped", "REJECT": "rejected"}.get(outcome.verdict, outcome.verdict) + \
+            " by the rules"
+    if not outcome.dnat:
+        return f"not sent to any pod (no DNAT: it still goes to {target.ip}:{target.port})"
+    return f"sent to {ip}:{port}, where no pod listens"
 
 
 def _spec(rule_text: str) -> str:

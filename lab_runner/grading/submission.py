@@ -25,15 +25,12 @@ class Submission:
 def read(path: str | Path, exercise: Exercise) -> Submission:
     """Read and validate one submission file; every refusal names the file and, where it can, the line."""
     path = Path(path)
-    name = str(path)
+    name = path.name  # feedback names the file, never the instructor's directory layout
     try:
         if path.is_symlink() or not path.is_file():
             raise SubmissionError(f"{name}: not a regular file (links and directories are refused)")
-        size = path.stat().st_size
-        if size > exercise.max_bytes:
-            raise SubmissionError(f"{name}: {size} bytes is over the limit of "
-                                  f"{exercise.max_bytes} bytes for a submission")
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(exercise.max_bytes + 1)  # never more, even if the file grows
     except PermissionError as exc:
         raise SubmissionError(f"{name}: cannot be read ({exc.strerror})") from exc
     except OSError as exc:
@@ -42,6 +39,9 @@ def read(path: str | Path, exercise: Exercise) -> Submission:
 
 
 def from_bytes(raw: bytes, name: str, exercise: Exercise) -> Submission:
+    if len(raw) > exercise.max_bytes:
+        raise SubmissionError(f"{name}: more than {exercise.max_bytes} bytes, the limit for a "
+                              "submission")
     if not raw.strip():
         raise SubmissionError(f"{name}: the file is empty; submit the rules in iptables-restore "
                               "format (what `iptables-save` prints)")

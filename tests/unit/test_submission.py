@@ -55,12 +55,12 @@ def test_read_refuses_each_bad_input_naming_file_and_line(name):
     with pytest.raises(SubmissionError) as caught:
         submissions.read(path, exercise)
     message = str(caught.value)
-    assert message.startswith(str(path)), message
+    assert message.startswith(path.name), message  # the file's name, not where it was graded
     assert expected["error"] in message
     if expected["line"] is not None:
-        assert message.startswith(f"{path}, line {expected['line']}:"), message
+        assert message.startswith(f"{path.name}, line {expected['line']}:"), message
     # from_bytes (what read() ends with) says the same for the same bytes
-    assert refused(path.read_bytes(), exercise, str(path)) == message
+    assert refused(path.read_bytes(), exercise, path.name) == message
 
 
 @pytest.mark.parametrize("name", sorted(KERNEL_REFUSES))
@@ -72,7 +72,7 @@ def test_rules_the_kernel_refuses_are_refused_before_grading(name):
     with pytest.raises(SubmissionError) as caught:  # … that no sandbox accepts
         open_sandbox("static", exercise, submission)
     message = str(caught.value)
-    assert message.startswith(f"{path}, line {expected['line']}:"), message
+    assert message.startswith(f"{path.name}, line {expected['line']}:"), message
     assert expected["error"] in message
 
 
@@ -113,8 +113,8 @@ def test_read_refuses_a_file_over_the_size_limit(tmp_path, ex1):
     path.write_text("*nat\n" + (RULE + "\n") * (ex1.max_bytes // len(RULE) + 1) + "COMMIT\n")
     with pytest.raises(SubmissionError) as caught:
         submissions.read(path, ex1)
-    assert str(caught.value) == (f"{path}: {path.stat().st_size} bytes is over the limit of "
-                                 f"{ex1.max_bytes} bytes for a submission")
+    assert str(caught.value) == (f"huge.rules: more than {ex1.max_bytes} bytes, the limit for a "
+                                 "submission")
 
 
 def test_read_accepts_a_file_at_the_size_limit(tmp_path, ex1):
@@ -133,7 +133,7 @@ def test_read_refuses_links_directories_and_missing_files(tmp_path, ex1):
     for path in (link, tmp_path, tmp_path / "missing.rules"):
         with pytest.raises(SubmissionError, match="not a regular file") as caught:
             submissions.read(path, ex1)
-        assert str(caught.value).startswith(str(path))
+        assert str(caught.value).startswith(path.name)
 
 
 # -- from_bytes(): the text ---------------------------------------------------------------------
