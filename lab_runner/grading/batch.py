@@ -54,7 +54,7 @@ from lab_runner.grading.results import CheckResult, GradeResult
 
 DEFAULT_TIMEOUT = 120.0  # seconds per submission; a live exercise takes a few
 TERM_GRACE = 20.0  # seconds a timed-out grader gets to tear its sandbox down before SIGKILL
-SUBMISSION_SUFFIX = ".rules"
+SUBMISSION_SUFFIXES = (".rules", ".ip")  # iptables-restore text; lab 1's `ip` wiring
 RESERVED = {"gradebook.csv"}
 GRADEBOOK_FIELDS = ("student", "file", "score", "max_score", "passed", "failed", "error", "report")
 NAME_BYTES = 100
@@ -113,8 +113,8 @@ def _shown(name: str) -> str:
 
 
 def _stem(name: str) -> str:
-    return name[: -len(SUBMISSION_SUFFIX)] if name.endswith(SUBMISSION_SUFFIX) and \
-        len(name) > len(SUBMISSION_SUFFIX) else (Path(name).stem or name)
+    suffix = next((x for x in SUBMISSION_SUFFIXES if name.endswith(x) and len(name) > len(x)), "")
+    return name[: -len(suffix)] if suffix else (Path(name).stem or name)
 
 
 def _readable(path: Path) -> str:
@@ -201,11 +201,12 @@ def _from_subdirectory(path: Path, root: Path, shown: str) -> Entry:
         names = sorted(n for n in os.listdir(path) if not n.startswith("."))
     except OSError as exc:
         return Entry(shown, shown + "/", None, f"the directory cannot be listed ({exc.strerror})")
-    candidates = [n for n in names if n.endswith(SUBMISSION_SUFFIX)]
+    candidates = [n for n in names if n.endswith(SUBMISSION_SUFFIXES)]
     if len(candidates) != 1:
         found = ", ".join(_shown(n) for n in candidates) or "none"
         return Entry(shown, shown + "/", None,
-                     f"a student directory must hold exactly one *{SUBMISSION_SUFFIX} file "
+                     f"a student directory must hold exactly one submission file "
+                     f"({' or '.join('*' + x for x in SUBMISSION_SUFFIXES)}) "
                      f"(found: {found})")
     graded, refusal = _examine(path / candidates[0], root)
     return Entry(shown, f"{shown}/{_shown(candidates[0])}", graded, refusal)
@@ -378,7 +379,7 @@ def grade_directory(lab: str, which: str | int, directory: Path, *, mode: str, j
     entries = discover(directory, out_dir)
     if not entries:
         raise LabError(f"{directory}: no submissions (a submission is a file directly in the "
-                       f"directory, or a sub-directory holding one *{SUBMISSION_SUFFIX} file)")
+                       f"directory, or a sub-directory holding one submission file)")
     out_dir.mkdir(parents=True, exist_ok=True)
     out_root = out_dir.resolve()
     extra = [f for f in formats if f in fmt.FILE_NAMES and f != "json"]

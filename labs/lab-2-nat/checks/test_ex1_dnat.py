@@ -1,0 +1,47 @@
+"""Exercise 1 (DNAT): 10.96.0.200:80 is web-a2:8080, for arriving connections and for node-a."""
+
+import pytest
+from conftest import ENTRY, VIP, connect, seen, syn_answers
+
+from lab_runner.evidence.probing import Target
+
+POD = "web-a2"
+POD_ADDRESS = "10.244.0.12:8080"
+
+
+@pytest.mark.check("reaches-pod")
+def test_reaches_pod(sandbox):
+    fates = connect(sandbox, "client", VIP)
+    assert fates and all(f.answered and f.pod == POD for f in fates), (
+        f"A TCP connection from the client to {VIP.ip}:{VIP.port}: {seen(fates)}. Expected: "
+        f"DNATed to {POD_ADDRESS} and answered by {POD}.")
+
+
+@pytest.mark.check("reply-from-vip")
+def test_reply_from_vip(sandbox):
+    answers = syn_answers(sandbox, "client", VIP)
+    want = f"{VIP.ip}:{VIP.port}"
+    assert answers and all(a == ("syn-ack", want) for a in answers), (
+        f"The client's SYN to {want} was answered by: "
+        f"{', '.join(f'{kind} from {src}' if src else kind for kind, src in answers)}. Expected: "
+        f"a SYN-ACK from {want}: the pod accepts on its own port, and node-a's conntrack puts "
+        "the virtual address back on the answer.")
+
+
+@pytest.mark.check("node-reaches-vip")
+def test_node_reaches_vip(sandbox):
+    fates = connect(sandbox, ENTRY, VIP)
+    assert fates and all(f.answered and f.pod == POD for f in fates), (
+        f"A TCP connection opened by {ENTRY} itself to {VIP.ip}:{VIP.port}: {seen(fates)}. "
+        f"Expected: answered by {POD}. A packet a process on the node sends never passes "
+        "PREROUTING.")
+
+
+@pytest.mark.check("other-port-untouched")
+def test_other_port_untouched(sandbox):
+    other = Target(VIP.ip, 81, "tcp")
+    fates = connect(sandbox, "client", other)
+    wrong = [f for f in fates if f.sent_to or f.answered]
+    assert not wrong, (
+        f"A TCP connection from the client to {other.ip}:{other.port}: {seen(wrong)}. Expected: "
+        f"left alone (not DNATed); only port {VIP.port} of {VIP.ip} is {POD}'s.")
