@@ -15,7 +15,7 @@ import sys
 
 NAMES = {"0": "all", "1": "icmp", "6": "tcp", "17": "udp", "58": "ipv6-icmp", "132": "sctp"}
 # A rule line of `-L -v`: pkts bytes target prot opt …; without -v: target prot opt ….
-PROT = re.compile(r"^(?P<head>\s*(?:\d+[KMGT]?\s+\d+[KMGT]?\s+)?(?:\S+\s+)??)(?P<num>\d+)(?P<gap>\s+)"
+PROT = re.compile(r"^(?P<head>\s*(?:\d+\s+)?(?:\d+[KMGT]?\s+\d+[KMGT]?\s+)?(?:\S+\s+)??)(?P<num>\d+)(?P<gap>\s+)"
                   r"(?P<opt>--|-f|!f)\s")
 
 

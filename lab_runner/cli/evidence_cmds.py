@@ -108,14 +108,14 @@ def _print_probe(report, quiet: bool) -> None:
         _say("pod view   no pod received it")
     for entry in report.conntrack:
         _say(f"conntrack  {entry.describe()}")
-    moved = [m for m in moved_rules(report) if m[1].startswith("KUBE-")]
+    moved = moved_rules(report)
     if moved:
-        _say("counters that moved (nat table, KUBE- chains):")
+        _say("counters that moved (nat table):")
         for packets, chain, number, text in moved:
             rule = text.split(f"-A {chain} ", 1)[-1]
             _say(f"  +{packets:<4} {chain:<28} rule {number:<3} {rule}")
     else:
-        _say("counters that moved: none in the KUBE- chains (no service rule matched)")
+        _say("counters that moved: none in the nat table (no rule matched)")
 
 
 def _repeated(live, source, target, kind, count, until_all) -> None:

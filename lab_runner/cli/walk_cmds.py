@@ -33,15 +33,14 @@ def kubectl(lab: str, args: tuple[str, ...]) -> None:
     from lab_runner.runs import find_run
     from lab_runner.views.kubectl import kubectl as view
 
-    model, started = lab_file.load(lab), datetime.now(timezone.utc)
-    try:  # a running lab shows its pods as they are now (scaled, re-created, not ready)
-        from lab_runner.lab import LiveLab
+    from lab_runner.lab import LiveLab
 
+    try:  # a running lab (by lab id or run id) shows its pods as they are now
         run = find_run(lab)
         model = LiveLab.attach(run.run_id).model
         started = datetime.fromtimestamp(run.created, timezone.utc)
     except LabError:
-        pass
+        model, started = lab_file.load(lab), datetime.now(timezone.utc)
     console.print(view(model, _after_dashes(args), started), end="", highlight=False, markup=False,
                   soft_wrap=True)
 
@@ -101,9 +100,11 @@ class LessonExecutor:
         self.started = datetime.fromtimestamp(live.run.created, timezone.utc)
 
     def prompts(self) -> dict[str, str]:
-        node = self.live.model.nodes[0].name
-        return {"node": f"docker@{node}:~$ ", "host": "$ ", "client": "{name}:~$ ",
-                "pod": "root@{name}:/# "}
+        nodes = self.live.model.nodes
+        prompts = {"node": f"docker@{nodes[0].name}:~$ ", "host": "$ ", "client": "{name}:~$ ",
+                   "pod": "root@{name}:/# "}
+        prompts.update({f"node {n.name}": f"docker@{n.name}:~$ " for n in nodes})
+        return prompts
 
     def __call__(self, where: str, command: str) -> tuple[int, str]:
         kind, _, name = where.partition(" ")

@@ -43,8 +43,13 @@ class Entry:
         """The source the pod sees, when it is not the caller's own address."""
         return self.reply.dst if self.reply.dst != self.original.src else None
 
+    @property
+    def dnat(self) -> bool:
+        return (self.reply.src, self.reply.sport) != (self.original.dst, self.original.dport)
+
     def describe(self) -> str:
-        text = f"{self.proto} {self.original}  ⇒  DNAT to {self.dnat_to}"
+        where = f"DNAT to {self.dnat_to}" if self.dnat else "no DNAT"
+        text = f"{self.proto} {self.original}  ⇒  {where}"
         if self.masqueraded_as:
             text += f", masqueraded as {self.masqueraded_as}:{self.reply.dport}"
         return text + f"  (reply: {self.reply})"

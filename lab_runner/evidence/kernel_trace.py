@@ -18,6 +18,11 @@ PACKET = re.compile(r"^PACKET: \d+ (\w+) (.*)$")
 FIELD = re.compile(r"\b(IN|OUT|SRC|DST|SPORT|DPORT|MARK)=(\S*)")
 
 
+# nf_tables verdict codes, which xtables-monitor sometimes prints as 32-bit numbers.
+NFT_VERDICTS = {"0x0": "DROP", "0x1": "ACCEPT", "0xffffffff": "CONTINUE", "0xfffffffe": "BREAK",
+                "0xfffffffd": "JUMP", "0xfffffffc": "GOTO", "0xfffffffb": "RETURN"}
+
+
 @dataclass(frozen=True)
 class Hop:
     """One step of the path: a rule that matched (or a chain's policy/return) and its verdict."""
@@ -82,6 +87,8 @@ def parse(text: str) -> Trace:
             break  # the next packet of the connection: its path is conntrack's, not the rules'
         if table == "raw":
             continue  # our own TRACE rule: not part of the lesson
+        if target and target.startswith("0x") and target in NFT_VERDICTS:
+            verdict, target = NFT_VERDICTS[target], ""  # a verdict printed as its number
         trace.hops.append(Hop(table, chain, kind, verdict or kind.upper(), target or "",
                               _strip_rule(rule), dict(packet)))
     return trace

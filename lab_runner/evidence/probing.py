@@ -120,7 +120,8 @@ def _pod_view(answer: dict[str, Any], seen: dict[str, list]) -> PodView | None:
     if not probe_info:
         return None
     for pod, packets in seen.items():
-        packet = correlate(probe_info, packets)
+        # Only what arrived: a pod that sent the probe also captured its own outgoing SYN.
+        packet = correlate(probe_info, [p for p in packets if p.get("direction") != "out"])
         if packet:
             return PodView(pod, packet["src"], packet["sport"], packet["dst"], packet["dport"],
                            "capture")
