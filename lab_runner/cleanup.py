@@ -16,17 +16,29 @@ class CleanReport:
     problems: list[str] = field(default_factory=list)
 
 
-def clean(*, everything: bool = False, backend: NetnsBackend | None = None) -> CleanReport:
+def clean(*, everything: bool = False, backend: NetnsBackend | None = None,
+          netns: bool = True) -> CleanReport:
     """Remove orphaned runs (or, with everything=True, every run of the kit).
 
     An orphan is a run that never finished starting, a `with` block whose process died, or
     namespaces named `kplab-<run id>-…` for which no record exists (a SIGKILL before the record).
+    Docker runs: node containers with the kit's label whose run is gone or orphaned
+    (backends/docker.py). netns=False (no root) looks at docker runs only.
     """
+    from lab_runner.backends import docker
+
     backend = backend or NetnsBackend()
     report = CleanReport()
     records = {r.run_id: r for r in list_runs()}
+    docker_runs = {rid: r for rid, r in records.items() if r.backend == "docker"}
     ns_runs = {rid for rid in map(run_id_of, list_netns()) if rid}
-    for run_id in sorted(set(records) | ns_runs):
+    removed, kept, problems = docker.clean(docker_runs, everything=everything)
+    report.removed_runs += removed
+    report.kept_runs += kept
+    report.problems += problems
+    if not netns:
+        return report
+    for run_id in sorted((set(records) - set(docker_runs)) | ns_runs):
         record = records.get(run_id)
         if record is not None and not everything and not record.orphaned():
             report.kept_runs.append(run_id)
@@ -49,7 +61,20 @@ def clean(*, everything: bool = False, backend: NetnsBackend | None = None) -> C
             root.rmdir()
         except OSError:
             pass
+    _remove_stale_netns_etc(report)
     return report
+
+
+def _remove_stale_netns_etc(report: CleanReport) -> None:
+    """/etc/netns/kplab-<run>-… folders whose namespace is gone (a run killed mid-teardown)."""
+    from lab_runner.backends.netns import NETNS_ETC
+
+    if not NETNS_ETC.is_dir():
+        return
+    present = set(list_netns())
+    for folder in NETNS_ETC.iterdir():
+        if run_id_of(folder.name) and folder.name not in present:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _young_namespaces(run_id: str, seconds: float = 60.0) -> bool:

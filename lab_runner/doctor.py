@@ -33,10 +33,15 @@ class Finding:
     ok: bool
     detail: str
     fix: str = ""
+    optional: bool = False  # a failure here does not stop the labs (e.g. no Docker engine)
 
 
 def has_net_admin() -> bool:
-    for line in open("/proc/self/status"):
+    try:
+        status = open("/proc/self/status").read()
+    except OSError:  # not Linux: only the docker backend can run here
+        return False
+    for line in status.splitlines():
         if line.startswith("CapEff:"):
             return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
     return False
@@ -109,8 +114,28 @@ def check_python() -> list[Finding]:
                     "make venv   (or: pip install -e .)") for mod, pip in modules]
 
 
+def check_docker() -> list[Finding]:
+    """The engine the docker backend would use (DOCKER_HOST honoured), and the node image on it."""
+    from lab_runner.backends import docker
+    from lab_runner.errors import EnvironmentProblem
+
+    try:
+        engine = docker.describe_engine()
+    except EnvironmentProblem:
+        where = os.environ.get("DOCKER_HOST") or "the default socket"
+        return [Finding("docker engine (for --backend docker)", False, f"none answers at {where}",
+                        "only for --backend docker or docker compose: start Docker or set "
+                        "DOCKER_HOST", optional=True)]
+    image = docker.image_name()
+    present = docker.has_image(image)
+    return [Finding("docker engine (for --backend docker)", True, engine),
+            Finding(f"docker image {image}", present, "present" if present else "not built",
+                    f"docker build -t {image} .   (in the kit's directory)", optional=True)]
+
+
 def diagnose() -> list[Finding]:
     root = Finding("root / CAP_NET_ADMIN", has_net_admin(),
                    f"euid {os.geteuid()}, CAP_NET_ADMIN {'present' if has_net_admin() else 'missing'}",
                    "run with sudo (`sudo make lab-3`), or use the container: `docker compose run --rm lab`")
-    return [root, *check_tools(), default_iptables(), *check_kernel(), *check_python()]
+    return [root, *check_tools(), default_iptables(), *check_kernel(), *check_python(),
+            *check_docker()]

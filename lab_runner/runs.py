@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,14 @@ from lab_runner.errors import RunNotFound
 
 
 def state_root() -> Path:
-    return Path(os.environ.get("KPLAB_STATE_DIR", f"/run/{PREFIX}"))
+    """/run/kplab for root; a per-user directory otherwise (a docker run needs no root)."""
+    if os.environ.get("KPLAB_STATE_DIR"):
+        return Path(os.environ["KPLAB_STATE_DIR"])
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    if uid == 0:
+        return Path(f"/run/{PREFIX}")
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / (f"{PREFIX}-{uid}" if uid is not None else PREFIX)
 
 
 def netns_name(run_id: str, role: str, name: str = "") -> str:
@@ -70,6 +78,7 @@ class RunRecord:
     namespaces: list[str] = field(default_factory=list)
     processes: list[TrackedProcess] = field(default_factory=list)
     pod_pids: dict[str, int] = field(default_factory=dict)
+    container: str | None = None  # the docker backend's node container (its id)
     pods: list[dict] | None = None  # the pods now, once scaling or re-creating changed them
     state: str = "starting"  # "up" once fully built
     transient: bool = False  # True inside `with LiveLab.up()`: gone when its owner is gone
@@ -101,9 +110,17 @@ class RunRecord:
 
 
 def new_run_id() -> str:
-    """A fresh run id, reserved by creating its state directory (mkdir is atomic)."""
+    """A fresh run id, reserved by creating its state directory (mkdir is atomic).
+
+    KPLAB_RUN_ID asks for a given id: the docker backend gives the lab inside a node container
+    the run id of the host's record, so a run id means the same run on both sides.
+    """
     root = state_root()
     root.mkdir(parents=True, exist_ok=True)
+    requested = os.environ.get("KPLAB_RUN_ID")
+    if requested:
+        (root / requested).mkdir()
+        return requested
     while True:
         run_id = secrets.token_hex(3)
         try:

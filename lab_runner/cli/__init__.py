@@ -39,8 +39,20 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-@click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"],
-                                          "max_content_width": 100})
+class _Group(click.Group):
+    def resolve_command(self, ctx, args):
+        """A command on a docker run runs in its node container (lab_runner/backends/docker.py)."""
+        name, command, rest = super().resolve_command(ctx, args)
+        from lab_runner.backends import docker
+
+        code = docker.forward(ctx, name, command, rest)
+        if code is not None:
+            sys.exit(code)
+        return name, command, rest
+
+
+@click.group(cls=_Group, help=HELP, context_settings={"help_option_names": ["-h", "--help"],
+                                                      "max_content_width": 100})
 @click.version_option(package_name="lab-runner")
 def cli() -> None:
     pass

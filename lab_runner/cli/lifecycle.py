@@ -45,13 +45,22 @@ def list_labs() -> None:
               help="kube-proxy rule format; default: the lab's (lab-3: v1.23, as in the seed).")
 @click.option("--cluster-cidr", metavar="CIDR",
               help="render with another cluster CIDR (e.g. 172.17.0.0/16 to cover lab-3's pods).")
-def up(lab: str, variant: str, profile: str | None, cluster_cidr: str | None) -> None:
+@click.option("--backend", type=click.Choice(["netns", "docker"]), default="netns",
+              show_default=True, help="netns: namespaces on this machine (root); docker: the node "
+              "is a container (no root; DOCKER_HOST is honoured).")
+@click.option("--image", envvar="KPLAB_IMAGE", default="kplab-node", show_default=True,
+              help="the node image for --backend docker (`docker build -t kplab-node .`).")
+def up(lab: str, variant: str, profile: str | None, cluster_cidr: str | None, backend: str,
+       image: str) -> None:
     """Build LAB: node, pods and clients in namespaces, kube-proxy's chains installed.
 
     The lab stays up until `lab-runner down LAB`. Ctrl-C while it starts leaves nothing behind.
+    With --backend docker the node is a container and every command on the run works the same.
     """
     from lab_runner.lab import LiveLab
 
+    if backend == "docker":
+        return _up_docker(lab, variant, profile, cluster_cidr, image)
     require_root()
     model = lab_file.load(lab)
     started = time.monotonic()
@@ -66,21 +75,44 @@ def up(lab: str, variant: str, profile: str | None, cluster_cidr: str | None) ->
                   f"sudo lab-runner down {live.run.run_id}")
 
 
+def _up_docker(lab: str, variant: str, profile: str | None, cluster_cidr: str | None,
+               image: str) -> None:
+    from lab_runner.backends import docker
+
+    model = lab_file.load(lab)
+    started = time.monotonic()
+    with console.status(f"building {model.id} in a node container ({image})…"):
+        run = docker.up(model, lab, iptables_variant=variant, profile=profile,
+                        cluster_cidr=cluster_cidr, image=image)
+    console.print(f"[green]up[/] {model.id} as run [bold]{run.run_id}[/] in "
+                  f"{time.monotonic() - started:.2f} s ({variant}, profile {run.profile}, "
+                  f"container {docker.container_name(run.run_id)})")
+    hosts = [n.name for n in model.nodes] + [c.name for c in model.clients] + \
+        [p.name for p in model.pods]
+    console.print(f"  hosts: {', '.join(hosts)}")
+    console.print(f"  try:   lab-runner ssh {model.id.split('-clusterip')[0]}   |   "
+                  f"lab-runner down {run.run_id}")
+
+
 @cli.command()
 @click.argument("lab", required=False)
 @click.option("--all", "everything", is_flag=True, help="every running lab of this kit.")
 def down(lab: str | None, everything: bool) -> None:
     """Tear LAB down (a lab id or run id; optional when only one lab runs)."""
+    from lab_runner.backends import docker
     from lab_runner.lab import LiveLab
+    from lab_runner.runs import find_run
 
-    require_root()
-    targets = [r.run_id for r in list_runs()] if everything else [LiveLab.attach(lab).run.run_id]
-    for run_id in targets:
-        live = LiveLab.attach(run_id)
-        problems = live.down()
+    targets = list_runs() if everything else [find_run(lab)]
+    for run in targets:
+        if run.backend == "docker":
+            problems = docker.destroy(run)
+        else:
+            require_root()
+            problems = LiveLab.attach(run.run_id).down()
         if problems:
             raise LabError("; ".join(problems))
-        console.print(f"[green]down[/] {live.model.id} (run {run_id})")
+        console.print(f"[green]down[/] {run.lab_id} (run {run.run_id})")
     if not targets:
         console.print("no lab is running")
 
@@ -97,13 +129,21 @@ def status() -> None:
     table = Table("run id", "lab", "state", "backend", "iptables", "profile", "age", "pods up",
                   "namespaces", box=None)
     present = set(list_netns())
+    containers = _container_states(runs)
     orphans = 0
     for run in runs:
         alive = sum(1 for p in run.processes if p.alive())
-        orphans += run.orphaned()
-        table.add_row(run.run_id, run.lab_id, "orphaned" if run.orphaned() else run.state,
-                      run.backend, run.iptables, run.profile, _age(run.created),
-                      f"{alive}/{len(run.processes)}",
+        state = "orphaned" if run.orphaned() else run.state
+        inside = f"container {containers.get(run.run_id, 'missing')}" if containers is not None \
+            else "engine unreachable"
+        if run.backend == "docker" and run.state == "up" and containers is not None \
+                and containers.get(run.run_id) != "running":
+            state = "orphaned"  # its node container stopped or was removed
+        orphans += state == "orphaned"
+        docker_run = run.backend == "docker"
+        table.add_row(run.run_id, run.lab_id, state, run.backend, run.iptables, run.profile,
+                      _age(run.created), "in node" if docker_run else
+                      f"{alive}/{len(run.processes)}", inside if docker_run else
                       f"{len(present & set(run.namespaces))}/{len(run.namespaces)}")
     console.print(table)
     if orphans:
@@ -168,9 +208,11 @@ def ssh(lab: str | None, node: str) -> None:
 def clean(everything: bool) -> None:
     """Remove what crashed runs left behind: only names with the kit's prefix and a run id."""
     from lab_runner.cleanup import clean as do_clean
+    from lab_runner.doctor import has_net_admin
 
-    require_root()
-    report = do_clean(everything=everything)
+    if not has_net_admin() and not any(r.backend == "docker" for r in list_runs()):
+        require_root()
+    report = do_clean(everything=everything, netns=has_net_admin())
     for run_id in report.removed_runs:
         console.print(f"removed run {run_id}")
     for run_id in report.kept_runs:
@@ -189,13 +231,27 @@ def doctor() -> None:
     findings = diagnose()
     table = Table("", "check", "found", "fix", box=None)
     for f in findings:
-        table.add_row("[green]ok[/]" if f.ok else "[red]FAIL[/]", f.what, f.detail,
-                      "" if f.ok else f.fix)
+        mark = "[green]ok[/]" if f.ok else "[yellow]--[/]" if f.optional else "[red]FAIL[/]"
+        table.add_row(mark, f.what, f.detail, "" if f.ok else f.fix)
     console.print(table)
-    failed = [f for f in findings if not f.ok]
+    failed = [f for f in findings if not f.ok and not f.optional]
+    engine = [f for f in findings if f.what.startswith("docker engine")]
+    if failed and engine and all(f.ok for f in engine):
+        console.print(f"[yellow]{len(failed)} check(s) failed for the netns backend[/], but a "
+                      "Docker engine answers: `lab-runner up LAB --backend docker`, or "
+                      "`docker compose run --rm lab make lab-3`")
+        return
     if failed:
         raise EnvironmentProblem(f"{len(failed)} check(s) failed; the fix column says what to do")
     console.print("[green]this machine can run the labs[/]")
+
+
+def _container_states(runs) -> dict[str, str] | None:
+    if not any(r.backend == "docker" for r in runs):
+        return {}
+    from lab_runner.backends import docker
+
+    return docker.states()
 
 
 def _age(created: float) -> str:

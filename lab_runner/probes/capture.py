@@ -16,10 +16,12 @@ one unfiltered packet is queued before `ready` is printed.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -81,13 +83,17 @@ def open_capture(iface: str, bpf: str = "") -> socket.socket:
     return sock
 
 
+SIOCGIFHWADDR = 0x8927
+
+
 def _attach_filter(sock: socket.socket, bpf: str, iface: str) -> None:
     """Compile a filter expression for an Ethernet link with libpcap and attach it to `sock`."""
     from scapy.arch.common import compile_filter, free_filter
     from scapy.error import Scapy_Exception
     from scapy.libs.structures import sock_fprog
-    with open(f"/sys/class/net/{iface}/type") as f:
-        link_type = int(f.read())
+    # The link type as this socket's namespace sees it (/sys shows whoever mounted it).
+    request = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, struct.pack("16s16x", iface.encode()))
+    link_type = struct.unpack_from("H", request, 16)[0]
     if link_type not in ETHERNET_LIKE:
         raise ValueError(f"{iface} is not an Ethernet-like link (ARPHRD {link_type})")
     try:
