@@ -1,27 +1,25 @@
-"""Benchmark: render -> parse -> apply of big synthetic rulesets, against a bare iptables-restore.
+"""Benchmark: the kit's render -> parse -> apply of big synthetic rulesets, beside a bare restore.
 
     sudo .venv/bin/python bench/bench_rules.py          (or `sudo make bench`, which runs every bench)
 
-Two in-memory lab models (1,000 services x 10 endpoints and 10,000 x 10, one pod per endpoint on a
-10.0.0.0/8 bridge, services in 172.16.0.0/12) go through the kit's pipeline:
+For 1,000 services x 10 endpoints and 10,000 x 10 (one pod per endpoint, profile v1.23), each step
+runs in its own child process, timed from inside (no interpreter start-up, model build or file I/O):
 
-    render   lab_runner.ruleset.render.render: the kit's own, and with an indexed endpoint lookup
-    parse    lab_runner.ruleset.parse.parse of the rendered document
-    apply    lab_runner.ruleset.apply.restore into a fresh scratch namespace: as the kit calls it
-             (--noflush) and, for nft, with noflush=False
-    bare     `iptables-<variant>-restore < document` into another fresh scratch namespace
+    render   lab_runner.ruleset.render.render
+    parse    lab_runner.ruleset.parse.parse of that document
+    apply    lab_runner.ruleset.apply.restore(..., noflush=False) into a fresh scratch namespace, as
+             LiveLab.install_rules does (CPU: Python's and the iptables-restore it runs)
+    bare     `ip netns exec NS iptables-<variant>-restore < document` into another fresh namespace
 
-overhead = (render + parse + apply - bare) / bare, against the target < 25 %, on wall time and on
-CPU time (user + system of the processes doing the step: much less sensitive to other load).
-
-Every step runs in its own child process, so each peak RSS belongs to that step alone (GNU time's
-%M when /usr/bin/time exists; see `run_measured`). Scratch namespaces are named
-kplab-<6 hex>-bench and deleted in `finally`; nothing is added to the host's own namespace.
+overhead = (render + parse + apply - bare) / bare on CPU time, against the target < 25 %. Peak RSS
+is GNU time's %M of the step's process tree (for apply: the larger of Python and the restore);
+without /usr/bin/time it is an upper bound (a forked child inherits its parent's high-water mark).
+Scratch namespaces are kplab-<6 hex>-bench, deleted in `finally`; the host's own is not touched.
 """
 
 from __future__ import annotations
 
-import argparse
+import gc
 import ipaddress
 import json
 import os
@@ -33,456 +31,164 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-# Runnable from a checkout as `python bench/bench_rules.py`, installed or not.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
-from lab_runner.model import ContainerPort, Endpoint, Lab, Node, Pod, Service, ServicePort  # noqa: E402
+from lab_runner.model import ContainerPort, Lab, Node, Pod, Service, ServicePort  # noqa: E402
+from lab_runner.ruleset.apply import tool  # noqa: E402
 from lab_runner.runs import netns_name  # noqa: E402
 
-SIZES = ((1_000, 10), (10_000, 10))
+SIZES = ((1_000, 10, 5), (10_000, 10, 1))  # services, endpoints per service, runs (median of)
 VARIANTS = ("nft", "legacy")
-TARGET_OVERHEAD = 0.25
-# The kit's render scans every pod for every service port (O(services x pods)): 10,000 x 10 would
-# take about 20 minutes, so above this many services it is estimated from the smaller size.
-KIT_RENDER_MAX_SERVICES = 2_000
-# iptables-nft-restore --noflush (the kit's default) grows quadratically with the document
-# (1,000 x 10: ~6-10 s, 2,000 x 10: ~55 s): estimated, not run, when the estimate exceeds this.
-NOFLUSH_MAX_SECONDS = 120.0
-RUNS = {1_000: 3}  # repeats of the fast restores per size (median); 10,000 x 10: once
-SETTLE_SECONDS = 0.5
-BRIDGE = ipaddress.IPv4Interface("10.0.0.1/8")
-SERVICE_CIDR = ipaddress.IPv4Network("172.16.0.0/12")
-HERE = Path(__file__).resolve()
+TARGET = 0.25
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+EMPTY = "*mangle\nCOMMIT\n*filter\nCOMMIT\n*nat\nCOMMIT\n"
 
-
-# -- the synthetic model ---------------------------------------------------------------------------
 
 def build_model(services: int, endpoints: int) -> Lab:
     """`services` ClusterIP services, each selecting its own `endpoints` ready pods."""
-    node = Node("bench", "cbr0", BRIDGE, ipaddress.IPv4Address("192.168.49.2"))
-    first_pod = int(BRIDGE.ip) + 1
-    first_vip = int(SERVICE_CIDR.network_address) + 10
-    web = (ContainerPort(8080, "TCP", "web"),)
-    pods, svcs = [], []
+    bridge, vips = ipaddress.IPv4Interface("10.0.0.1/8"), ipaddress.IPv4Network("172.16.0.0/12")
+    web, pods, svcs = (ContainerPort(8080, "TCP", "web"),), [], []
     for s in range(services):
         labels = {"app": f"svc-{s}"}
-        for e in range(endpoints):
-            ip = ipaddress.IPv4Address(first_pod + s * endpoints + e)
-            pods.append(Pod(name=f"svc-{s}-{e}", namespace="bench", node="bench", ip=ip,
-                            labels=labels, ports=web))
-        svcs.append(Service("bench", f"svc-{s}", ipaddress.IPv4Address(first_vip + s),
+        pods += [Pod(f"svc-{s}-{e}", "bench", "bench", bridge.ip + 1 + s * endpoints + e, labels, web)
+                 for e in range(endpoints)]
+        svcs.append(Service("bench", f"svc-{s}", vips.network_address + 10 + s,
                             (ServicePort(80, "TCP", "http", "web"),), selector=labels))
-    return Lab(id="bench", title="bench", cluster_cidr=BRIDGE.network, service_cidr=SERVICE_CIDR,
-               node_network=ipaddress.IPv4Network("192.168.49.0/24"), nodes=(node,),
-               pods=tuple(pods), services=tuple(svcs))
+    return Lab(id="bench", title="bench", cluster_cidr=bridge.network, service_cidr=vips,
+               node_network=ipaddress.IPv4Network("192.168.49.0/24"), pods=tuple(pods),
+               nodes=(Node("bench", "cbr0", bridge, ipaddress.IPv4Address("192.168.49.2")),),
+               services=tuple(svcs))
 
 
-_INDEX: dict[int, dict[tuple[str, str, str], list[Pod]]] = {}
+def child(step: str, *args: str) -> dict:
+    """One step in this (child) process: its wall and CPU seconds, the restore's CPU included."""
+    if step == "render":
+        from lab_runner.ruleset.render import render
+        lab = build_model(int(args[0]), int(args[1]))
+        call = lambda: render(lab, "v1.23")  # noqa: E731
+    elif step == "parse":
+        from lab_runner.ruleset.parse import parse
+        text = Path(args[0]).read_text()
+        call = lambda: parse(text, args[0])  # noqa: E731
+    else:
+        from lab_runner.commands import Place, Runner
+        from lab_runner.ruleset.apply import restore
 
+        class Patient(Runner):  # the kit's 60 s command timeout, lifted: 10,000 x 10 on a busy host
+            def run(self, argv, place, **kwargs):
+                return super().run(argv, place, **{**kwargs, "timeout": 900})
 
-def indexed_endpoints_for(lab: Lab, service: Service, port: ServicePort) -> list[Endpoint]:
-    """lab_runner.endpoints.endpoints_for with pods indexed by (namespace, label, value) once.
+        text = Path(args[0]).read_text()
+        call = lambda: restore(Patient(), Place(args[1]), text, args[2], noflush=False)  # noqa: E731
 
-    Same result, same order (pods in lab order, then the stable "ip:port" sort), but a port only
-    looks at the pods carrying its rarest selector label instead of at every pod of the lab.
-    """
-    from lab_runner.endpoints import resolve_target_port, selects
-
-    index = _INDEX.get(id(lab))
-    if index is None:
-        index = {}
-        for pod in lab.pods:
-            for key, value in pod.labels.items():
-                index.setdefault((pod.namespace, key, value), []).append(pod)
-        _INDEX[id(lab)] = index
-    if not service.selector:
-        return []
-    candidates = min((index.get((service.namespace, k, v), []) for k, v in service.selector.items()),
-                     key=len)
-    found = []
-    for pod in candidates:
-        if pod.ready and selects(service, pod):
-            number = resolve_target_port(port, pod)
-            if number is not None:
-                found.append(Endpoint(pod=pod.name, ip=pod.ip, port=number, node=pod.node))
-    return sorted(found, key=lambda e: e.address)
-
-
-# -- child processes: one step each, timed from inside (no interpreter start-up) -------------------
-
-@contextmanager
-def stopwatch(result: dict, children: bool = False) -> Iterator[None]:
-    """Put the block's wall and CPU seconds (this process, plus waited-for children) in result."""
     def cpu() -> float:
-        own = time.process_time()
-        if not children:
-            return own
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return own + usage.ru_utime + usage.ru_stime
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + kids.ru_utime + kids.ru_stime
 
-    wall, start_cpu = time.perf_counter(), cpu()
-    yield
-    result["seconds"] = time.perf_counter() - wall
-    result["cpu"] = cpu() - start_cpu
-
-
-def child_render(services: int, endpoints: int, mode: str, out: str) -> dict:
-    """Build the model, render it (the kit's way or indexed), write the document to `out`."""
-    from lab_runner.ruleset import render as render_module
-
-    started = time.perf_counter()
-    lab = build_model(services, endpoints)
-    result: dict = {"build_seconds": time.perf_counter() - started}
-    if mode == "indexed":
-        render_module.endpoints_for = indexed_endpoints_for  # in this child process only
-    with stopwatch(result):
-        document = render_module.render(lab, "v1.23")
-    Path(out).write_text(document)
-    return {**result, "lines": document.count("\n"), "bytes": len(document.encode())}
+    wall, start = time.perf_counter(), cpu()
+    out = call()
+    gc.collect(0)  # the young collection a step may leave to its caller (parse does) is its cost
+    result = {"wall": time.perf_counter() - wall, "cpu": cpu() - start}
+    if step == "render":
+        Path(args[2]).write_text(out)
+    return result
 
 
-def child_parse(path: str) -> dict:
-    from lab_runner.ruleset.parse import parse
-
-    document = Path(path).read_text()
-    result: dict = {}
-    with stopwatch(result):
-        ruleset = parse(document, path)
-    return {**result, "rules": sum(1 for _ in ruleset.rules())}
-
-
-def child_apply(path: str, netns: str, variant: str, flush: str) -> dict:
-    """The kit's apply.restore into `netns` (its default --noflush unless flush == "flush")."""
-    from lab_runner.commands import Place, Runner
-    from lab_runner.ruleset.apply import restore
-
-    document = Path(path).read_text()
-    result: dict = {}
-    with stopwatch(result, children=True):
-        restore(Runner(), Place(netns), document, variant, noflush=flush != "flush")
-    # This process's own peak (the iptables-restore child's is what the bare run shows).
-    return {**result, "python_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
-
-
-CHILDREN = {"render": child_render, "parse": child_parse, "apply": child_apply}
-
-
-def child_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="bench_rules.py child")
-    parser.add_argument("step", choices=sorted(CHILDREN))
-    parser.add_argument("args", nargs="*")
-    args = parser.parse_args(argv)
-    values = [int(a) if a.isdigit() else a for a in args.args]
-    print(json.dumps(CHILDREN[args.step](*values)))
-
-
-# -- running and measuring processes ---------------------------------------------------------------
-
-@dataclass
-class Measured:
-    """A finished process: exit code, output, wall and CPU seconds, peak RSS (KiB)."""
-
-    rc: int
-    stdout: str
-    stderr: str
-    seconds: float
-    cpu: float
-    rss_kb: int
-
-
-GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
-RSS_NOTE = "" if GNU_TIME else " (upper bound)"
-
-
-def run_measured(argv: list[str], stdin_path: Path | None = None) -> Measured:
-    """Run argv; wall time, CPU time and peak RSS of that process alone (wait4, not accumulated).
-
-    A process forked from this Python process keeps the RSS high-water mark of the image it was
-    forked from, even after exec: Linux folds the old mm's peak into ru_maxrss. GNU time forks
-    the command from its own small image, so its %M is the command's own; without it the figure
-    is only an upper bound.
-    """
-    with tempfile.NamedTemporaryFile("r", prefix="kplab-bench-rss-") as rss_file, \
-            tempfile.TemporaryFile() as err_file:
+def measured(argv: list[str], stdin: Path | None = None) -> tuple[dict, int]:
+    """Run argv: its JSON answer, or its own wall and CPU when it prints none; its peak RSS."""
+    with tempfile.NamedTemporaryFile("r") as rss_file, open(stdin or os.devnull, "rb") as given:
         full = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *argv] if GNU_TIME else argv
-        stdin = stdin_path.open("rb") if stdin_path else subprocess.DEVNULL
-        try:
-            started = time.perf_counter()
-            proc = subprocess.Popen(full, stdin=stdin, stdout=subprocess.PIPE, stderr=err_file)
-            assert proc.stdout is not None
-            out = proc.stdout.read()
-            _, status, usage = os.wait4(proc.pid, 0)
-            seconds = time.perf_counter() - started
-        finally:
-            if stdin_path:
-                stdin.close()
-        proc.stdout.close()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err_file.seek(0)
-        err = err_file.read().decode(errors="replace")
-        rss = usage.ru_maxrss
-        if GNU_TIME:
-            lines = [line for line in rss_file.read().splitlines() if line.strip().isdigit()]
-            rss = int(lines[-1]) if lines else rss
-    return Measured(proc.returncode, out.decode(errors="replace"), err, seconds,
-                    usage.ru_utime + usage.ru_stime, rss)
-
-
-def run_child(*args: str | int) -> tuple[dict, int]:
-    """Run one step in a fresh interpreter; its JSON and its peak RSS."""
-    done = run_measured([sys.executable, str(HERE), "child", *map(str, args)])
-    if done.rc != 0:
-        raise RuntimeError(f"child step {args} failed with exit code {done.rc}: {done.stderr[-2000:]}")
-    return json.loads(done.stdout), done.rss_kb
-
-
-def tool(variant: str, name: str) -> str:
-    from lab_runner.ruleset.apply import tool as kit_tool
-
-    return kit_tool(variant, name)
-
-
-EMPTY_TABLES = "*mangle\nCOMMIT\n*filter\nCOMMIT\n*nat\nCOMMIT\n"
+        before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        done = subprocess.run(full, stdin=given, capture_output=True)
+        wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+        if done.returncode:
+            raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr[-2000:]!r}")
+        rss = int(rss_file.read().split()[-1]) if GNU_TIME else after.ru_maxrss
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return json.loads(done.stdout) if done.stdout.strip() else {"wall": wall, "cpu": cpu}, rss
 
 
 @contextmanager
-def scratch_netns(variant: str) -> Iterator[str]:
-    """A fresh, empty namespace kplab-<6 hex>-bench, emptied and deleted whatever happens.
-
-    Deleting a namespace that holds 100,000s of rules frees them in kernel workqueues, which
-    would steal CPU from the next timed restore: the tables are emptied first, then a pause.
-    """
+def scratch_netns(variant: str):
+    """A fresh namespace kplab-<6 hex>-bench; emptied (the kernel frees the rules now, not during
+    the next timed step) and deleted whatever happens."""
     name = netns_name(secrets.token_hex(3), "bench")
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         yield name
     finally:
         subprocess.run(["ip", "netns", "exec", name, tool(variant, "iptables-restore")],
-                       input=EMPTY_TABLES, text=True, capture_output=True, check=False)
-        subprocess.run(["ip", "netns", "del", name], check=False)
-        time.sleep(SETTLE_SECONDS)
+                       input=EMPTY, text=True, capture_output=True)
+        subprocess.run(["ip", "netns", "del", name])
+        time.sleep(0.3)
 
 
-def check_loaded(netns: str, variant: str, services: int, what: str) -> None:
-    """KUBE-SERVICES must hold one rule per service plus the nodeports rule: the restore loaded."""
-    out = subprocess.run(["ip", "netns", "exec", netns, tool(variant, "iptables"), "-t", "nat",
-                          "-S", "KUBE-SERVICES"], capture_output=True, text=True, check=True).stdout
-    loaded = sum(1 for line in out.splitlines() if line.startswith("-A "))
-    if loaded != services + 1:
-        raise SystemExit(f"{variant} {what}: KUBE-SERVICES holds {loaded} rules, expected "
-                         f"{services + 1}")
+def step(runs: int, argv, services: int = 0, variant: str | None = None,
+         stdin: Path | None = None) -> tuple[float, float, int]:
+    """Median wall and CPU seconds and max peak RSS of `runs` runs (each in a fresh namespace
+    when a variant is given; the restore is checked: one KUBE-SERVICES rule per service + 1)."""
+    results = []
+    for _ in range(runs):
+        if variant is None:
+            results.append(measured(argv("")))
+            continue
+        with scratch_netns(variant) as netns:
+            results.append(measured(argv(netns), stdin))
+            rules = subprocess.run(["ip", "netns", "exec", netns, tool(variant, "iptables"), "-t",
+                                    "nat", "-S", "KUBE-SERVICES"], capture_output=True, text=True)
+            if rules.stdout.count("\n-A ") != services + 1:
+                raise SystemExit(f"{variant}: the restore did not load ({rules.stderr.strip()})")
+    return (statistics.median(t["wall"] for t, _ in results),
+            statistics.median(t["cpu"] for t, _ in results), max(rss for _, rss in results))
 
 
-# -- the steps ------------------------------------------------------------------------------------
-
-@dataclass
-class Timing:
-    """Wall and CPU seconds of one step; `estimated` when extrapolated rather than run."""
-
-    wall: float
-    cpu: float
-    estimated: bool = False
-
-    @classmethod
-    def of(cls, result: dict) -> "Timing":
-        return cls(result["seconds"], result["cpu"])
-
-    @classmethod
-    def median(cls, runs: list["Timing"]) -> "Timing":
-        return cls(statistics.median(t.wall for t in runs), statistics.median(t.cpu for t in runs))
-
-    def scaled(self, factor: float) -> "Timing":
-        return Timing(self.wall * factor, self.cpu * factor, True)
+def row(label: str, wall: str, cpu: str, rss: str = "", note: str = "") -> None:
+    print(f"  {label:<32} {wall:>8} {cpu:>8} {rss:>9}  {note}".rstrip(), flush=True)
 
 
-@dataclass
-class Rendered:
-    kit: Timing  # the kit's render, measured or estimated
-    indexed: Timing
-    document: Path
+def show(label: str, figures: tuple[float, float, int], note: str = "") -> None:
+    rss = f"{figures[2] / 1024:,.0f} MB" + ("" if GNU_TIME else " (upper bound)")
+    row(label, f"{figures[0]:.2f} s", f"{figures[1]:.2f} s", rss, note)
 
 
-def render_steps(services: int, endpoints: int, workdir: Path,
-                 smaller: dict[str, tuple[int, Timing, Timing]]) -> Rendered:
-    """Render with indexed endpoints (always) and the kit's way (when it finishes in time)."""
-    pods = services * endpoints
-    indexed_path = workdir / f"indexed-{services}.rules"
-    result, rss = run_child("render", services, endpoints, "indexed", indexed_path)
-    indexed = Timing.of(result)
-    if services > KIT_RENDER_MAX_SERVICES and "render" in smaller:
-        small_pods, kit_small, indexed_small = smaller["render"]
-        scan = (pods / small_pods) ** 2  # the pod scan grows with services x pods
-        kit = Timing(indexed.wall + (kit_small.wall - indexed_small.wall) * scan,
-                     indexed.cpu + (kit_small.cpu - indexed_small.cpu) * scan, True)
-        show("render, kit (endpoints_for per port)", kit, "",
-             "estimated, not run: it scans every pod for every service port")
-    else:
-        kit_path = workdir / f"kit-{services}.rules"
-        kit_result, kit_rss = run_child("render", services, endpoints, "kit", kit_path)
-        kit = Timing.of(kit_result)
-        if kit_path.read_bytes() != indexed_path.read_bytes():
-            raise SystemExit("the indexed render differs from the kit's: the bench is wrong")
-        smaller["render"] = (pods, kit, indexed)
-        show("render, kit (endpoints_for per port)", kit, mb(kit_rss))
-    show("render, indexed endpoints", indexed, mb(rss),
-         "same document as the kit's" if not kit.estimated else "")
-    print(f"    model build {result['build_seconds']:.2f} s (not counted); document "
-          f"{result['lines']:,} lines, {result['bytes'] / 2**20:.1f} MiB", flush=True)
-    return Rendered(kit, indexed, indexed_path)
-
-
-def apply_once(document: Path, variant: str, services: int, flush: str) -> tuple[Timing, int]:
-    """apply.restore into a fresh namespace: its timing and the Python child's peak RSS."""
-    with scratch_netns(variant) as netns:
-        result, _ = run_child("apply", document, netns, variant, flush)
-        check_loaded(netns, variant, services, f"apply.restore ({flush})")
-    return Timing.of(result), result["python_rss_kb"]
-
-
-def bare_once(document: Path, variant: str, services: int) -> tuple[Timing, int]:
-    """`ip netns exec NS iptables-<variant>-restore < document` into a fresh namespace."""
-    with scratch_netns(variant) as netns:
-        done = run_measured(["ip", "netns", "exec", netns, tool(variant, "iptables-restore")],
-                            document)
-        if done.rc != 0:
-            raise SystemExit(f"bare {variant} restore failed ({done.rc}): {done.stderr[:500]}")
-        check_loaded(netns, variant, services, "bare restore")
-    return Timing(done.seconds, done.cpu), done.rss_kb
-
-
-@dataclass
-class Applied:
-    kit: Timing  # apply.restore as LiveLab.install_rules calls it (--noflush)
-    fixed: Timing  # apply.restore(noflush=False) for nft; the kit's own call for legacy
-    bare: Timing
-    python_rss_kb: int
-    bare_rss_kb: int
-
-
-def apply_steps(document: Path, variant: str, services: int, runs: int,
-                smaller: dict[str, tuple[int, Timing, Timing]]) -> Applied:
-    """The kit's apply and a bare restore, `runs` times each (alternating which goes first).
-
-    For nft the kit's --noflush is slow (quadratic): it runs once, or is estimated from the
-    smaller size, and apply.restore(noflush=False) is measured as the fixed variant. For legacy
-    --noflush costs nothing, so the kit's own call is the only one.
-    """
-    python_rss = bare_rss = 0
-    kit_slow: Timing | None = None
-    if variant == "nft":
-        key = f"noflush-{variant}"
-        if key in smaller and smaller[key][1].wall * (services / smaller[key][0]) ** 2 > NOFLUSH_MAX_SECONDS:
-            kit_slow = smaller[key][1].scaled((services / smaller[key][0]) ** 2)
-        else:
-            kit_slow, python_rss = apply_once(document, variant, services, "noflush")
-            smaller[key] = (services, kit_slow, kit_slow)
-    mode = "flush" if variant == "nft" else "noflush"
-    applies, bares = [], []
-    for run in range(runs):
-        for step in (("apply", "bare") if run % 2 == 0 else ("bare", "apply")):
-            if step == "apply":
-                timing, rss = apply_once(document, variant, services, mode)
-                applies.append(timing)
-                python_rss = max(python_rss, rss)
-            else:
-                timing, rss = bare_once(document, variant, services)
-                bares.append(timing)
-                bare_rss = max(bare_rss, rss)
-    fixed = Timing.median(applies)
-    return Applied(kit_slow or fixed, fixed, Timing.median(bares), python_rss, bare_rss)
-
-
-# -- the table --------------------------------------------------------------------------------------
-
-def mb(kb: int) -> str:
-    return f"{kb / 1024:,.0f} MB{RSS_NOTE}" if kb else ""
-
-
-def seconds(value: float, estimated: bool) -> str:
-    return f"{'~' if estimated else ''}{value:,.2f} s"
-
-
-def show(step: str, timing: Timing, memory: str = "", note: str = "") -> None:
-    row(step, seconds(timing.wall, timing.estimated), seconds(timing.cpu, timing.estimated),
-        memory, note + (" (estimated, not run)" if timing.estimated and not note else ""))
-
-
-def row(step: str, wall: str, cpu: str, memory: str = "", note: str = "") -> None:
-    print(f"  {step:<46} {wall:>12} {cpu:>12} {memory:>9}  {note}".rstrip(), flush=True)
-
-
-def overhead(render: Timing, parse: Timing, apply: Timing, bare: Timing) -> tuple[float, float]:
-    """(render + parse + apply - bare) / bare, on wall time and on CPU time."""
-    def one(pick) -> float:
-        return (pick(render) + pick(parse) + pick(apply) - pick(bare)) / pick(bare)
-
-    return one(lambda t: t.wall), one(lambda t: t.cpu)
-
-
-def show_overhead(label: str, values: tuple[float, float], estimated: bool) -> None:
-    mark = "~" if estimated else ""
-    verdicts = "/".join("ok" if v < TARGET_OVERHEAD else "ABOVE" for v in values)
-    row(f"overhead, {label}", f"{mark}{values[0] * 100:,.0f} %", f"{mark}{values[1] * 100:,.0f} %",
-        "", f"target < {TARGET_OVERHEAD:.0%}: {verdicts} (wall/cpu)")
-
-
-def bench_size(services: int, endpoints: int, workdir: Path,
-               smaller: dict[str, tuple[int, Timing, Timing]]) -> None:
-    pods = services * endpoints
-    runs = RUNS.get(services, 1)
-    print(f"\n{services:,} services x {endpoints} endpoints ({pods:,} pods, profile v1.23; restores "
-          f"into fresh namespaces, median of {runs})", flush=True)
+def bench_size(services: int, endpoints: int, runs: int, tmp: Path) -> None:
+    me, doc = [sys.executable, str(Path(__file__).resolve()), "child"], tmp / f"{services}.rules"
+    print(f"\n{services:,} services x {endpoints} endpoints ({services * endpoints:,} pods, v1.23), "
+          f"median of {runs}", flush=True)
     row("step", "wall", "cpu", "peak RSS")
-    rendered = render_steps(services, endpoints, workdir, smaller)
-    result, parse_rss = run_child("parse", rendered.document)
-    parsed = Timing.of(result)
-    show("parse", parsed, mb(parse_rss), f"{result['rules']:,} rules")
+    render = step(runs, lambda _: [*me, "render", str(services), str(endpoints), str(doc)])
+    text = doc.read_text()
+    show("render", render, f"{text.count(chr(10)):,} lines, {len(text) / 2**20:.1f} MiB")
+    parse = step(runs, lambda _: [*me, "parse", str(doc)])
+    show("parse", parse)
     for variant in VARIANTS:
-        applied = apply_steps(rendered.document, variant, services, runs, smaller)
-        if variant == "nft":
-            show("apply nft, apply.restore (kit: --noflush)", applied.kit,
-                 "" if applied.kit.estimated else mb(applied.python_rss_kb),
-                 "quadratic: estimated from the smaller size, not run" if applied.kit.estimated
-                 else "as LiveLab.install_rules calls it")
-            show("apply nft, apply.restore(noflush=False)", applied.fixed, mb(applied.python_rss_kb))
-        else:
-            show("apply legacy, apply.restore (kit: --noflush)", applied.fixed,
-                 mb(applied.python_rss_kb))
-        show(f"bare iptables-{variant}-restore", applied.bare, mb(applied.bare_rss_kb))
-        show_overhead(f"{variant}, kit as is", overhead(rendered.kit, parsed, applied.kit, applied.bare),
-                      rendered.kit.estimated or applied.kit.estimated)
-        show_overhead(f"{variant}, indexed render" + (", no --noflush" if variant == "nft" else ""),
-                      overhead(rendered.indexed, parsed, applied.fixed, applied.bare), False)
-        zero = Timing(0.0, 0.0)
-        # LiveLab.install_rules itself does not parse: render + apply is the kit's install path.
-        show_overhead(f"{variant}, indexed render + apply, no parse",
-                      overhead(rendered.indexed, zero, applied.fixed, applied.bare), False)
-        show_overhead(f"{variant}, apply step alone", overhead(zero, zero, applied.fixed, applied.bare),
-                      False)
+        apply = step(runs, lambda ns: [*me, "apply", str(doc), ns, variant], services, variant)
+        show(f"apply {variant} (noflush=False)", apply)
+        bare = step(runs, lambda ns: ["ip", "netns", "exec", ns, tool(variant, "iptables-restore")],
+                    services, variant, doc)
+        show(f"bare iptables-{variant}-restore", bare)
+        r, p, a = render[1] / bare[1], parse[1] / bare[1], (apply[1] - bare[1]) / bare[1]
+        row(f"overhead {variant}", "", f"{r + p + a:.0%}", "",
+            f"target < {TARGET:.0%}: {'met' if r + p + a < TARGET else 'NOT met'} (render {r:.0%} "
+            f"+ parse {p:.0%} + apply-bare {a:+.0%}; without parse, as install_rules: {r + a:.0%})")
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "child":
-        child_main(sys.argv[2:])
+    if sys.argv[1:2] == ["child"]:
+        print(json.dumps(child(*sys.argv[2:])))
         return 0
     if os.geteuid() != 0:
-        print("bench_rules: needs root (it restores into scratch network namespaces); "
-              "run `sudo make bench`")
+        print("bench_rules: needs root (it restores into scratch namespaces): `sudo make bench`")
         return 3
     started = time.perf_counter()
-    print(f"rules: render -> parse -> apply vs a bare iptables-restore ({os.cpu_count()} CPUs, "
-          f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}); "
-          f"overhead = (render + parse + apply - bare) / bare")
-    smaller: dict[str, tuple[int, Timing, Timing]] = {}
+    print(f"rules: the kit's render -> parse -> apply vs a bare iptables-restore ({os.cpu_count()} "
+          f"CPUs, python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f})")
     with tempfile.TemporaryDirectory(prefix="kplab-bench-") as tmp:
-        for services, endpoints in SIZES:
-            bench_size(services, endpoints, Path(tmp), smaller)
-    print(f"\n  total {time.perf_counter() - started:.0f} s (load average at the end "
-          f"{os.getloadavg()[0]:.1f})")
+        for services, endpoints, runs in SIZES:
+            bench_size(services, endpoints, runs, Path(tmp))
+    print(f"\n  total {time.perf_counter() - started:.0f} s (load at the end {os.getloadavg()[0]:.1f})")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from lab_runner.model import Endpoint, Lab, Pod, Service, ServicePort
 
 
@@ -40,17 +42,31 @@ class PodIndex:
 
     def endpoints(self, service: Service, port: ServicePort) -> list[Endpoint]:
         """Ready endpoints of one service port, in kube-proxy's order: the "ip:port" string sort."""
+        return [Endpoint(pod=pod.name, ip=pod.ip, port=number, node=pod.node)
+                for _, pod, number in self._ready(service, port)]
+
+    def addresses(self, service: Service, port: ServicePort) -> list[str]:
+        """The "ip:port" strings (Endpoint.address) of endpoints(), in the same order: what the
+        renderer writes and hashes into KUBE-SEP chain names."""
+        return [address for address, _, _ in self._ready(service, port)]
+
+    def _ready(self, service: Service, port: ServicePort) -> list[tuple[str, Pod, int]]:
+        """(address, pod, port number) of each endpoint, sorted by address (computed once)."""
         if not service.selector:
             return []
+        selector = service.selector
         candidates = min((self.by_label.get((service.namespace, k, v), [])
-                          for k, v in service.selector.items()), key=len)
+                          for k, v in selector.items()), key=len)
+        # The index already matched the namespace and one label: a one-label selector is done.
+        check = len(selector) > 1
         found = []
         for pod in candidates:
-            if pod.ready and selects(service, pod):
+            if pod.ready and (not check or selects(service, pod)):
                 number = resolve_target_port(port, pod)
                 if number is not None:
-                    found.append(Endpoint(pod=pod.name, ip=pod.ip, port=number, node=pod.node))
-        return sorted(found, key=lambda e: e.address)
+                    found.append((str(pod.ip) + ":" + str(number), pod, number))
+        found.sort(key=itemgetter(0))  # stable, as sorted() by Endpoint.address
+        return found
 
 
 def endpoints_for(lab: Lab, service: Service, port: ServicePort) -> list[Endpoint]:

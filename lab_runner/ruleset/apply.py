@@ -9,6 +9,7 @@ from lab_runner.errors import EnvironmentProblem, RestoreFailed
 
 VARIANTS = ("nft", "legacy")
 CONTEXT_LINES = 2
+RESTORE_TIMEOUT = 900.0
 
 
 def tool(variant: str, name: str) -> str:
@@ -24,7 +25,8 @@ def restore(runner: Runner, place: Place, document: str, variant: str = "nft",
             *, noflush: bool = True) -> None:
     """One iptables-restore call: all of the document is applied, or (on any error) none of it."""
     argv = [tool(variant, "iptables-restore")] + (["--noflush"] if noflush else [])
-    result = runner.run(argv, place, input=document, check=False)
+    # 10,000 services take iptables-nft ~20 s, and much longer on a busy machine.
+    result = runner.run(argv, place, input=document, check=False, timeout=RESTORE_TIMEOUT)
     if result.ok:
         return
     line_no = _offending_line(result.stderr, document)

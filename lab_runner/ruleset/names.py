@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
 # Top-level chains (both v1.23 and v1.30 unless noted).
@@ -27,14 +26,26 @@ PER_SERVICE_PREFIXES = (SERVICE_PREFIX, LOCAL_SERVICE_PREFIX, EXTERNAL_PREFIX, F
                         XLB_PREFIX, ENDPOINT_PREFIX)
 
 
-def _hash16(text: str) -> str:
-    """First 16 characters of base32(sha256(text)), kube-proxy's portProtoHash."""
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+_BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_BASE32_PAIRS = [_BASE32[i >> 5] + _BASE32[i & 31] for i in range(1024)]  # 10 bits -> 2 letters
+
+
+def hash16(text: str) -> str:
+    """First 16 characters of base32(sha256(text)), kube-proxy's portProtoHash.
+
+    The 16 letters are the first 80 bits of the digest, read 10 bits (two letters) at a time:
+    the same as base64.b32encode(digest)[:16], about three times faster (one per endpoint).
+    """
+    bits = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
+    pairs = _BASE32_PAIRS
+    return (pairs[bits >> 70] + pairs[(bits >> 60) & 1023] + pairs[(bits >> 50) & 1023]
+            + pairs[(bits >> 40) & 1023] + pairs[(bits >> 30) & 1023] + pairs[(bits >> 20) & 1023]
+            + pairs[(bits >> 10) & 1023] + pairs[bits & 1023])
 
 
 def port_proto_hash(port_name: str, protocol: str) -> str:
     """The suffix shared by a service port's KUBE-SVC/SVL/EXT/FW/XLB chains."""
-    return _hash16(port_name + protocol.lower())
+    return hash16(port_name + protocol.lower())
 
 
 def service_chain(port_name: str, protocol: str) -> str:
@@ -44,7 +55,7 @@ def service_chain(port_name: str, protocol: str) -> str:
 
 def endpoint_chain(port_name: str, protocol: str, endpoint: str) -> str:
     """KUBE-SEP-… for one endpoint given as the plain "ip:port" string."""
-    return ENDPOINT_PREFIX + _hash16(port_name + protocol.lower() + endpoint)
+    return ENDPOINT_PREFIX + hash16(port_name + protocol.lower() + endpoint)
 
 
 def local_service_chain(port_name: str, protocol: str) -> str:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from lab_runner.endpoints import all_endpoints
+from lab_runner.endpoints import PodIndex
 from lab_runner.model import Lab, Service, ServicePort
 from lab_runner.ruleset import names as n
 
@@ -75,8 +76,7 @@ _BUILTIN_ORDER = {"filter": ("INPUT", "FORWARD", "OUTPUT"),
                   "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")}
 
 
-@dataclass(frozen=True)
-class _Endpoint:
+class _Endpoint(NamedTuple):  # a tuple: there is one per endpoint, 100,000s in a big cluster
     address: str  # "ip:port", the string kube-proxy hashes and sorts by
     ip: str
     chain: str
@@ -139,15 +139,24 @@ def probability(n_left: int) -> str:
     return "%0.10f" % (1.0 / n_left)
 
 
+
+
+
 def ports_of(lab: Lab) -> list[_Port]:
     """Every service port, in the lab file's order (kube-proxy iterates a Go map: no set order)."""
+    index = PodIndex(lab)
     found = []
-    for (service, port), endpoints in all_endpoints(lab).items():
+    # dict keys, as endpoints.all_endpoints: an exact duplicate (service, port) renders once.
+    for service, port in dict.fromkeys((s, p) for s in lab.services for p in s.ports):
         name = service.port_name(port)
         proto = port.protocol.lower()
-        eps = tuple(_Endpoint(e.address, str(e.ip), n.endpoint_chain(name, proto, e.address))
-                    for e in endpoints)
-        found.append(_Port(service, port, name, proto, n.service_chain(name, proto), eps))
+        # n.service_chain(name, proto), n.endpoint_chain(name, proto, address), and the ip as
+        # str(e.ip) writes it (IPv4: the address up to its colon).
+        seed = name + proto
+        eps = tuple(_Endpoint(address, address.rpartition(":")[0],
+                              n.ENDPOINT_PREFIX + n.hash16(seed + address))
+                    for address in index.addresses(service, port))
+        found.append(_Port(service, port, name, proto, n.SERVICE_PREFIX + n.hash16(seed), eps))
     return found
 
 
@@ -250,39 +259,40 @@ def _capture_rules(port: _Port, cluster_cidr: str) -> list[str]:
             line("-A", port.chain, *cluster_ip, "!", "-s", cluster_cidr, "-j", n.KUBE_MARK_MASQ)]
 
 
-def _comment(text: str, comments: bool) -> list[str]:
-    return ["-m", "comment", "--comment", text] if comments else []
-
-
+# The per-endpoint rules below are written with f-strings: the same words line() would join,
+# without a list per rule (they are most of a big document).
 def _service_chain_rules(prof: _Profile, port: _Port, comments: bool) -> list[str]:
     """writeServiceToEndpointRules: affinity checks first, then 1/(n-i) random picks."""
-    def comment(ep: _Endpoint) -> list[str]:
-        text = f'"{port.name} -> {ep.address}"' if prof.arrow_comments else port.name
-        return _comment(text, comments)
-
+    head = f"-A {port.chain} "
+    if not comments:
+        comment = [""] * len(port.endpoints)
+    elif prof.arrow_comments:
+        comment = [f'-m comment --comment "{port.name} -> {ep.address}" ' for ep in port.endpoints]
+    else:
+        comment = [f"-m comment --comment {port.name} "] * len(port.endpoints)
     rules = []
     if port.affinity:
-        for ep in port.endpoints:
-            rules.append(line("-A", port.chain, *comment(ep), "-m", "recent", "--name", ep.chain,
-                              "--rcheck", "--seconds", str(port.service.affinity_timeout), "--reap",
-                              "-j", ep.chain))
-    count = len(port.endpoints)
-    for i, ep in enumerate(port.endpoints):
-        pick = ["-m", "statistic", "--mode", "random", "--probability", probability(count - i)]
-        rules.append(line("-A", port.chain, *comment(ep), *(pick if i < count - 1 else []),
-                          "-j", ep.chain))
+        seconds = port.service.affinity_timeout
+        rules += [f"{head}{text}-m recent --name {ep.chain} --rcheck --seconds {seconds} --reap "
+                  f"-j {ep.chain}" for ep, text in zip(port.endpoints, comment)]
+    last = len(port.endpoints) - 1
+    for i, (ep, text) in enumerate(zip(port.endpoints, comment)):
+        pick = f"-m statistic --mode random --probability {probability(last + 1 - i)} " \
+            if i < last else ""
+        rules.append(f"{head}{text}{pick}-j {ep.chain}")
     return rules
 
 
 def _endpoint_chains(doc: _Document, port: _Port, comments: bool) -> None:
     """KUBE-SEP-…: masquerade hairpin traffic, then DNAT (recording affinity when asked)."""
+    comment = f"-m comment --comment {port.name} " if comments else ""
+    dnat = f"-m {port.protocol} -p {port.protocol} -j DNAT --to-destination "
+    chains, rules = doc.nat_chains, doc.nat_rules
     for ep in port.endpoints:
-        doc.nat_chains.append(chain_line(ep.chain))
-        head = ["-A", ep.chain, *_comment(port.name, comments)]
-        doc.nat_rules.append(line(*head, "-s", ep.ip, "-j", n.KUBE_MARK_MASQ))
-        affinity = ["-m", "recent", "--name", ep.chain, "--set"] if port.affinity else []
-        doc.nat_rules.append(line(*head, *affinity, "-m", port.protocol, "-p", port.protocol,
-                                  "-j", "DNAT", "--to-destination", ep.address))
+        chains.append(f":{ep.chain} - [0:0]")
+        rules.append(f"-A {ep.chain} {comment}-s {ep.ip} -j {n.KUBE_MARK_MASQ}")
+        affinity = f"-m recent --name {ep.chain} --set " if port.affinity else ""
+        rules.append(f"-A {ep.chain} {comment}{affinity}{dnat}{ep.address}")
 
 
 def _nodeports_tail(doc: _Document) -> None:
