@@ -164,3 +164,22 @@ def _alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     return state != "Z"
+
+
+def test_ctrl_c_during_a_walkthrough_tears_the_lab_down():
+    """`walk` builds its own lab; Ctrl-C in the middle of a step removes it (unless --keep)."""
+    before = set(list_netns())
+    proc = subprocess.Popen([sys.executable, "-m", "lab_runner", "walk", "lab-3", "--no-pause"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = ""
+    deadline = time.monotonic() + 60
+    while "Step 2/" not in seen and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    assert "Step 2/" in seen, seen
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, seen + rest
+    assert set(list_netns()) - before == set()
