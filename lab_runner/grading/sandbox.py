@@ -124,6 +124,10 @@ class Sandbox:
         """Where the answer to a crafted SYN came from ("ip:port"), None for no answer."""
         raise NotImplementedError
 
+    def node_rules(self, table: str, chain: str | None = None) -> list[str]:
+        """The node's rules as `iptables -S` prints them (`-N CHAIN`, `-A CHAIN …` lines)."""
+        raise NotImplementedError
+
     def address_spread(self, source: str, target: Target) -> Spread:
         """spread(), with each destination's share summed over its ports: keys are addresses.
 
@@ -206,6 +210,16 @@ class StaticSandbox(Sandbox):
         # comes from the address the caller used. An answer without DNAT would be the pod's own.
         return [f"{target.ip}:{target.port}" if o.answered and o.dnat else
                 (o.dnat if o.answered else None) for o in self.connect(source, target)]
+
+    def node_rules(self, table, chain=None):
+        ruleset = self.submission.ruleset
+        chains = [chain] if chain else list(ruleset.table(table).chains)
+        lines = []
+        for name in chains:
+            lines.append(f"-N {name}")
+            lines += [r.text if r.text.startswith("-A ") else f"-A {name} {_spec(r.text)}"
+                      for r in ruleset.chain(table, name).rules]
+        return lines
 
     def rules_hit(self, source, target):
         hit = set()
@@ -299,6 +313,14 @@ class LiveSandbox(Sandbox):
         self.evidence["spreads"].append({"source": source, "target": str(target), "by": "address",
                                          **spread.__dict__})
         return spread
+
+    def node_rules(self, table, chain=None):
+        """Read from the node with testinfra (its iptables module, in the node's namespace)."""
+        from lab_runner.backends.docker import node_host
+        from lab_runner.backends.netns import node_ns
+
+        host = node_host(self.lab.run, node_ns(self.lab.run.run_id, self.model.nodes[0].name))
+        return host.iptables.rules(table, chain) if chain else host.iptables.rules(table)
 
     def rules_hit(self, source, target):
         report = self._probe(source, target, counters=True)
