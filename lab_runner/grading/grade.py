@@ -21,17 +21,14 @@ from lab_runner.pytest_plugin import GradingPlugin
 def grade(lab: str, which: str | int, path: str | Path, mode: str = "live") -> GradeResult:
     """Score `path` for exercise `which`; a submission that cannot be graded scores 0 with a reason."""
     ex = exercises.find(lab, which)
-    from lab_runner.grading import wiring
-
-    if wiring.applies(ex):  # lab 1: a pod wired by hand, submitted as `ip` commands
-        return wiring.grade(lab, which, path, mode)
+    read, open_for = _intake(ex)
     started = time.monotonic()
     # The lab the exercise belongs to (a variant's own lab file has another id).
     result = GradeResult(lab=ex.directory.parent.parent.name, exercise=ex.number, exercise_title=ex.title,
                          submission=str(path), mode=mode)
     try:
-        submission = submissions.read(path, ex)
-        sandbox = open_sandbox(mode, ex, submission)
+        submission = read(path)
+        sandbox = open_for(mode, submission)
     except SubmissionError as exc:
         result.error = str(exc)
         result.checks = [CheckResult(c.id, c.title, 0, c.points, "error", f"not graded: {exc}")
@@ -71,6 +68,19 @@ def _own_check_modules():
         for name in [n for n in sys.modules if ours(n)]:
             del sys.modules[name]
         sys.modules.update(saved)
+
+
+def _intake(ex: exercises.Exercise):
+    """How this exercise's submissions are read and sandboxed: iptables-restore text, or (lab 1)
+    a pod wired by hand as `ip` commands."""
+    from lab_runner.grading import wiring
+
+    if wiring.applies(ex):
+        spec = wiring.load_spec(ex)
+        return (lambda path: wiring.read(path, ex, spec),
+                lambda mode, sub: wiring.open_sandbox(mode, ex, sub, spec))
+    return (lambda path: submissions.read(path, ex),
+            lambda mode, sub: open_sandbox(mode, ex, sub))
 
 
 def run_checks(ex: exercises.Exercise, sandbox) -> list[CheckResult]:

@@ -47,7 +47,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +55,7 @@ import yaml
 from lab_runner import lab_file
 from lab_runner.errors import LabError, LabFileError, SubmissionError
 from lab_runner.grading import exercise as exercises
-from lab_runner.grading.results import CheckResult, GradeResult
+from lab_runner.grading.results import GradeResult
 from lab_runner.model import Lab, Pod
 
 SPEC_FILE = "wiring.yaml"
@@ -863,30 +862,10 @@ def open_sandbox(mode: str, ex, submission, spec) -> WiringSandbox:
 
 # -- grading ---------------------------------------------------------------------------------------
 def grade(lab: str, which: str | int, path: str | Path, mode: str = "live") -> GradeResult:
-    """Score a wiring submission, as grading.grade.grade() does an iptables one."""
-    from lab_runner.grading.grade import run_checks
+    """Score a wiring submission: grading.grade.grade() reads it with `read` and `open_sandbox`."""
+    from lab_runner.grading.grade import grade as grade_any
 
-    ex = exercises.find(lab, which)
-    spec = load_spec(ex)
-    started = time.monotonic()
-    result = GradeResult(lab=ex.lab.id, exercise=ex.number, exercise_title=ex.title,
-                         submission=str(path), mode=mode)
-    try:
-        submission = read(path, ex, spec)
-        sandbox = open_sandbox(mode, ex, submission, spec)
-    except SubmissionError as exc:
-        result.error = str(exc)
-        result.checks = [CheckResult(c.id, c.title, 0, c.points, "error", f"not graded: {exc}")
-                         for c in ex.checks]
-        result.seconds = round(time.monotonic() - started, 3)
-        return result
-    try:
-        result.checks = run_checks(ex, sandbox)
-        result.evidence = {**sandbox.evidence, "submission": submission.text}
-    finally:
-        sandbox.close()
-    result.seconds = round(time.monotonic() - started, 3)
-    return result
+    return grade_any(lab, which, path, mode)
 
 
 def main(argv: list[str] | None = None) -> int:
