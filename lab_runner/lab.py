@@ -113,7 +113,8 @@ class LiveLab:
 
         document = self.rendered_rules(base_jumps=False)
         for node in self.model.nodes:
-            current = parse(self.save(node.name, table="nat"), "<node>").table("nat").chains
+            current = parse(self.save(node.name, table="nat"), "<node>",
+                            check=False).table("nat").chains
             stale = [c for c in current if is_per_service_chain(c) and f":{c} " not in document]
             iptables.restore(self.runner, self.place(node.name),
                              _with_deleted_chains(document, stale), self.run.iptables)

@@ -68,7 +68,7 @@ class Sandbox:
         self.exercise = exercise
         self.submission = submission
         self.model: Lab = exercise.lab
-        self.reference = parse(render(self.model, self.model.profile), "<reference>")
+        self.reference = parse(render(self.model, self.model.profile), "<reference>", check=False)
         self.evidence: dict = {"spreads": []}  # what reports show: observed vs expected shares
 
     # -- shared helpers ----------------------------------------------------------------------

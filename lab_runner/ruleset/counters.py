@@ -34,7 +34,7 @@ class Snapshot:
     def parse(cls, text: str, source: str = "<iptables-save -c>") -> "Snapshot":
         from lab_runner.ruleset.parse import parse
 
-        ruleset = parse(text, source)
+        ruleset = parse(text, source, check=False)  # iptables-save's own text
         missing = next((r for r in ruleset.rules() if r.counters is None), None)
         if missing is not None:
             raise ValueError(f"{source}, line {missing.line_no}: no counters on this rule; "
@@ -84,14 +84,17 @@ def _ruleset(value: "Snapshot | Ruleset") -> "Ruleset":
     return value.ruleset if isinstance(value, Snapshot) else value
 
 
-def _keyed(ruleset: "Ruleset") -> dict[tuple[str, str, str, int], "Rule"]:
-    """Rules keyed by (table, chain, text, occurrence), so inserted rules do not shift the others."""
+def _keyed(ruleset: "Ruleset") -> dict[tuple[str, str, str, int], tuple[int, "Rule"]]:
+    """(1-based position, rule) keyed by (table, chain, text, occurrence), so inserted rules do
+    not shift the others."""
     seen: Tally = Tally()
     keyed = {}
-    for rule in ruleset.rules():
-        key = (rule.table, rule.chain, rule.spec)
-        keyed[(*key, seen[key])] = rule
-        seen[key] += 1
+    for table in ruleset.tables.values():
+        for chain in table.chains.values():
+            for number, rule in enumerate(chain.rules, start=1):
+                key = (rule.table, rule.chain, rule.spec)
+                keyed[(*key, seen[key])] = number, rule
+                seen[key] += 1
     return keyed
 
 
@@ -101,18 +104,18 @@ def delta(before: "Snapshot | Ruleset", after: "Snapshot | Ruleset") -> Delta:
     old_rules = _keyed(old)
     rule_deltas = []
     chains: dict[tuple[str, str], Counters] = {}
-    for key, rule in _keyed(new).items():
+    zero = Counters()
+    for key, (number, rule) in _keyed(new).items():
         earlier = old_rules.get(key)
-        change = (rule.counters or Counters()) - ((earlier.counters if earlier else None) or Counters())
-        number = new.chain(rule.table, rule.chain).rules.index(rule) + 1
+        change = (rule.counters or zero) - ((earlier[1].counters if earlier else None) or zero)
         rule_deltas.append(RuleDelta(rule.table, rule.chain, number, rule.text, change))
         if rule.target and new.has_chain(rule.table, rule.target):
             into = (rule.table, rule.target)
-            chains[into] = chains.get(into, Counters()) + change
+            chains[into] = chains.get(into, zero) + change
     for table in new.tables.values():
         for chain in table.chains.values():
             if chain.builtin and chain.counters is not None:
                 start = old.chain(table.name, chain.name).counters \
                     if old.has_chain(table.name, chain.name) else None
-                chains[(table.name, chain.name)] = chain.counters - (start or Counters())
+                chains[(table.name, chain.name)] = chain.counters - (start or zero)
     return Delta(tuple(rule_deltas), chains)

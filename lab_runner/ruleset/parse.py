@@ -44,21 +44,58 @@ class RulesetSyntaxError(LabError):
         super().__init__(f"{source}, line {line_no}: {problem}\n    {line}")
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One rule as written: its text, shlex tokens and the parts iptables distinguishes."""
+# Flags whose presence sends a rule's parts to be read at once, because its target, goto flag
+# or counters cannot be told from a plain "-j TARGET" (read_parts decides those cases).
+_READ_AT_ONCE = frozenset({"--jump", "-g", "--goto", "-c", "--set-counters"})
 
-    table: str
-    chain: str
-    line_no: int
-    text: str  # the rule without counters, e.g. "-A KUBE-SVC-X -m comment … -j KUBE-SEP-Y"
-    tokens: tuple[str, ...]
-    basic: tuple[tuple[str, bool, str], ...] = ()  # (s|d|p|i|o|f, inverted, value)
-    matches: tuple[Match, ...] = ()
-    target: str | None = None
-    target_args: tuple[str, ...] = ()
-    goto: bool = False
-    counters: Counters | None = None
+
+class Rule:
+    """One rule as written: its text, shlex tokens and the parts iptables distinguishes.
+
+    `tokens`, `target`, `goto` and `counters` are known from the start. The other parts
+    (`basic`, `matches`, `target_args`) are read from the tokens the first time one is asked
+    for, so a read-back of 100,000s of rules where only counters are wanted never pays for them;
+    a problem found then is a RulesetSyntaxError naming the source and line.
+    `parse(check=True)`, the default, reads them during the parse. Rules are values: treat every
+    attribute as read-only.
+    """
+
+    __slots__ = ("table", "chain", "line_no", "text", "tokens", "target", "goto", "counters",
+                 "_parts", "_reader")
+
+    def __init__(self, table: str, chain: str, line_no: int, text: str, tokens: tuple[str, ...],
+                 target: str | None, goto: bool, counters: Counters | None, parts: tuple | None,
+                 reader: "_PartsReader | None" = None):
+        self.table = table
+        self.chain = chain
+        self.line_no = line_no
+        self.text = text  # the rule without counters, e.g. "-A KUBE-SVC-X -m comment … -j KUBE-SEP-Y"
+        self.tokens = tokens  # as iptables-restore splits the text, `-A` and the chain first
+        self.target = target
+        self.goto = goto
+        self.counters = counters
+        self._parts = parts  # (basic, matches, target_args) once read
+        self._reader = reader
+
+    def _read(self) -> tuple:
+        parts = self._parts
+        if parts is None:
+            assert self._reader is not None
+            parts = self._parts = self._reader.parts(self)
+        return parts
+
+    @property
+    def basic(self) -> tuple[tuple[str, bool, str], ...]:
+        """(s|d|p|i|o|f, inverted, value) of each basic option, in order."""
+        return self._read()[0]
+
+    @property
+    def matches(self) -> tuple[Match, ...]:
+        return self._read()[1]
+
+    @property
+    def target_args(self) -> tuple[str, ...]:
+        return self._read()[2]
 
     def option(self, name: str) -> tuple[bool, str] | None:
         """A basic option (s, d, p, i, o or f) as (inverted, value), or None when absent."""
@@ -71,9 +108,72 @@ class Rule:
     def spec(self) -> str:
         """The rule as written, after `-A CHAIN`."""
         parts = self.text.split(None, 2)
-        if self.tokens[:1] in (("-A",), ("--append",)) and parts[:1] == [self.tokens[0]]:
+        if parts[:1] == ["-A"] or parts[:1] == ["--append"]:  # then the first token is the same
             return parts[2] if len(parts) > 2 else ""
         return shlex.join(self.tokens[2:])
+
+    def _key(self) -> tuple:  # the parts follow from the tokens, so these decide equality
+        return (self.table, self.chain, self.line_no, self.text, self.tokens, self.counters)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (type(other) is Rule and self._key() == other._key())
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"Rule(table={self.table!r}, chain={self.chain!r}, line_no={self.line_no}, "
+                f"text={self.text!r}, counters={self.counters!r})")
+
+    def __copy__(self) -> "Rule":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Rule":  # a value: copies of a ruleset share it
+        return self
+
+
+class _PartsReader:
+    """Reads a rule's parts for one document: its source (for errors) and its shared Matches."""
+
+    __slots__ = ("source", "shared")
+
+    def __init__(self, source: str):
+        self.source = source
+        self.shared: dict = {}  # equal matches share one Match (read_parts)
+
+    def read(self, line_no: int, text: str, tokens: tuple[str, ...]) -> tuple:
+        """read_parts of the tokens after `-A CHAIN`, or the RulesetSyntaxError naming the line."""
+        try:
+            return read_parts(tokens[2:], self.shared)
+        except ValueError as exc:
+            raise RulesetSyntaxError(self.source, line_no, text, str(exc)) from exc
+
+    def parts(self, rule: Rule) -> tuple:
+        basic, matches, target, target_args, goto, _ = self.read(rule.line_no, rule.text,
+                                                                 rule.tokens)
+        if (target, goto) != (rule.target, rule.goto):  # only a malformed rule gets here
+            raise RulesetSyntaxError(self.source, rule.line_no, rule.text,
+                                     f"the target reads as {target!r} here but as "
+                                     f"{rule.target!r} at first: write one plain -j TARGET")
+        return basic, matches, target_args
+
+
+def quick_target(tokens: tuple[str, ...]) -> tuple[str | None] | None:
+    """(target,) of a rule whose only target flag is one plain `-j TARGET` or that has none,
+    as read_parts would read it; None when read_parts must decide (goto, counters, odd forms)."""
+    if not _READ_AT_ONCE.isdisjoint(tokens):
+        return None
+    jumps = tokens.count("-j")
+    if jumps == 0:
+        return (None,)
+    if jumps > 1:
+        return None
+    at = tokens.index("-j")
+    # Only a flag ("!", -s, -m, …) can swallow the word after it, so after any other word this
+    # "-j" is the jump read_parts finds.
+    if at < 2 or at + 1 >= len(tokens) or tokens[at - 1][:1] in ("-", "!"):
+        return None
+    return (tokens[at + 1],)
 
 
 @dataclass
@@ -164,11 +264,16 @@ def split(body: str) -> list[str]:
     return [word.replace('"', "") if '"' in word else word for word in _DQ_WORD.findall(body)]
 
 
-def parse(text: str, source: str = "<ruleset>", *, base: Ruleset | None = None) -> Ruleset:
+def parse(text: str, source: str = "<ruleset>", *, base: Ruleset | None = None,
+          check: bool = True) -> Ruleset:
     """Parse a whole document; raises RulesetSyntaxError naming the first bad line.
 
     With `base`, the document is applied on top of a copy of it, as `iptables-restore --noflush`
     applies it to a node: a declared chain is flushed, other chains and their rules are kept.
+    check=False is for text iptables-save or the kit's renderer wrote: the document's structure
+    (tables, chains, jump targets, counters) is still checked, but each rule's matches and options
+    are read on first use (see Rule), which makes reading back a big node's counters several
+    times faster.
     """
     # The cyclic garbage collector waits until the document is read: as 100,000s of rules pile
     # up, its full collections would walk all of them again and again (10,000 services x 10:
@@ -176,7 +281,7 @@ def parse(text: str, source: str = "<ruleset>", *, base: Ruleset | None = None) 
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _Parser(source, base).run(text)
+        return _Parser(source, base, check).run(text)
     finally:
         if collecting:
             gc.enable()
@@ -185,26 +290,64 @@ def parse(text: str, source: str = "<ruleset>", *, base: Ruleset | None = None) 
 class _Parser:
     """Applies the document line by line, as iptables-restore would to empty tables."""
 
-    def __init__(self, source: str, base: Ruleset | None = None):
+    def __init__(self, source: str, base: Ruleset | None = None, check: bool = True):
         self.ruleset = Ruleset(copy.deepcopy(base.tables) if base else {}, source)
+        self.check = check
         self.declared: dict[tuple[str, str], int] = {}  # chains declared by this document
         self.table: Table | None = None
         self.opened: tuple[int, str] = (0, "")
         self.pending: list[Rule] = []  # this table's rules, checked for jump targets at COMMIT
-        self.matches: dict = {}  # equal matches share one Match (read_parts)
+        self.reader = _PartsReader(source)
 
     def fail(self, line_no: int, line: str, problem: str) -> RulesetSyntaxError:
         return RulesetSyntaxError(self.ruleset.source, line_no, line, problem)
 
     def run(self, text: str) -> Ruleset:
-        for line_no, raw in enumerate(text.splitlines(), start=1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
+        # The loop reads the commonest line itself, `[packets:bytes] -A CHAIN …` for a declared
+        # chain: it is most of a document, and each call saved counts (with check=False such a
+        # rule costs a split and a Rule). Every other line goes to dispatch(), which reads it
+        # or refuses it with the reason.
+        chains: dict[str, Chain] | None = None  # the open table's
+        table = ""
+        zero, read_counters = _ZERO, _COUNTERS.match
+        lazy, reader, pending = not self.check, self.reader, self.pending
+        for line_no, line in enumerate(text.splitlines(), start=1):
+            line = line.strip()
+            if not line or line[0] == "#":
                 continue
-            if line[0] == "-" and self.table is not None:
-                self.command(line_no, line)  # most lines: a rule
+            if chains is not None and (line[0] == "-" or line[0] == "["):
+                body, counters = line, None
+                if line[0] == "[":
+                    head, _, body = line.partition(" ")
+                    if head == "[0:0]":
+                        counters = zero
+                    elif found := read_counters(head):
+                        counters = Counters(int(found[1]), int(found[2]))
+                    else:
+                        body = ""  # dispatch() names the bad counters
+                if body.startswith("-A "):
+                    try:
+                        tokens = split(body)
+                    except ValueError:
+                        tokens = []  # dispatch() names the unbalanced quotes
+                    chain = chains.get(tokens[1]) if len(tokens) > 1 and tokens[0] == "-A" \
+                        else None
+                    if chain is not None:
+                        frozen = tuple(tokens)
+                        quick = quick_target(frozen) if lazy else None
+                        if quick is None:
+                            rule = self.rule(line_no, body, frozen, counters)
+                        else:  # self.rule's lazy case, without its calls
+                            rule = Rule(table, tokens[1], line_no, body, frozen, quick[0], False,
+                                        counters, None, reader)
+                            pending.append(rule)
+                        chain.rules.append(rule)
+                        continue
+            self.dispatch(line_no, line)
+            if self.table is None:
+                chains = None
             else:
-                self.dispatch(line_no, line)
+                chains, table = self.table.chains, self.table.name
         if self.table is not None:
             no, line = self.opened
             raise self.fail(no, line, f"table {self.table.name!r} is never committed: "
@@ -244,7 +387,7 @@ class _Parser:
                 raise self.fail(rule.line_no, rule.text,
                                 f"{'goes' if rule.goto else 'jumps'} to {target!r}, which is neither "
                                 f"a chain of table {self.table.name} nor a known target")
-        self.pending = []
+        self.pending.clear()
         self.table = None
 
     def declare(self, line_no: int, line: str) -> None:
@@ -312,12 +455,15 @@ class _Parser:
 
     def rule(self, line_no: int, text: str, tokens: list[str], counters: Counters | None) -> Rule:
         assert self.table is not None
-        try:
-            basic, matches, target, target_args, goto, own = read_parts(tokens[2:], self.matches)
-        except ValueError as exc:
-            raise self.fail(line_no, text, str(exc)) from exc
-        rule = Rule(self.table.name, tokens[1], line_no, text, tuple(tokens), basic, matches,
-                    target, target_args, goto, own or counters)
+        frozen = tuple(tokens)
+        quick = None if self.check else quick_target(frozen)
+        if quick is None:  # read now: a bad rule fails the parse; -c and goto are known
+            basic, matches, target, target_args, goto, own = self.reader.read(line_no, text, frozen)
+            rule = Rule(self.table.name, tokens[1], line_no, text, frozen, target, goto,
+                        own or counters, (basic, matches, target_args), self.reader)
+        else:
+            rule = Rule(self.table.name, tokens[1], line_no, text, frozen, quick[0], False,
+                        counters, None, self.reader)
         self.pending.append(rule)
         return rule
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lab_runner.errors import LabError
@@ -242,3 +244,92 @@ def test_replace_rule_by_number():
     base = _lab3_base()
     after = parse("*nat\n-R KUBE-MARK-MASQ 1 -j MARK --set-xmark 0x4000/0x4000\nCOMMIT\n", base=base)
     assert after.chain("nat", "KUBE-MARK-MASQ").rules[0].target_args == ("--set-xmark", "0x4000/0x4000")
+
+
+# -- check=False: the parts of a rule are read when first asked for ---------------------------
+
+GOLDEN = sorted((Path(__file__).parents[2] / "fixtures" / "golden").glob("*.rules"))
+# Rules whose target only read_parts can tell (goto, --jump, counters inside, a flag before
+# -j, two -j) and plain ones, to check that both ways of parsing agree on every one of them.
+ODD_RULES = """\
+*nat
+:PREROUTING ACCEPT [0:0]
+:K - [0:0]
+:L - [0:0]
+-A K -j L
+-A K -g L
+-A K --jump L
+-A K --goto L
+-A K -c 3 180 -j L
+-A K --set-counters 3 180 -j L
+-A K ! -s 10.0.0.0/8 -j L
+-A K -m recent --name L --rcheck --seconds 10800 --reap -j L
+-A K -m comment --comment "a -j b" -j L
+-A K -j MARK --or-mark 0x4000
+-A K -s 10.0.0.1
+-A K
+[5:300] -A K -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.1:80
+-I K 2 -j RETURN
+COMMIT
+"""
+
+
+def _everything(rule) -> tuple:
+    return (rule.table, rule.chain, rule.line_no, rule.text, rule.tokens, rule.target, rule.goto,
+            rule.counters, rule.basic, rule.matches, rule.target_args, rule.spec)
+
+
+@pytest.mark.parametrize("text", [saved(n=4, sep=2), ODD_RULES, *(p.read_text() for p in GOLDEN)],
+                         ids=["saved", "odd", *(p.name for p in GOLDEN)])
+def test_unchecked_parse_reads_the_same_rules(text):
+    checked, lazy = parse(text), parse(text, check=False)
+    assert [_everything(r) for r in lazy.rules()] == [_everything(r) for r in checked.rules()]
+    assert list(lazy.rules()) == list(checked.rules())  # equal values, hash alike
+    assert {hash(r) for r in lazy.rules()} == {hash(r) for r in checked.rules()}
+
+
+def test_unchecked_parse_leaves_the_parts_until_asked():
+    ruleset = parse(GOLDEN[0].read_text(), check=False)
+    rules = list(ruleset.rules())
+    assert rules and all(r._parts is None for r in rules if "--reap" not in r.text)
+    first = next(r for r in rules if r._parts is None)
+    assert first.matches is first.matches  # read once, then kept
+    assert first._parts is not None
+
+
+def test_a_read_back_and_its_delta_never_read_the_parts():
+    before, after = Snapshot.parse(saved(n=0, sep=0)), Snapshot.parse(saved(n=40, sep=9))
+    assert delta(before, after).chain(SEP).packets == 9
+    assert all(r._parts is None for s in (before, after) for r in s.ruleset.rules())
+
+
+def test_unchecked_parse_names_a_bad_rule_when_its_parts_are_read():
+    text = "*nat\n:K - [0:0]\n-A K stray -j ACCEPT\nCOMMIT\n"
+    with pytest.raises(RulesetSyntaxError, match="'stray' is not part of any match"):
+        parse(text, "t.rules")
+    rule = parse(text, "t.rules", check=False).chain("nat", "K").rule(1)
+    assert rule.target == "ACCEPT"  # the structure is read and checked at once …
+    with pytest.raises(RulesetSyntaxError) as caught:  # … the rest when it is wanted
+        rule.matches
+    assert (caught.value.source, caught.value.line_no) == ("t.rules", 3)
+    assert "'stray' is not part of any match" in caught.value.problem
+
+
+@pytest.mark.parametrize("text, line_no, problem", [
+    ("*nat\n:K - [0:0]\n-A K -j L\nCOMMIT\n", 3, "jumps to 'L'"),
+    ("*nat\n:K - [0:0]\n-A K -j ACCEPT -j DROP\nCOMMIT\n", 3, "only one -j/-g target"),
+    ("*nat\n:K - [0:0]\n-A K -c 1 -j ACCEPT\nCOMMIT\n", 3, "-c needs two numbers"),
+    ("*nat\n:K - [0:0]\n[1:x] -A K -j ACCEPT\nCOMMIT\n", 3, "bad counters"),
+    ("*nat\n-A K -j ACCEPT\nCOMMIT\n", 2, "chain K is not declared"),
+])
+def test_unchecked_parse_still_checks_the_structure(text, line_no, problem):
+    with pytest.raises(RulesetSyntaxError) as caught:
+        parse(text, check=False)
+    assert (caught.value.line_no, problem in caught.value.problem) == (line_no, True)
+
+
+def test_a_copy_of_a_ruleset_shares_its_rules():
+    base = parse(saved())
+    on_top = parse("*nat\n:K - [0:0]\n-A K -j RETURN\nCOMMIT\n", base=base)
+    assert on_top.chain("nat", SVC).rules[0] is base.chain("nat", SVC).rules[0]
+    assert base.has_chain("nat", "K") is False
