@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from operator import itemgetter
+from socket import inet_ntoa  # str(IPv4Address), twice as fast: it runs once per endpoint
 
 from lab_runner.model import Endpoint, Lab, Pod, Service, ServicePort
 
@@ -26,8 +27,11 @@ def resolve_target_port(port: ServicePort, pod: Pod) -> int | None:
     target = port.target
     if isinstance(target, int):
         return target
-    found = pod.port_named(target, port.protocol)
-    return found.container_port if found else None
+    protocol = port.protocol
+    for named in pod.ports:  # Pod.port_named, inline: it runs once per endpoint
+        if named.name == target and named.protocol == protocol:
+            return named.container_port
+    return None
 
 
 class PodIndex:
@@ -64,7 +68,7 @@ class PodIndex:
             if pod.ready and (not check or selects(service, pod)):
                 number = resolve_target_port(port, pod)
                 if number is not None:
-                    found.append((str(pod.ip) + ":" + str(number), pod, number))
+                    found.append((f"{inet_ntoa(pod.ip.packed)}:{number}", pod, number))
         found.sort(key=itemgetter(0))  # stable, as sorted() by Endpoint.address
         return found
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 
 from lab_runner.endpoints import PodIndex
@@ -134,6 +135,7 @@ def line(*words: str) -> str:
     return " ".join(words)
 
 
+@lru_cache(maxsize=4096)  # the same few values, once per endpoint of every service
 def probability(n_left: int) -> str:
     """computeProbability: Go's %0.10f of 1/n."""
     return "%0.10f" % (1.0 / n_left)
