@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-import ipaddress
-import shlex
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -25,7 +23,6 @@ from lab_runner.probes import stats
 from lab_runner.ruleset import tracer
 from lab_runner.ruleset.parse import parse
 from lab_runner.ruleset.render import render
-from lab_runner.ruleset.tokens import read_rule
 
 MISS_RATE = 1e-6  # chance that probing misses a reachable endpoint of a correct answer
 STATIC_TOLERANCE = 1e-6  # 0.3333333333 and 1/3 are the same answer
@@ -64,7 +61,6 @@ class Sandbox:
     mode = "?"
 
     def __init__(self, exercise: Exercise, submission: Submission):
-        refuse_what_the_kernel_refuses(submission)  # both modes alike, before any lab is built
         self.exercise = exercise
         self.submission = submission
         self.model: Lab = exercise.lab
@@ -348,81 +344,6 @@ def _by_address(shares: dict) -> dict:
         address = key if key == sampling.NO_DNAT else key.rsplit(":", 1)[0]
         out[address] = out.get(address, 0) + share
     return out
-
-
-# What the kernel refuses in a rule that iptables-restore otherwise parses. Live mode would get
-# the refusal from the kernel (with a poor message); static mode would grade the rule as if it
-# worked. Refusing it here gives both modes the same, clear error before any lab is built.
-_FILTER_TARGETS = ("DROP", "REJECT")
-_PORT_PROTOCOLS = ("tcp", "udp", "sctp", "dccp", "6", "17", "132", "33")
-
-
-def refuse_what_the_kernel_refuses(submission: Submission) -> None:
-    """Raise SubmissionError (file and line) for a rule the kernel would not accept."""
-    table = None
-    for number, raw in enumerate(submission.text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("*"):
-            table = line[1:].strip()
-            continue
-        words = shlex.split(line.partition(" ")[2] if line.startswith("[") else line,
-                            comments=False) if line and not line.startswith(("#", ":")) else []
-        if len(words) < 2 or words[0] not in ("-A", "--append", "-I", "--insert", "-R",
-                                              "--replace"):
-            continue
-        rest = words[2:]
-        if words[0] not in ("-A", "--append") and rest and rest[0].isdigit():
-            rest = rest[1:]  # -I CHAIN [n] rule, -R CHAIN n rule
-        parts = read_rule(rest)
-        target, args = parts["target"], parts["target_args"]
-        where = f"{submission.path}, line {number}"
-        if table == "nat" and target in _FILTER_TARGETS:
-            raise SubmissionError(
-                f"{where}: -j {target} in the nat table: the kernel refuses it (the nat table is "
-                f"not for filtering). A Service's rules choose where a connection goes; they never "
-                f"drop it.\n    {line}")
-        for key, _, value in parts["basic"]:
-            if key in ("s", "d") and not _is_ipv4_network(value):
-                raise SubmissionError(f"{where}: {value!r} is not an IPv4 address or network "
-                                      f"(-{key}); iptables refuses the rule.\n    {line}")
-        for match in parts["matches"]:
-            probability = _option_value(match.args, "--probability")
-            if match.module == "statistic" and probability is not None \
-                    and not _is_probability(probability):
-                raise SubmissionError(f"{where}: --probability {probability}: it must be a "
-                                      f"decimal number from 0 to 1 (iptables refuses the rule)."
-                                      f"\n    {line}")
-        if target in ("DNAT", "SNAT") and _names_a_port(args):
-            protocol = next((v.lower() for k, inv, v in parts["basic"] if k == "p" and not inv), "")
-            if protocol not in _PORT_PROTOCOLS:
-                raise SubmissionError(
-                    f"{where}: {target} to a port needs the protocol matched in the same rule "
-                    f"(-p tcp or -p udp); the kernel refuses it without.\n    {line}")
-
-
-def _option_value(args: tuple[str, ...], option: str) -> str | None:
-    return next((args[i + 1] for i, tok in enumerate(args[:-1]) if tok == option), None)
-
-
-def _is_probability(text: str) -> bool:
-    try:
-        return 0.0 <= float(text) <= 1.0
-    except ValueError:
-        return False
-
-
-def _is_ipv4_network(text: str) -> bool:
-    try:
-        ipaddress.IPv4Network(text, strict=False)
-    except ValueError:
-        return False
-    return True
-
-
-def _names_a_port(target_args: tuple[str, ...]) -> bool:
-    values = [target_args[i + 1] for i, tok in enumerate(target_args[:-1])
-              if tok in ("--to-destination", "--to-source", "--to")]
-    return any(":" in value for value in values)
 
 
 def probe_limit(endpoints: int) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lab_runner.errors import SubmissionError
 from lab_runner.grading.exercise import Exercise
+from lab_runner.grading.kernel_limits import refuse_what_the_kernel_refuses
 from lab_runner.ruleset.parse import Ruleset, RulesetSyntaxError, parse
 
 
@@ -66,6 +67,7 @@ def from_bytes(raw: bytes, name: str, exercise: Exercise) -> Submission:
     except RulesetSyntaxError as exc:
         raise SubmissionError(str(exc)) from exc
     confine(text, name, exercise)
+    refuse_what_the_kernel_refuses(text, name)  # both modes alike, before any lab is built
     return Submission(name, text, ruleset)
 
 
