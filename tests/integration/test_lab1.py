@@ -9,9 +9,7 @@ status and message as the kernel did.
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -22,35 +20,19 @@ import pytest
 from lab_runner.errors import SubmissionError
 from lab_runner.grading import exercise as exercises
 from lab_runner.grading import wiring
+from wrong_answers import (ROOT, declared, env, exercise_of, failed_and_lost,
+                           walk_in_background)
 
-ROOT = Path(__file__).resolve().parents[2]
 LAB = "lab-1"
 FIXTURES = sorted((ROOT / "fixtures" / "submissions" / "lab-1").glob("ex*.ip"))
 SOLUTIONS = sorted((ROOT / "labs" / "lab-1-pods" / "solutions").glob("ex*.ip"))
-NAME = re.compile(r"^ex(?P<ex>\w+?)-[\w-]+\.lose-(?P<lose>\d+)\.ip$")
 LIVE_JOBS = 3
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def _declared(path: Path) -> tuple[str, int, set[str]]:
-    m = NAME.match(path.name)
-    assert m, f"{path.name}: name it ex<N>-<mistake>.lose-<points>.ip"
-    first = path.read_text().splitlines()[0]
-    assert first.startswith("# fails:"), f"{path.name}: the first line must be `# fails: check-ids`"
-    return m["ex"], int(m["lose"]), {c.strip() for c in first.split(":", 1)[1].split(",") if c.strip()}
-
-
-def _solution_exercise(path: Path) -> str:
-    return re.match(r"ex(\w+?)-", path.name).group(1)
 
 
 def _grade_live(path: Path, ex: str) -> dict:
     """One live grade in its own process (graders run pytest, which is not thread-safe)."""
     done = subprocess.run([sys.executable, "-m", "lab_runner.grading.wiring", LAB, str(path), "-e",
-                           ex, "--json"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                           ex, "--json"], cwd=ROOT, env=env(), capture_output=True, text=True,
                           timeout=180)
     assert done.stdout.strip(), f"{path.name}: no result (exit {done.returncode}): {done.stderr[-2000:]}"
     return json.loads(done.stdout)
@@ -59,46 +41,29 @@ def _grade_live(path: Path, ex: str) -> dict:
 @pytest.fixture(scope="module")
 def walkthrough():
     """`walk LAB --check`, started in the background before the live grading and overlapping it."""
-    process = subprocess.Popen([sys.executable, "-m", "lab_runner", "walk", LAB, "--check"],
-                               cwd=ROOT, env={**_env(), "COLUMNS": "120"}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
+    with walk_in_background(LAB) as process:
         yield process
-    finally:
-        if process.poll() is None:  # SIGTERM: the walk tears its lab down, as on Ctrl-C
-            process.terminate()
-            try:
-                process.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
 
 
 @pytest.fixture(scope="module")
 def live_results(walkthrough) -> dict[str, dict]:
-    jobs = [(p, _declared(p)[0]) for p in FIXTURES] + [(p, _solution_exercise(p)) for p in SOLUTIONS]
+    jobs = [(p, declared(p)[0]) for p in FIXTURES] + [(p, exercise_of(p)) for p in SOLUTIONS]
     with ThreadPoolExecutor(max_workers=LIVE_JOBS) as pool:
         results = list(pool.map(lambda job: _grade_live(*job), jobs))
     return {p.name: r for (p, _), r in zip(jobs, results)}
 
 
-def _summary(result: dict) -> tuple[set[str], float]:
-    failed = {c["id"] for c in result["checks"] if not (c["status"] == "passed" or (
-        c["status"] == "undecidable" and c["points"] == c["max_points"]))}
-    return failed, result["max_score"] - result["score"]
-
-
 # -- the exercise ----------------------------------------------------------------------------------
 def test_every_check_is_failed_by_some_fixture():
     for ex in exercises.all_exercises(LAB):
-        declared = set().union(*(_declared(p)[2] for p in FIXTURES if _declared(p)[0] == ex.number))
-        assert {c.id for c in ex.checks} <= declared, f"exercise {ex.number}: no fixture fails " \
-            f"{sorted({c.id for c in ex.checks} - declared)}"
+        failed = set().union(*(declared(p)[2] for p in FIXTURES if declared(p)[0] == ex.number))
+        assert {c.id for c in ex.checks} <= failed, f"exercise {ex.number}: no fixture fails " \
+            f"{sorted({c.id for c in ex.checks} - failed)}"
 
 
 def test_fixtures_declare_what_they_lose():
     for path in FIXTURES:
-        ex_number, lose, fails = _declared(path)
+        ex_number, lose, fails = declared(path)
         ex = exercises.find(LAB, ex_number)
         assert fails <= {c.id for c in ex.checks}, f"{path.name}: unknown check ids"
         assert lose == sum(ex.check(c).points for c in fails), f"{path.name}: the name says lose-{lose}"
@@ -106,32 +71,32 @@ def test_fixtures_declare_what_they_lose():
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
 def test_solution_full_marks_static(path):
-    result = wiring.grade(LAB, _solution_exercise(path), path, "static")
+    result = wiring.grade(LAB, exercise_of(path), path, "static")
     assert not result.error and result.score == result.max_score, result.to_dict()
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
 def test_solution_full_marks_live(path, live_results):
-    failed, lost = _summary(live_results[path.name])
+    failed, lost = failed_and_lost(live_results[path.name])
     assert not failed and lost == 0, live_results[path.name]
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
 def test_fixture_static(path):
-    ex, lose, fails = _declared(path)
+    ex, lose, fails = declared(path)
     result = wiring.grade(LAB, ex, path, "static").to_dict()
-    assert _summary(result) == (fails, lose), result["checks"]
+    assert failed_and_lost(result) == (fails, lose), result["checks"]
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
 def test_fixture_live(path, live_results):
-    ex, lose, fails = _declared(path)
-    assert _summary(live_results[path.name]) == (fails, lose), live_results[path.name]["checks"]
+    ex, lose, fails = declared(path)
+    assert failed_and_lost(live_results[path.name]) == (fails, lose), live_results[path.name]["checks"]
 
 
 @pytest.mark.parametrize("path", FIXTURES + SOLUTIONS, ids=lambda p: p.name)
 def test_model_agrees_with_the_kernel_command_by_command(path, live_results):
-    ex = _declared(path)[0] if path in FIXTURES else _solution_exercise(path)
+    ex = declared(path)[0] if path in FIXTURES else exercise_of(path)
     static = wiring.grade(LAB, ex, path, "static").to_dict()
     live = live_results[path.name]
     as_ran = lambda r: [(c["line"], c["ok"], c["message"]) for c in r["evidence"].get("commands", [])]  # noqa: E731

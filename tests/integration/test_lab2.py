@@ -9,8 +9,6 @@ those points. The reference answers score full marks both ways.
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -22,36 +20,20 @@ from lab_runner import lab_file
 from lab_runner.grading import exercise as exercises
 from lab_runner.grading.grade import grade
 from lab_runner.lab import LiveLab
+from wrong_answers import (ROOT, declared, env, exercise_of, failed_and_lost,
+                           walk_in_background)
 
-ROOT = Path(__file__).resolve().parents[2]
 LAB = "lab-2"
 FIXTURES = sorted((ROOT / "fixtures" / "submissions" / "lab-2").glob("ex*.rules"))
 SOLUTIONS = sorted((ROOT / "labs" / "lab-2-nat" / "solutions").glob("ex*.rules"))
-NAME = re.compile(r"^ex(?P<ex>\w+?)-[\w-]+\.lose-(?P<lose>\d+)\.rules$")
 LIVE_JOBS = 3
 VIRTUAL_IPS = ("10.96.0.100", "10.96.0.200")
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def _declared(path: Path) -> tuple[str, int, set[str]]:
-    m = NAME.match(path.name)
-    assert m, f"{path.name}: name it ex<N>-<mistake>.lose-<points>.rules"
-    first = path.read_text().splitlines()[0]
-    assert first.startswith("# fails:"), f"{path.name}: the first line must be `# fails: check-ids`"
-    return m["ex"], int(m["lose"]), {c.strip() for c in first.split(":", 1)[1].split(",") if c.strip()}
-
-
-def _exercise_of(path: Path) -> str:
-    return re.match(r"ex(\w+?)-", path.name).group(1)
 
 
 def _grade_live(path: Path) -> dict:
     """`lab-runner grade … --format json`, the command an instructor runs, in its own process."""
     done = subprocess.run([sys.executable, "-m", "lab_runner", "grade", LAB, str(path), "--exercise",
-                           _exercise_of(path), "--format", "json"], cwd=ROOT, env=_env(),
+                           exercise_of(path), "--format", "json"], cwd=ROOT, env=env(),
                           capture_output=True, text=True, timeout=300)
     assert done.stdout.strip(), f"{path.name}: no result (exit {done.returncode}): {done.stderr[-2000:]}"
     return json.loads(done.stdout)
@@ -60,19 +42,8 @@ def _grade_live(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def walkthrough():
     """`walk LAB --check`, started in the background before the live grading and overlapping it."""
-    process = subprocess.Popen([sys.executable, "-m", "lab_runner", "walk", LAB, "--check"],
-                               cwd=ROOT, env={**_env(), "COLUMNS": "120"}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
+    with walk_in_background(LAB) as process:
         yield process
-    finally:
-        if process.poll() is None:  # SIGTERM: the walk tears its lab down, as on Ctrl-C
-            process.terminate()
-            try:
-                process.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +51,6 @@ def live_results(walkthrough) -> dict[str, dict]:
     paths = FIXTURES + SOLUTIONS
     with ThreadPoolExecutor(max_workers=LIVE_JOBS) as pool:
         return dict(zip((p.name for p in paths), pool.map(_grade_live, paths)))
-
-
-def _summary(result: dict) -> tuple[set[str], float]:
-    failed = {c["id"] for c in result["checks"] if not (c["status"] == "passed" or (
-        c["status"] == "undecidable" and c["points"] == c["max_points"]))}
-    return failed, result["max_score"] - result["score"]
 
 
 # -- the lab --------------------------------------------------------------------------------------
@@ -104,14 +69,14 @@ def test_up_installs_nothing_for_the_virtual_ips():
 # -- the exercises ---------------------------------------------------------------------------------
 def test_every_check_is_failed_by_some_fixture():
     for ex in exercises.all_exercises(LAB):
-        declared = set().union(*(_declared(p)[2] for p in FIXTURES if _declared(p)[0] == ex.number))
-        missing = {c.id for c in ex.checks} - declared
+        failed = set().union(*(declared(p)[2] for p in FIXTURES if declared(p)[0] == ex.number))
+        missing = {c.id for c in ex.checks} - failed
         assert not missing, f"exercise {ex.number}: no fixture fails {sorted(missing)}"
 
 
 def test_fixtures_declare_what_they_lose():
     for path in FIXTURES:
-        number, lose, fails = _declared(path)
+        number, lose, fails = declared(path)
         ex = exercises.find(LAB, number)
         assert fails <= {c.id for c in ex.checks}, f"{path.name}: unknown check ids"
         assert lose == sum(ex.check(c).points for c in fails), f"{path.name}: the name says lose-{lose}"
@@ -119,26 +84,26 @@ def test_fixtures_declare_what_they_lose():
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
 def test_solution_full_marks_static(path):
-    result = grade(LAB, _exercise_of(path), path, "static")
+    result = grade(LAB, exercise_of(path), path, "static")
     assert not result.error and result.score == result.max_score, result.to_dict()["checks"]
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
 def test_solution_full_marks_live(path, live_results):
-    assert _summary(live_results[path.name]) == (set(), 0), live_results[path.name]["checks"]
+    assert failed_and_lost(live_results[path.name]) == (set(), 0), live_results[path.name]["checks"]
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
 def test_fixture_static(path):
-    number, lose, fails = _declared(path)
+    number, lose, fails = declared(path)
     result = grade(LAB, number, path, "static").to_dict()
-    assert _summary(result) == (fails, lose), result["checks"]
+    assert failed_and_lost(result) == (fails, lose), result["checks"]
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
 def test_fixture_live(path, live_results):
-    number, lose, fails = _declared(path)
-    assert _summary(live_results[path.name]) == (fails, lose), live_results[path.name]["checks"]
+    number, lose, fails = declared(path)
+    assert failed_and_lost(live_results[path.name]) == (fails, lose), live_results[path.name]["checks"]
 
 
 def test_refused_chain_names_the_line():
