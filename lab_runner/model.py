@@ -134,6 +134,17 @@ class Lab:
     def service(self, namespace: str, name: str) -> Service:
         return next(s for s in self.services if (s.namespace, s.name) == (namespace, name))
 
+    def caller_address(self, host: str) -> ipaddress.IPv4Address | None:
+        """The address a check's caller has: a client by name ("client": any), or a pod by its
+        name or the end of it ("6dkwl" for my-app-7f569f66d9-6dkwl); None when there is none."""
+        for client in self.clients:
+            if host in (client.name, "client"):
+                return client.ip
+        for pod in self.pods:
+            if host == pod.name or pod.name.endswith("-" + host):
+                return pod.ip
+        return None
+
     def with_changes(self, **changes) -> "Lab":
         """A copy with some fields replaced (e.g. another cluster CIDR); the original is unchanged."""
         return replace(self, **changes)

@@ -69,13 +69,10 @@ class Sandbox:
 
     # -- shared helpers ----------------------------------------------------------------------
     def caller_ip(self, host: str) -> str:
-        for client in self.model.clients:
-            if host in (client.name, "client"):
-                return str(client.ip)
-        for pod in self.model.pods:
-            if host == pod.name or pod.name.endswith("-" + host):
-                return str(pod.ip)
-        raise LabError(f"no host {host!r} in {self.model.id}")
+        address = self.model.caller_address(host)
+        if address is None:
+            raise LabError(f"no host {host!r} in {self.model.id}")
+        return str(address)
 
     def inbound(self, host: str) -> str:
         is_client = any(host in (c.name, "client") for c in self.model.clients)

@@ -731,13 +731,10 @@ class WiringSandbox:
         node = self.model.node(self.pod.node)
         if host in ("node", node.name):
             return str(node.bridge_address.ip)  # the node reaches its pods from its bridge address
-        for client in self.model.clients:
-            if host in (client.name, "client"):
-                return str(client.ip)
-        for pod in self.model.pods:
-            if host == pod.name or pod.name.endswith("-" + host):
-                return str(pod.ip)
-        raise LabError(f"no host {host!r} in {self.model.id}")
+        address = self.model.caller_address(host)
+        if address is None:
+            raise LabError(f"no host {host!r} in {self.model.id}")
+        return str(address)
 
     def failed_commands(self) -> list[Ran]:
         return [r for r in self.ran if not r.ok]

@@ -80,6 +80,16 @@ def test_lab3_endpoints_sorted_as_kube_proxy_sorts_them():
     assert [e.address for e in eps] == ["172.17.0.2:80", "172.17.0.5:80", "172.17.0.6:80", "172.17.0.7:80"]
 
 
+def test_a_checks_caller_is_a_client_or_a_pod_by_name_or_suffix():
+    lab = lab_file.load("lab-3-clusterip")
+    ip = ipaddress.IPv4Address
+    assert lab.caller_address("client") == ip("192.168.49.1")
+    assert lab.caller_address("my-app-7f569f66d9-6dkwl") == ip("172.17.0.7")
+    assert lab.caller_address("qtc2q") == ip("172.17.0.5")
+    assert lab.caller_address("2q") is None  # a suffix is a whole part of the name
+    assert lab.caller_address("minikube") is None  # a node is not a caller here
+
+
 def test_named_target_port_resolved_per_pod():
     lab = lab_file.parse(BASE)
     svc = lab.services[0]
