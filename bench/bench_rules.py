@@ -201,7 +201,7 @@ def main() -> int:
         print("bench_rules: needs root (it restores into scratch namespaces): `sudo make bench`")
         return 3
     started = time.perf_counter()
-    print(f"rules: the kit's render -> parse -> apply vs a bare iptables-restore ({os.cpu_count()} "
+    print(f"rules: the kit's render -> apply -> read-back vs a bare iptables-restore ({os.cpu_count()} "
           f"CPUs, python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f})")
     with tempfile.TemporaryDirectory(prefix="kplab-bench-") as tmp:
         for services, endpoints, runs in SIZES:
