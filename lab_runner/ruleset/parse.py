@@ -52,30 +52,39 @@ _READ_AT_ONCE = frozenset({"--jump", "-g", "--goto", "-c", "--set-counters"})
 class Rule:
     """One rule as written: its text, shlex tokens and the parts iptables distinguishes.
 
-    `tokens`, `target`, `goto` and `counters` are known from the start. The other parts
-    (`basic`, `matches`, `target_args`) are read from the tokens the first time one is asked
+    `target`, `goto` and `counters` are known from the start. The tokens and the other parts
+    (`basic`, `matches`, `target_args`) may be read from the text the first time one is asked
     for, so a read-back of 100,000s of rules where only counters are wanted never pays for them;
     a problem found then is a RulesetSyntaxError naming the source and line.
     `parse(check=True)`, the default, reads them during the parse. Rules are values: treat every
     attribute as read-only.
     """
 
-    __slots__ = ("table", "chain", "line_no", "text", "tokens", "target", "goto", "counters",
+    __slots__ = ("table", "chain", "line_no", "text", "target", "goto", "counters", "_tokens",
                  "_parts", "_reader")
 
-    def __init__(self, table: str, chain: str, line_no: int, text: str, tokens: tuple[str, ...],
-                 target: str | None, goto: bool, counters: Counters | None, parts: tuple | None,
+    def __init__(self, table: str, chain: str, line_no: int, text: str,
+                 tokens: tuple[str, ...] | None, target: str | None, goto: bool,
+                 counters: Counters | None, parts: tuple | None,
                  reader: "_PartsReader | None" = None):
         self.table = table
         self.chain = chain
         self.line_no = line_no
         self.text = text  # the rule without counters, e.g. "-A KUBE-SVC-X -m comment … -j KUBE-SEP-Y"
-        self.tokens = tokens  # as iptables-restore splits the text, `-A` and the chain first
         self.target = target
         self.goto = goto
         self.counters = counters
+        self._tokens = tokens  # None: split(text), when first asked for
         self._parts = parts  # (basic, matches, target_args) once read
         self._reader = reader
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """The words as iptables-restore splits the rule, `-A` and the chain first."""
+        tokens = self._tokens
+        if tokens is None:
+            tokens = self._tokens = tuple(split(self.text))
+        return tokens
 
     def _read(self) -> tuple:
         parts = self._parts
@@ -337,8 +346,9 @@ class _Parser:
                         quick = quick_target(frozen) if lazy else None
                         if quick is None:
                             rule = self.rule(line_no, body, frozen, counters)
-                        else:  # self.rule's lazy case, without its calls
-                            rule = Rule(table, tokens[1], line_no, body, frozen, quick[0], False,
+                        else:  # self.rule's lazy case, without its calls; the words are
+                            # split again if asked for (kept, 100,000s of them fill memory)
+                            rule = Rule(table, tokens[1], line_no, body, None, quick[0], False,
                                         counters, None, reader)
                             pending.append(rule)
                         chain.rules.append(rule)
