@@ -167,7 +167,7 @@ class _PartsReader:
         return basic, matches, target_args
 
 
-def quick_target(tokens: tuple[str, ...]) -> tuple[str | None] | None:
+def quick_target(tokens: list[str] | tuple[str, ...]) -> tuple[str | None] | None:
     """(target,) of a rule whose only target flag is one plain `-j TARGET` or that has none,
     as read_parts would read it; None when read_parts must decide (goto, counters, odd forms)."""
     if not _READ_AT_ONCE.isdisjoint(tokens):
@@ -342,10 +342,9 @@ class _Parser:
                     chain = chains.get(tokens[1]) if len(tokens) > 1 and tokens[0] == "-A" \
                         else None
                     if chain is not None:
-                        frozen = tuple(tokens)
-                        quick = quick_target(frozen) if lazy else None
+                        quick = quick_target(tokens) if lazy else None
                         if quick is None:
-                            rule = self.rule(line_no, body, frozen, counters)
+                            rule = self.rule(line_no, body, tokens, counters)
                         else:  # self.rule's lazy case, without its calls; the words are
                             # split again if asked for (kept, 100,000s of them fill memory)
                             rule = Rule(table, tokens[1], line_no, body, None, quick[0], False,
