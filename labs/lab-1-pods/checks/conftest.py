@@ -1,6 +1,6 @@
 """Shared words for lab 1's checks.
 
-Exercise 1 is a wiring exercise (lab_runner/grading/wiring.py): its sandbox answers
+Exercise 1 is a wiring exercise (lab_runner/grading/wiring/): its sandbox answers
 `reach(source)` -> (answered, source the pod saw, why not) and `pod_interface()` -> (name, why
 not), live with real probes into the pod's namespace, static from the model of namespaces,
 links, addresses and routes the commands built. `sandbox.failed_commands()` lists the commands
