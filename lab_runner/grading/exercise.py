@@ -108,9 +108,18 @@ def load(directory: Path) -> Exercise:
             problems.append(f"checks.{check_id}.static: choose one of {', '.join(STATIC_POLICIES)}")
         checks.append(CheckSpec(check_id, int(spec.get("points", 1)), spec.get("title", check_id),
                                 spec.get("static", "decided")))
-    allowed = {t: tuple(c) for t, c in (data.get("allowed") or {}).items()}
-    if not allowed:
-        problems.append("allowed: list the tables and chains a submission may write")
+    # Required, so that no iptables exercise refuses every answer by an oversight; `{}` says so
+    # on purpose (a wiring exercise, whose answers are `ip` commands).
+    raw_allowed = data.get("allowed")
+    allowed = {}
+    if not isinstance(raw_allowed, dict):
+        problems.append("allowed: list the tables and chains a submission may write, e.g. "
+                        "{nat: [KUBE-SVC-*]} (`allowed: {}` when it writes no iptables rules)")
+    for table, chains in (raw_allowed if isinstance(raw_allowed, dict) else {}).items():
+        if isinstance(chains, list) and all(isinstance(c, str) for c in chains):
+            allowed[table] = tuple(chains)
+        else:
+            problems.append(f"allowed.{table}: a list of chain names or globs, e.g. [KUBE-SVC-*]")
     start = start_document(lab, data.get("start") or {}, problems)
     if problems:
         raise LabFileError(str(path), problems)
