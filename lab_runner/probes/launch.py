@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,10 @@ class Capture:
     def __init__(self, runner: Runner, place: Place, iface: str, bpf: str = "", *,
                  timeout: float = 60.0, ready_within: float = 10.0):
         self.runner, self.place = runner, place
-        self.argv = probe_argv("capture", *options_argv(iface=iface, filter=bpf or None, timeout=timeout))
+        # Compiled here, once per expression (ValueError if it does not compile): the capture
+        # in the namespace then attaches it without importing scapy.
+        program = _compiled(bpf) if bpf else None
+        self.argv = probe_argv("capture", *options_argv(iface=iface, bpf=program, timeout=timeout))
         self.ready_within = ready_within
         self.proc: subprocess.Popen | None = None
         self.packets: list[dict[str, Any]] | None = None
@@ -128,3 +132,10 @@ class Capture:
                 self.stop()
             except (LabError, ValueError):
                 self._halt()
+
+
+@lru_cache(maxsize=64)
+def _compiled(expression: str) -> str:
+    from lab_runner.probes.capture import compile_filter
+
+    return compile_filter(expression)

@@ -6,7 +6,9 @@ correlation) run anywhere.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import time
 
@@ -15,8 +17,8 @@ import pytest
 from lab_runner.commands import Place, Runner
 from lab_runner.errors import CommandFailed
 from lab_runner.probes.agent import _scapy_layers, burst_flow, flow_patcher
-from lab_runner.probes.capture import correlate, flow
-from lab_runner.probes.launch import Capture, options_argv, run_agent
+from lab_runner.probes.capture import _program, compile_filter, correlate, flow
+from lab_runner.probes.launch import Capture, options_argv, probe_argv, probe_env, run_agent
 from lab_runner.probes.minilab import MiniLab, mini_lab
 from lab_runner.probes.wire import parse_ipv4, tcp_flags
 
@@ -131,9 +133,39 @@ class TestInMiniLab:
         with pytest.raises(CommandFailed) as failed:
             client("burst", dst=VIP, dport=8000, flows=10, sport_base=65530)
         assert failed.value.rc == 2 and "do not fit" in failed.value.stderr
-        with pytest.raises(CommandFailed, match="cannot compile filter"):
-            with Capture(Runner(), Place(tb.pod), MiniLab.POD_IFACE, "tcp port nonsense"):
-                pass
+        with pytest.raises(ValueError, match="cannot compile filter"):  # compiled by the kit
+            Capture(Runner(), Place(tb.pod), MiniLab.POD_IFACE, "tcp port nonsense")
+        for option, value, why in (("--filter", "tcp port nonsense", "cannot compile filter"),
+                                   ("--bpf", "2,6 0 0 0", "not a BPF program")):
+            done = Runner().run(probe_argv("capture", "--iface", MiniLab.POD_IFACE, option, value),
+                                Place(tb.pod), check=False, timeout=10)
+            assert done.rc == 2 and why in done.stderr, done.stderr
+
+    def test_a_filter_compiled_by_the_kit_filters_as_the_expression_does(self, tb, client):
+        """--bpf (compiled once by the kit, the capture imports no scapy) and --filter (compiled
+        in the namespace) keep the same packets: the probe's UDP datagram, not its TCP flows."""
+        seen = {}
+        for option, value in (("--filter", "udp"), ("--bpf", compile_filter("udp"))):
+            argv = probe_argv("capture", "--iface", MiniLab.POD_IFACE, option, value, "--timeout", "5")
+            proc = Runner().spawn(argv, Place(tb.pod), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=probe_env())
+            assert proc.stdout.readline().strip() == "ready"
+            client("udp", dst=VIP, dport=53)
+            client("tcp", dst=VIP, dport=7)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=10)
+            seen[option] = {p["proto"] for p in json.loads(out.splitlines()[-1])}
+        assert seen == {"--filter": {"udp"}, "--bpf": {"udp"}}
+
+
+def test_a_compiled_filter_is_the_kernels_array_of_instructions():
+    text = compile_filter("tcp port 80")
+    count, first = text.split(",")[:2]
+    assert int(count) > 1 and first == "40 0 0 12"  # ldh [12]: the EtherType, as tcpdump -d shows
+    assert len(_program(text)) == 8 * int(count)  # struct sock_filter: 8 bytes each
+    for bad in ("3,6 0 0 0", "1,6 0 0", "x", ""):
+        with pytest.raises(ValueError, match="not a BPF program"):
+            _program(bad)
 
 
 @pytest.mark.needs_root
