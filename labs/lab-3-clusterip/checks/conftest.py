@@ -22,6 +22,37 @@ def seen(observations) -> str:
     return "; ".join(parts) or "nothing"
 
 
+def node_address(sandbox) -> str:
+    """The address a masqueraded connection leaves the node with, towards its pods."""
+    return str(sandbox.model.nodes[0].bridge_address.ip)
+
+
+def unmasqueraded(sandbox, target: Target) -> str | None:
+    """What was wrong with a client's connection to `target`, as kube-proxy masquerades callers
+    from outside the cluster CIDR (a rule sends it to KUBE-MARK-MASQ, or sets the 0x4000 mark,
+    and the pod sees the node's address); None when nothing was."""
+    observations, hit = sandbox.observe("client", target)
+    marked = any(chain == "KUBE-MARK-MASQ" or ("-j MARK" in spec and "4000" in spec)
+                 for chain, spec in hit)
+    if marked and all(o.saw_src == node_address(sandbox) for o in observations if o.answered):
+        return None
+    return (f"The client ({sandbox.caller_ip('client')}) connected to {target.ip}:{target.port}: "
+            + ("no rule sent it to KUBE-MARK-MASQ (its counter stayed 0)" if not marked else
+               seen(observations)) + ".")
+
+
+def unanswering_pods(sandbox, target: Target) -> tuple[list[str], str]:
+    """The endpoints' pods that never answered a connection to `target` on their own address and
+    port (each endpoint is tried), and what the connections saw."""
+    observations = sandbox.connect("client", target, every_endpoint=True)
+    addresses = sandbox.endpoints(target)  # {"ip:port": pod}, ready pods only
+    right = {o.pod for o in observations if o.answered and addresses.get(o.dnat or "") == o.pod}
+    account = (f"Connections to {target.ip}:{target.port}: {seen(observations)}"
+               + "".join(f"; one was sent to {o.dnat} and got no answer"
+                         for o in observations if not o.answered and o.dnat))
+    return sorted(set(addresses.values()) - right), account
+
+
 def jumps_into(hit: set, chain_prefix: str, from_chain: str | None = None) -> bool:
     return any(f"-j {chain_prefix}" in spec and (from_chain is None or chain == from_chain)
                for chain, spec in hit)

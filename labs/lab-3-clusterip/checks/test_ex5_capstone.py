@@ -5,7 +5,7 @@ address, port and pod comes from sandbox.model, never from the answer.
 """
 
 import pytest
-from conftest import jumps_into, seen
+from conftest import jumps_into, node_address, unanswering_pods, unmasqueraded
 
 from lab_runner.endpoints import selects
 from lab_runner.evidence.probing import Target
@@ -21,10 +21,6 @@ def _service(sandbox):
 def _target(sandbox) -> Target:
     svc, port = _service(sandbox)
     return Target(str(svc.cluster_ip), port.port, port.protocol.lower())
-
-
-def _node_address(sandbox) -> str:
-    return str(sandbox.model.nodes[0].bridge_address.ip)
 
 
 @pytest.fixture(scope="module")
@@ -53,33 +49,19 @@ def test_matching(sandbox):
 
 @pytest.mark.check("outside-caller-masqueraded")
 def test_outside_caller_masqueraded(sandbox):
-    target = _target(sandbox)
-    observations, hit = sandbox.observe("client", target)
-    node = _node_address(sandbox)
-    marked = any(chain == "KUBE-MARK-MASQ" or ("-j MARK" in spec and "4000" in spec)
-                 for chain, spec in hit)
-    wrong = [o for o in observations if o.answered and o.saw_src != node]
-    assert marked and not wrong, (
-        f"The client ({sandbox.caller_ip('client')}) connected to {target.ip}:{target.port}: "
-        + ("no rule sent it to KUBE-MARK-MASQ (its counter stayed 0)" if not marked else
-           seen(observations))
-        + f". Expected: the service chain marks callers from outside the cluster CIDR "
-        f"{sandbox.model.cluster_cidr}, so the pod sees the node's address {node}.")
+    problem = unmasqueraded(sandbox, _target(sandbox))
+    assert problem is None, (
+        f"{problem} Expected: the service chain marks callers from outside the cluster CIDR "
+        f"{sandbox.model.cluster_cidr}, so the pod sees the node's address "
+        f"{node_address(sandbox)}.")
 
 
 @pytest.mark.check("each-ready-pod-answers")
 def test_each_ready_pod_answers(sandbox):
-    target = _target(sandbox)
-    observations = sandbox.connect("client", target, every_endpoint=True)
-    addresses = sandbox.endpoints(target)  # {"ip:port": pod}, ready pods only
-    right = {o.pod for o in observations if o.answered and addresses.get(o.dnat or "") == o.pod}
-    missing = sorted(set(addresses.values()) - right)
+    missing, account = unanswering_pods(sandbox, _target(sandbox))
     assert not missing, (
-        f"Connections to {target.ip}:{target.port}: {seen(observations)}"
-        + "".join(f"; one was sent to {o.dnat} and got no answer"
-                  for o in observations if not o.answered and o.dnat)
-        + f". Never answered on its own address and port: {', '.join(missing)}. Expected: "
-        "every ready pod answers, on the port its targetPort name stands for.")
+        f"{account}. Never answered on its own address and port: {', '.join(missing)}. "
+        "Expected: every ready pod answers, on the port its targetPort name stands for.")
 
 
 @pytest.mark.check("not-ready-pod-gets-nothing")

@@ -8,13 +8,9 @@ connection's first packet (counters) and on the pods that did answer.
 """
 
 import pytest
-from conftest import SERVICE, jumps_into, seen
+from conftest import SERVICE, jumps_into, node_address, unanswering_pods, unmasqueraded
 
 from lab_runner.evidence.probing import Target
-
-
-def _node_address(sandbox) -> str:
-    return str(sandbox.model.nodes[0].bridge_address.ip)
 
 
 @pytest.mark.check("spread-even")
@@ -28,31 +24,19 @@ def test_spread_even(sandbox):
 
 @pytest.mark.check("outside-caller-masqueraded")
 def test_outside_caller_masqueraded(sandbox):
-    observations, hit = sandbox.observe("client", SERVICE)
-    node = _node_address(sandbox)
-    marked = any(chain == "KUBE-MARK-MASQ" or ("-j MARK" in spec and "4000" in spec)
-                 for chain, spec in hit)
-    wrong = [o for o in observations if o.answered and o.saw_src != node]
-    assert marked and not wrong, (
-        f"The client ({sandbox.caller_ip('client')}) connected to {SERVICE.ip}:{SERVICE.port}: "
-        + ("no rule sent it to KUBE-MARK-MASQ (its counter stayed 0)" if not marked else
-           seen(observations))
-        + f". Expected: a caller from outside the cluster CIDR {sandbox.model.cluster_cidr} is "
-        f"marked, so the pod sees the node's address {node}.")
+    problem = unmasqueraded(sandbox, SERVICE)
+    assert problem is None, (
+        f"{problem} Expected: a caller from outside the cluster CIDR "
+        f"{sandbox.model.cluster_cidr} is marked, so the pod sees the node's address "
+        f"{node_address(sandbox)}.")
 
 
 @pytest.mark.check("dnat-to-pod-port")
 def test_dnat_to_pod_port(sandbox):
-    observations = sandbox.connect("client", SERVICE, every_endpoint=True)
-    addresses = sandbox.endpoints(SERVICE)  # {"ip:port": pod}
-    right = {o.pod for o in observations if o.answered and addresses.get(o.dnat or "") == o.pod}
-    missing = sorted(set(addresses.values()) - right)
+    missing, account = unanswering_pods(sandbox, SERVICE)
     assert not missing, (
-        f"Connections to {SERVICE.ip}:{SERVICE.port}: {seen(observations)}"
-        + "".join(f"; one was sent to {o.dnat} and got no answer"
-                  for o in observations if not o.answered and o.dnat)
-        + f". Never answered: {', '.join(missing)}. Expected: every pod answers on the port "
-        "its targetPort names.")
+        f"{account}. Never answered: {', '.join(missing)}. Expected: every pod answers on the "
+        "port its targetPort names.")
 
 
 @pytest.mark.check("only-service-traffic-matched")
