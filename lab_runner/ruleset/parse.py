@@ -262,7 +262,7 @@ def split(body: str) -> list[str]:
 
     shlex reads character by character and is most of the parse time, so the common lines take
     a faster way to the same words: no quote or escape at all, str.split; double quotes only
-    (kube-proxy's comments), a regular expression.
+    (kube-proxy's comments), str.split around whole quoted words, or a regular expression.
     """
     if "'" in body or "\\" in body:
         return shlex.split(body)
@@ -270,6 +270,18 @@ def split(body: str) -> list[str]:
         return body.split()
     if body.count('"') % 2:
         return shlex.split(body)  # raises shlex's own "No closing quotation"
+    # Most often each quoted run is a whole word (`--comment "… cluster IP" -m …`): between the
+    # quotes one word, around them str.split. Otherwise (a quote inside a word) the expression.
+    pieces = body.split('"')
+    outside = pieces[0::2]
+    if all(piece[-1:].isspace() for piece in outside[1:-1] + outside[:1] if piece) and \
+            all(piece[:1].isspace() for piece in outside[1:] if piece) and \
+            all(outside[1:-1]):
+        words = outside[0].split()
+        for quoted, after in zip(pieces[1::2], outside[1:]):
+            words.append(quoted)
+            words += after.split()
+        return words
     return [word.replace('"', "") if '"' in word else word for word in _DQ_WORD.findall(body)]
 
 
@@ -335,10 +347,13 @@ class _Parser:
                     else:
                         body = ""  # dispatch() names the bad counters
                 if body.startswith("-A "):
-                    try:
-                        tokens = split(body)
-                    except ValueError:
-                        tokens = []  # dispatch() names the unbalanced quotes
+                    if '"' not in body and "'" not in body and "\\" not in body:
+                        tokens = body.split()  # split(), without its call: no quoting to undo
+                    else:
+                        try:
+                            tokens = split(body)
+                        except ValueError:
+                            tokens = []  # dispatch() names the unbalanced quotes
                     chain = chains.get(tokens[1]) if len(tokens) > 1 and tokens[0] == "-A" \
                         else None
                     if chain is not None:

@@ -333,3 +333,26 @@ def test_a_copy_of_a_ruleset_shares_its_rules():
     on_top = parse("*nat\n:K - [0:0]\n-A K -j RETURN\nCOMMIT\n", base=base)
     assert on_top.chain("nat", SVC).rules[0] is base.chain("nat", SVC).rules[0]
     assert base.has_chain("nat", "K") is False
+
+
+def test_split_gives_shlexs_words_for_any_double_quoting():
+    """split() takes short cuts for lines with double quotes; they must give shlex's words."""
+    import random
+    import shlex
+
+    from lab_runner.ruleset.parse import split
+
+    pieces = ["a", "bc", " ", " ", "\t", '"', '"', "-j", "x y", "#"]
+    rng = random.Random(7)
+    tried = 0
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        try:
+            words = shlex.split(text)
+        except ValueError:
+            with pytest.raises(ValueError):
+                split(text)
+            continue
+        assert split(text) == words, text
+        tried += '"' in text
+    assert tried > 4000  # many of them with quotes that shlex accepts
