@@ -235,6 +235,26 @@ def syn_answers(sandbox, source: str, target: Target) -> list[tuple[str, str | N
     return [(str(answer.get("answer", "none")), where)]
 
 
+def not_reaching(sandbox, source: str, target: Target, pod: str) -> str | None:
+    """What the caller's TCP connections to `target` met when not all were answered by `pod`;
+    None when they were."""
+    fates = connect(sandbox, source, target)
+    if fates and all(f.answered and f.pod == pod for f in fates):
+        return None
+    return f"A TCP connection from the {source} to {target.ip}:{target.port}: {seen(fates)}."
+
+
+def not_answered_by(sandbox, source: str, target: Target) -> str | None:
+    """Who answered the caller's SYN to `target` when it was not a SYN-ACK from `target` itself
+    (as the caller must see it, node-a's conntrack undoing the DNAT); None when it was."""
+    answers = syn_answers(sandbox, source, target)
+    want = f"{target.ip}:{target.port}"
+    if answers and all(a == ("syn-ack", want) for a in answers):
+        return None
+    return (f"The {source}'s SYN to {want} was answered by: "
+            + ", ".join(f"{kind} from {src}" if src else kind for kind, src in answers) + ".")
+
+
 def masqueraded(sandbox, source: str, target: Target) -> list[str | None]:
     """For a connection's first packet, per fate: the NAT rule of node-a that rewrote its
     source (MASQUERADE or SNAT, as `chain: rule`), or None when it left with its own source.

@@ -1,7 +1,7 @@
 """Exercise 1 (DNAT): 10.96.0.200:80 is web-a2:8080, for arriving connections and for node-a."""
 
 import pytest
-from conftest import ENTRY, VIP, connect, seen, syn_answers
+from conftest import ENTRY, VIP, connect, not_answered_by, not_reaching, seen
 
 from lab_runner.evidence.probing import Target
 
@@ -11,21 +11,16 @@ POD_ADDRESS = "10.244.0.12:8080"
 
 @pytest.mark.check("reaches-pod")
 def test_reaches_pod(sandbox):
-    fates = connect(sandbox, "client", VIP)
-    assert fates and all(f.answered and f.pod == POD for f in fates), (
-        f"A TCP connection from the client to {VIP.ip}:{VIP.port}: {seen(fates)}. Expected: "
-        f"DNATed to {POD_ADDRESS} and answered by {POD}.")
+    problem = not_reaching(sandbox, "client", VIP, POD)
+    assert problem is None, f"{problem} Expected: DNATed to {POD_ADDRESS} and answered by {POD}."
 
 
 @pytest.mark.check("reply-from-vip")
 def test_reply_from_vip(sandbox):
-    answers = syn_answers(sandbox, "client", VIP)
-    want = f"{VIP.ip}:{VIP.port}"
-    assert answers and all(a == ("syn-ack", want) for a in answers), (
-        f"The client's SYN to {want} was answered by: "
-        f"{', '.join(f'{kind} from {src}' if src else kind for kind, src in answers)}. Expected: "
-        f"a SYN-ACK from {want}: the pod accepts on its own port, and node-a's conntrack puts "
-        "the virtual address back on the answer.")
+    problem = not_answered_by(sandbox, "client", VIP)
+    assert problem is None, (
+        f"{problem} Expected: a SYN-ACK from {VIP.ip}:{VIP.port}: the pod accepts on its own "
+        "port, and node-a's conntrack puts the virtual address back on the answer.")
 
 
 @pytest.mark.check("node-reaches-vip")

@@ -1,7 +1,8 @@
 """Exercise 3 (masquerade): web-b1 on node-b behind 10.96.0.200:80, answers back through node-a."""
 
 import pytest
-from conftest import ENTRY, VIP, connect, masqueraded, seen, syn_answers
+from conftest import (ENTRY, VIP, connect, masqueraded, not_answered_by, not_reaching,
+                      seen)
 
 from lab_runner.evidence.probing import Target
 
@@ -17,21 +18,16 @@ def _node_a(sandbox) -> set[str]:
 
 @pytest.mark.check("reaches-pod")
 def test_reaches_pod(sandbox):
-    fates = connect(sandbox, "client", VIP)
-    assert fates and all(f.answered and f.pod == POD for f in fates), (
-        f"A TCP connection from the client to {VIP.ip}:{VIP.port}: {seen(fates)}. Expected: "
-        f"answered by {POD}.")
+    problem = not_reaching(sandbox, "client", VIP, POD)
+    assert problem is None, f"{problem} Expected: answered by {POD}."
 
 
 @pytest.mark.check("reply-from-vip")
 def test_reply_from_vip(sandbox):
-    answers = syn_answers(sandbox, "client", VIP)
-    want = f"{VIP.ip}:{VIP.port}"
-    assert answers and all(a == ("syn-ack", want) for a in answers), (
-        f"The client's SYN to {want} was answered by: "
-        f"{', '.join(f'{kind} from {src}' if src else kind for kind, src in answers)}. Expected: "
-        f"a SYN-ACK from {want}. An answer from the pod's own address means it went around "
-        f"{ENTRY}, whose conntrack alone can undo the DNAT.")
+    problem = not_answered_by(sandbox, "client", VIP)
+    assert problem is None, (
+        f"{problem} Expected: a SYN-ACK from {VIP.ip}:{VIP.port}. An answer from the pod's own "
+        f"address means it went around {ENTRY}, whose conntrack alone can undo the DNAT.")
 
 
 @pytest.mark.check("client-masqueraded")

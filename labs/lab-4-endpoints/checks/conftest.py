@@ -171,6 +171,14 @@ def assert_outside_caller_masqueraded(sandbox) -> None:
         "service chain's first rule marks callers from outside the cluster CIDR.")
 
 
+def assert_spread_even(sandbox) -> None:
+    """New connections are shared among the endpoints as kube-proxy's probabilities share them."""
+    seen = spread(sandbox)
+    shares = ", ".join(f"{k} {v * 100:.1f} %" for k, v in sorted(seen.observed.items()))
+    expected = ", ".join(f"{k} {v * 100:.1f} %" for k, v in sorted(seen.expected.items()))
+    assert seen.passed, f"Observed shares: {shares} ({seen.detail}). Expected: {expected}."
+
+
 @pytest.fixture
 def service():
     return SERVICE

@@ -1,7 +1,8 @@
 """Exercise 2 (a stale endpoint): the sync kube-proxy missed after a scale-in, done by hand."""
 
 import pytest
-from conftest import NO_DNAT, SERVICE, assert_outside_caller_masqueraded, nat_chains, spread
+from conftest import (NO_DNAT, SERVICE, assert_outside_caller_masqueraded, assert_spread_even,
+                      nat_chains, spread)
 
 DELETED_POD = "my-app-7f569f66d9-6dkwl"
 STALE_ADDRESS = "172.17.0.7:80"  # the deleted pod's endpoint: no pod has 172.17.0.7 any more
@@ -32,10 +33,7 @@ def test_no_connection_lost(sandbox):
 
 @pytest.mark.check("spread-even")
 def test_spread_even(sandbox):
-    seen = spread(sandbox)
-    shares = ", ".join(f"{k} {v * 100:.1f} %" for k, v in sorted(seen.observed.items()))
-    expected = ", ".join(f"{k} {v * 100:.1f} %" for k, v in sorted(seen.expected.items()))
-    assert seen.passed, f"Observed shares: {shares} ({seen.detail}). Expected: {expected}."
+    assert_spread_even(sandbox)
 
 
 @pytest.mark.check("stale-chain-gone")
