@@ -13,29 +13,19 @@ import random
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from lab_runner.errors import SubmissionError
 from lab_runner.grading import exercise as exercises
 from lab_runner.grading import wiring
-from wrong_answers import (ROOT, declared, env, exercise_of, failed_and_lost,
-                           walk_in_background)
+from wrong_answers import (ROOT, declared, env, exercise_of, failed_and_lost, grade_all_live,
+                           grade_live, walk_in_background)
 
 LAB = "lab-1"
 FIXTURES = sorted((ROOT / "fixtures" / "submissions" / "lab-1").glob("ex*.ip"))
 SOLUTIONS = sorted((ROOT / "labs" / "lab-1-pods" / "solutions").glob("ex*.ip"))
 LIVE_JOBS = 3
-
-
-def _grade_live(path: Path, ex: str) -> dict:
-    """One live grade in its own process (graders run pytest, which is not thread-safe)."""
-    done = subprocess.run([sys.executable, "-m", "lab_runner.grading.wiring", LAB, str(path), "-e",
-                           ex, "--json"], cwd=ROOT, env=env(), capture_output=True, text=True,
-                          timeout=180)
-    assert done.stdout.strip(), f"{path.name}: no result (exit {done.returncode}): {done.stderr[-2000:]}"
-    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +37,7 @@ def walkthrough():
 
 @pytest.fixture(scope="module")
 def live_results(walkthrough) -> dict[str, dict]:
-    jobs = [(p, declared(p)[0]) for p in FIXTURES] + [(p, exercise_of(p)) for p in SOLUTIONS]
-    with ThreadPoolExecutor(max_workers=LIVE_JOBS) as pool:
-        results = list(pool.map(lambda job: _grade_live(*job), jobs))
-    return {p.name: r for (p, _), r in zip(jobs, results)}
+    return grade_all_live(LAB, FIXTURES + SOLUTIONS, jobs=LIVE_JOBS)
 
 
 # -- the exercise ----------------------------------------------------------------------------------
@@ -140,7 +127,7 @@ def test_model_agrees_with_the_kernel_on_mutated_answers(tmp_path):
         path.write_text("\n".join(lines) + "\n")
         paths.append(path)
     with ThreadPoolExecutor(max_workers=LIVE_JOBS) as pool:
-        lives = list(pool.map(lambda p: _grade_live(p, "1"), paths))
+        lives = list(pool.map(lambda p: grade_live(LAB, p, "1"), paths))
     for path, live in zip(paths, lives):
         static = wiring.grade(LAB, "1", path, "static").to_dict()
         ran = lambda r: [(c["line"], c["ok"], c["message"]) for c in r["evidence"]["commands"]]  # noqa: E731
@@ -148,6 +135,16 @@ def test_model_agrees_with_the_kernel_on_mutated_answers(tmp_path):
         decided = {c["id"]: c["status"] for c in static["checks"] if c["status"] != "undecidable"}
         assert decided == {c["id"]: c["status"] for c in live["checks"] if c["id"] in decided}, \
             path.read_text()
+
+
+def test_the_wiring_grader_runs_on_its_own():
+    """`python -m lab_runner.grading.wiring` grades without `lab-runner` (static: no lab)."""
+    answer = SOLUTIONS[0]
+    done = subprocess.run([sys.executable, "-m", "lab_runner.grading.wiring", LAB, str(answer), "-e",
+                           exercise_of(answer), "--static", "--json"], cwd=ROOT, env=env(),
+                          capture_output=True, text=True, timeout=120)
+    result = json.loads(done.stdout)
+    assert done.returncode == 0 and result["score"] == result["max_score"] > 0, done.stderr
 
 
 # -- the submission is data: refusals, with the file and line ----------------------------------------

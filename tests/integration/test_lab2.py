@@ -8,19 +8,13 @@ those points. The reference answers score full marks both ways.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
 import pytest
 
 from lab_runner import lab_file
 from lab_runner.grading import exercise as exercises
 from lab_runner.grading.grade import grade
 from lab_runner.lab import LiveLab
-from wrong_answers import (ROOT, declared, env, exercise_of, failed_and_lost,
+from wrong_answers import (ROOT, declared, exercise_of, failed_and_lost, grade_all_live,
                            walk_in_background)
 
 LAB = "lab-2"
@@ -28,15 +22,6 @@ FIXTURES = sorted((ROOT / "fixtures" / "submissions" / "lab-2").glob("ex*.rules"
 SOLUTIONS = sorted((ROOT / "labs" / "lab-2-nat" / "solutions").glob("ex*.rules"))
 LIVE_JOBS = 3
 VIRTUAL_IPS = ("10.96.0.100", "10.96.0.200")
-
-
-def _grade_live(path: Path) -> dict:
-    """`lab-runner grade … --format json`, the command an instructor runs, in its own process."""
-    done = subprocess.run([sys.executable, "-m", "lab_runner", "grade", LAB, str(path), "--exercise",
-                           exercise_of(path), "--format", "json"], cwd=ROOT, env=env(),
-                          capture_output=True, text=True, timeout=300)
-    assert done.stdout.strip(), f"{path.name}: no result (exit {done.returncode}): {done.stderr[-2000:]}"
-    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +33,7 @@ def walkthrough():
 
 @pytest.fixture(scope="module")
 def live_results(walkthrough) -> dict[str, dict]:
-    paths = FIXTURES + SOLUTIONS
-    with ThreadPoolExecutor(max_workers=LIVE_JOBS) as pool:
-        return dict(zip((p.name for p in paths), pool.map(_grade_live, paths)))
+    return grade_all_live(LAB, FIXTURES + SOLUTIONS, jobs=LIVE_JOBS)
 
 
 # -- the lab --------------------------------------------------------------------------------------

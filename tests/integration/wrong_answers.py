@@ -6,10 +6,12 @@ A wrong answer is named `ex<N>-<mistake>.lose-<points>.<ext>` and starts with
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,6 +43,22 @@ def failed_and_lost(result: dict) -> tuple[set[str], float]:
     failed = {c["id"] for c in result["checks"] if not (c["status"] == "passed" or (
         c["status"] == "undecidable" and c["points"] == c["max_points"]))}
     return failed, result["max_score"] - result["score"]
+
+
+def grade_live(lab: str, path: Path, exercise: str | None = None) -> dict:
+    """`lab-runner grade … --format json`, the command an instructor runs, in its own process
+    (a grader runs pytest, which is not thread-safe); the exercise is the file name's by default."""
+    done = subprocess.run([sys.executable, "-m", "lab_runner", "grade", lab, str(path), "--exercise",
+                           exercise or exercise_of(path), "--format", "json"], cwd=ROOT, env=env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip(), f"{path.name}: no result (exit {done.returncode}): {done.stderr[-2000:]}"
+    return json.loads(done.stdout)
+
+
+def grade_all_live(lab: str, paths: list[Path], jobs: int = 3) -> dict[str, dict]:
+    """grade_live of every path, `jobs` at a time: {file name: JSON result}."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return dict(zip((p.name for p in paths), pool.map(lambda p: grade_live(lab, p), paths)))
 
 
 @contextmanager
