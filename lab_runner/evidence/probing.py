@@ -130,7 +130,30 @@ def _pod_view(answer: dict[str, Any], seen: dict[str, list]) -> PodView | None:
 
 def moved_rules(report: ProbeReport, table: str = "nat") -> list[tuple[int, str, int, str]]:
     """(packets, chain, rule number, rule text) of every rule whose counter grew, in table order."""
-    if report.counters is None:
+    return moved(report.counters, table)
+
+
+def moved(counters: Delta | None, table: str = "nat") -> list[tuple[int, str, int, str]]:
+    """moved_rules() of a counters change."""
+    if counters is None:
         return []
-    return [(r.change.packets, r.chain, r.number, r.text) for r in report.counters.rules
+    return [(r.change.packets, r.chain, r.number, r.text) for r in counters.rules
             if r.table == table and r.change.packets]
+
+
+def connections(lab, source: str, target: Target, *, count: int, until_pods=(),
+                counters: bool = True, timeout: float = 1.0) -> tuple[list[ProbeReport], Delta | None]:
+    """Up to `count` new connections from `source` (http, or udp for a UDP target) made by one
+    agent (agent.repeated: it stops once every pod of `until_pods` answered), and how the
+    counters grew over all of them: enough to see every branch of a Service's random choice."""
+    kind = "udp" if target.proto == "udp" else "http"
+    before = Snapshot.parse(lab.save()) if counters else None
+    answers = run_agent(lab.runner, lab.place(source), kind, dst=target.ip, dport=target.port,
+                        timeout=timeout, count=count,
+                        until_pods=",".join(sorted(until_pods)) or None)
+    reports = []
+    for answer in answers:
+        report = ProbeReport(source, target, kind, answer)
+        report.pod_view = _pod_view(answer, {})
+        reports.append(report)
+    return reports, (delta(before, Snapshot.parse(lab.save())) if before is not None else None)

@@ -104,13 +104,17 @@ class Sandbox:
 
     # -- questions ---------------------------------------------------------------------------
     def connect(self, source: str, target: Target, *, every_endpoint: bool = False) -> list[Observation]:
+        """The fates of a new connection: static, every branch with its probability; live, the
+        distinct fates of connections made until every endpoint answered. `every_endpoint` says
+        that a check needs them all (both modes give them all)."""
         raise NotImplementedError
 
     def spread(self, source: str, target: Target) -> Spread:
         raise NotImplementedError
 
     def rules_hit(self, source: str, target: Target) -> set[tuple[str, str]]:
-        """(chain, rule spec) of every nat rule a new connection's first packet matched."""
+        """(chain, rule spec) of every nat rule a new connection's first packet matched, on any
+        of its branches (live: counted over connect()'s connections)."""
         raise NotImplementedError
 
     def reply_sources(self, source: str, target: Target) -> list[str | None]:
@@ -130,7 +134,7 @@ class Sandbox:
         raise NotImplementedError
 
     def observe(self, source: str, target: Target) -> tuple[list[Observation], set[tuple[str, str]]]:
-        """connect() and rules_hit() of the same single connection."""
+        """connect() and rules_hit() of the same connections."""
         return self.connect(source, target), self.rules_hit(source, target)
 
     def close(self) -> None:
@@ -231,7 +235,7 @@ class LiveSandbox(Sandbox):
         super().__init__(exercise, submission)
         from lab_runner.lab import LiveLab
 
-        self._every: dict[tuple[str, str], list[Observation]] = {}
+        self._seen: dict[tuple[str, str], tuple[list[Observation], set[tuple[str, str]]]] = {}
         self.lab = LiveLab.start(self.model, rules=False, transient=True)
         try:
             self.lab.restore(exercise.start_document)
@@ -250,11 +254,6 @@ class LiveSandbox(Sandbox):
     def close(self):
         self.lab.down()
 
-    def _probe(self, source, target, *, counters: bool = False):
-        kind = "udp" if target.proto == "udp" else "http"
-        return probing.probe(self.lab, source, target, kind, capture=False, timeout=0.5,
-                             counters=counters)
-
     def _observation(self, source, report) -> Observation:
         view = report.pod_view
         if not report.answered or view is None:
@@ -263,24 +262,27 @@ class LiveSandbox(Sandbox):
                            view.src != self.caller_ip(source), detail=_answer(report))
 
     def connect(self, source, target, *, every_endpoint=False):
-        if not every_endpoint:
-            return [self._observation(source, self._probe(source, target))]
-        key = (source, str(target))
-        if key not in self._every:  # several checks ask this; the answer does not change
-            self._every[key] = self._until_every_endpoint(source, target)
-        return self._every[key]
+        return self._connections(source, target)[0]  # every endpoint is tried either way
 
-    def _until_every_endpoint(self, source, target) -> list[Observation]:
-        wanted = set(self.endpoints(target).values())
-        seen: dict[str | None, Observation] = {}
-        for attempt in range(probe_limit(len(wanted))):
-            obs = self._observation(source, self._probe(source, target))
-            seen.setdefault(obs.pod, obs)
-            if wanted and wanted <= {p for p in seen if p}:
-                break
-            if not obs.answered and len(seen) == 1 and attempt >= 2:
-                break  # nothing answers at all: no point probing on
-        return list(seen.values())
+    def _connections(self, source, target) -> tuple[list[Observation], set[tuple[str, str]]]:
+        """The distinct fates of new connections from `source` until each endpoint's pod has
+        answered (at most probe_limit of them, in one agent) and the nat rules they moved.
+
+        A rule that chooses at random is so judged on every branch, as static mode judges it,
+        never on one lucky draw. Cached: several checks ask, and the answer does not change.
+        """
+        key = (source, str(target))
+        if key not in self._seen:
+            pods = set(self.endpoints(target).values())
+            # No endpoints (traffic the Service must not take): what it meets is fixed, one
+            # connection shows it.
+            reports, moved = probing.connections(self.lab, source, target, timeout=0.5,
+                                                 count=probe_limit(len(pods)) if pods else 1,
+                                                 until_pods=pods)
+            observations = list(dict.fromkeys(self._observation(source, r) for r in reports))
+            hit = {(chain, _spec(text)) for _, chain, _, text in probing.moved(moved)}
+            self._seen[key] = observations, hit
+        return self._seen[key]
 
     def spread(self, source, target):
         want = self.reference_spread(source, target)
@@ -316,8 +318,7 @@ class LiveSandbox(Sandbox):
         return host.iptables.rules(table, chain) if chain else host.iptables.rules(table)
 
     def rules_hit(self, source, target):
-        report = self._probe(source, target, counters=True)
-        return {(chain, _spec(text)) for _, chain, _, text in probing.moved_rules(report)}
+        return self._connections(source, target)[1]
 
     def reply_sources(self, source, target):
         kind = "udp" if target.proto == "udp" else "syn"
@@ -329,9 +330,7 @@ class LiveSandbox(Sandbox):
         return [None]
 
     def observe(self, source, target):
-        report = self._probe(source, target, counters=True)
-        hit = {(chain, _spec(text)) for _, chain, _, text in probing.moved_rules(report)}
-        return [self._observation(source, report)], hit
+        return self._connections(source, target)
 
 
 def _by_address(shares: dict) -> dict:

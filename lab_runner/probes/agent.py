@@ -1,4 +1,4 @@
-"""Probe agent: run inside a lab namespace, send one kind of probe, print one JSON result.
+"""Probe agent: run inside a lab namespace, send one kind of probe, print its JSON result.
 
     python -m lab_runner.probes.agent syn   --dst IP --dport N [--sport N] [--timeout S]
     python -m lab_runner.probes.agent http  --dst IP --dport N [--sport N] [--timeout S] [--path /]
@@ -6,6 +6,11 @@
     python -m lab_runner.probes.agent udp   --dst IP --dport N [--sport N] [--timeout S]
     python -m lab_runner.probes.agent burst --dst IP --dport N --flows N [--proto tcp|udp]
                                             [--sport-base N] [--rate FLOWS_PER_S]
+
+http, tcp and udp take `--count N [--until-pods POD,…] [--budget S]`: up to N new connections,
+one after the other, printed as one JSON list; it stops early once each pod named has answered,
+after three tries when nothing answers at all, or when S seconds (default 10) are spent. A
+grader uses it to see every branch of a Service's random choice in one process.
 
 "No answer" is a result ({"answer": "none"} or "timeout"), never an error. Misuse exits 2
 (argparse); a machine that cannot open raw sockets exits 3 with the reason on stderr.
@@ -183,6 +188,26 @@ def udp(dst: str, dport: int, sport: int | None = None, timeout: float = 2.0) ->
     elif result["answer"] == "timeout":
         result["answer"] = "none"
     return result
+
+
+def repeated(probe: Callable[..., Result], count: int, until_pods: frozenset[str] = frozenset(),
+             budget: float = 10.0, **options: Any) -> list[Result]:
+    """`probe(**options)` up to `count` times, each a new connection (see the module's docstring
+    for when it stops early)."""
+    results: list[Result] = []
+    waiting = set(until_pods)
+    deadline = time.monotonic() + budget
+    while len(results) < count and time.monotonic() < deadline:
+        result = probe(**options)
+        results.append(result)
+        body = result.get("body")
+        if isinstance(body, dict):
+            waiting.discard(body.get("pod"))
+        if until_pods and not waiting:
+            break
+        if len(results) >= 3 and not any(r["answer"] == "reply" for r in results):
+            break  # nothing answers at all: trying on only waits out more timeouts
+    return results
 
 
 _ANSWER_FOR_ERRNO = {
@@ -364,6 +389,14 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--sport", type=int)
             sub.add_argument("--timeout", type=float, default=timeout)
     commands.choices["http"].add_argument("--path", default="/")
+    for name in ("http", "tcp", "udp"):
+        sub = commands.choices[name]
+        sub.add_argument("--count", type=int, help="up to this many connections; prints a list")
+        sub.add_argument("--until-pods", type=lambda text: frozenset(filter(None, text.split(","))),
+                         default=frozenset(), metavar="POD,…",
+                         help="with --count: stop once each of these pods has answered")
+        sub.add_argument("--budget", type=float, default=10.0,
+                         help="with --count: seconds to spend at most (default 10)")
     bursting = commands.choices["burst"]
     bursting.add_argument("--flows", type=int, required=True)
     bursting.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
@@ -376,8 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = {k: v for k, v in vars(args).items() if k != "command"}
     run = {"syn": syn, "http": http, "tcp": tcp, "udp": udp, "burst": burst}[args.command]
+    count, until_pods, budget = (options.pop(k, None) for k in ("count", "until_pods", "budget"))
     try:
-        result = run(**options)
+        if count is not None:
+            if count < 1:
+                raise ValueError("--count must be at least 1")
+            result: Any = repeated(run, count, until_pods or frozenset(), budget, **options)
+        else:
+            result = run(**options)
     except _NeedsRoot as exc:
         print(f"agent: {exc}", file=sys.stderr)
         return 3

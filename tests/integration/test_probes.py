@@ -85,6 +85,17 @@ class TestInMiniLab:
         assert answered["answer"] == "reply" and answered["body"]["saw_dport"] == 5353
         assert client("udp", dst=VIP, dport=54, timeout=0.3)["answer"] == "none"
 
+    def test_repeated_connections_stop_when_the_pods_named_answered(self, client):
+        every = client("http", dst=VIP, dport=80, count=4)
+        assert len(every) == 4 and len({r["probe"]["sport"] for r in every}) == 4  # 4 connections
+        assert all(r["body"]["pod"] == MiniLab.POD_NAME for r in every)
+        assert len(client("http", dst=VIP, dport=80, count=50, until_pods=MiniLab.POD_NAME)) == 1
+        # A pod that never answers: all 6 are spent.
+        assert len(client("tcp", dst=VIP, dport=7, count=6, until_pods="web-0,web-1")) == 6
+        # Nothing answers at all: it gives up after three.
+        quiet = client("udp", dst=VIP, dport=54, timeout=0.2, count=50, until_pods="web-0")
+        assert [r["answer"] for r in quiet] == ["none"] * 3
+
     @pytest.mark.parametrize(("port", "answer"), [(81, "refused"), (82, "refused"), (83, "timeout")])
     def test_socket_failures_are_values(self, client, port, answer):
         assert client("http", dst=VIP, dport=port, timeout=0.3)["answer"] == answer
