@@ -20,6 +20,7 @@ from lab_runner.grading.exercise import Exercise
 from lab_runner.grading.submission import Submission
 from lab_runner.model import Lab
 from lab_runner.probes import stats
+from lab_runner.probes.launch import run_agent
 from lab_runner.ruleset import tracer
 from lab_runner.ruleset.parse import parse
 from lab_runner.ruleset.render import render
@@ -321,13 +322,17 @@ class LiveSandbox(Sandbox):
         return self._connections(source, target)[1]
 
     def reply_sources(self, source, target):
+        """The distinct sources of the answers to crafted SYNs (UDP: datagrams), as many as
+        connect() would make: an answer wrong on some branches cannot pass on one draw."""
         kind = "udp" if target.proto == "udp" else "syn"
-        report = probing.probe(self.lab, source, target, kind, capture=False, counters=False,
-                               timeout=0.5)
-        answer = report.answer
-        if answer.get("answer") in ("syn-ack", "reply") and answer.get("src"):
-            return [f"{answer['src']}:{answer['sport']}"]
-        return [None]
+        pods = set(self.endpoints(target).values())
+        answers = run_agent(self.lab.runner, self.lab.place(source), kind, dst=target.ip,
+                            dport=target.port, timeout=0.5, budget=5,
+                            count=probe_limit(len(pods)) if pods else 1,
+                            until_pods=",".join(sorted(pods)) if kind == "udp" and pods else None)
+        return list(dict.fromkeys(
+            f"{a['src']}:{a['sport']}" if a.get("answer") in ("syn-ack", "reply") and a.get("src")
+            else None for a in answers))
 
     def observe(self, source, target):
         return self._connections(source, target)

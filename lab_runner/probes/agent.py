@@ -7,10 +7,11 @@
     python -m lab_runner.probes.agent burst --dst IP --dport N --flows N [--proto tcp|udp]
                                             [--sport-base N] [--rate FLOWS_PER_S]
 
-http, tcp and udp take `--count N [--until-pods POD,…] [--budget S]`: up to N new connections,
-one after the other, printed as one JSON list; it stops early once each pod named has answered,
-after three tries when nothing answers at all, or when S seconds (default 10) are spent. A
-grader uses it to see every branch of a Service's random choice in one process.
+syn, http, tcp and udp take `--count N [--until-pods POD,…] [--budget S]`: up to N new
+connections, one after the other, printed as one JSON list; it stops early once each pod named
+has answered (http, tcp, udp: the pod's app says who it is), after three tries when nothing
+answers at all, or when S seconds (default 10) are spent. A grader uses it to see every branch
+of a Service's random choice in one process.
 
 "No answer" is a result ({"answer": "none"} or "timeout"), never an error. Misuse exits 2
 (argparse); a machine that cannot open raw sockets exits 3 with the reason on stderr.
@@ -190,6 +191,9 @@ def udp(dst: str, dport: int, sport: int | None = None, timeout: float = 2.0) ->
     return result
 
 
+_SILENT = ("none", "timeout")  # the answers that are no answer
+
+
 def repeated(probe: Callable[..., Result], count: int, until_pods: frozenset[str] = frozenset(),
              budget: float = 10.0, **options: Any) -> list[Result]:
     """`probe(**options)` up to `count` times, each a new connection (see the module's docstring
@@ -205,7 +209,7 @@ def repeated(probe: Callable[..., Result], count: int, until_pods: frozenset[str
             waiting.discard(body.get("pod"))
         if until_pods and not waiting:
             break
-        if len(results) >= 3 and not any(r["answer"] == "reply" for r in results):
+        if len(results) >= 3 and all(r["answer"] in _SILENT for r in results):
             break  # nothing answers at all: trying on only waits out more timeouts
     return results
 
@@ -389,7 +393,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--sport", type=int)
             sub.add_argument("--timeout", type=float, default=timeout)
     commands.choices["http"].add_argument("--path", default="/")
-    for name in ("http", "tcp", "udp"):
+    for name in ("syn", "http", "tcp", "udp"):
         sub = commands.choices[name]
         sub.add_argument("--count", type=int, help="up to this many connections; prints a list")
         sub.add_argument("--until-pods", type=lambda text: frozenset(filter(None, text.split(","))),

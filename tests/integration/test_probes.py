@@ -92,6 +92,9 @@ class TestInMiniLab:
         assert len(client("http", dst=VIP, dport=80, count=50, until_pods=MiniLab.POD_NAME)) == 1
         # A pod that never answers: all 6 are spent.
         assert len(client("tcp", dst=VIP, dport=7, count=6, until_pods="web-0,web-1")) == 6
+        synned = client("syn", dst=VIP, dport=80, count=3)  # crafted: one scapy start for all
+        assert [r["answer"] for r in synned] == ["syn-ack"] * 3
+        assert len({r["probe"]["sport"] for r in synned}) == 3
         # Nothing answers at all: it gives up after three.
         quiet = client("udp", dst=VIP, dport=54, timeout=0.2, count=50, until_pods="web-0")
         assert [r["answer"] for r in quiet] == ["none"] * 3
