@@ -8,6 +8,7 @@ from pathlib import Path
 from lab_runner.errors import SubmissionError
 from lab_runner.grading.exercise import Exercise
 from lab_runner.grading.kernel_limits import refuse_what_the_kernel_refuses
+from lab_runner.grading.text_file import decode, read_limited
 from lab_runner.ruleset.parse import Ruleset, RulesetSyntaxError, parse
 
 
@@ -25,43 +26,16 @@ class Submission:
 
 def read(path: str | Path, exercise: Exercise) -> Submission:
     """Read and validate one submission file; every refusal names the file and, where it can, the line."""
-    path = Path(path)
-    name = path.name  # feedback names the file, never the instructor's directory layout
-    try:
-        if path.is_symlink() or not path.is_file():
-            raise SubmissionError(f"{name}: not a regular file (links and directories are refused)")
-        with path.open("rb") as handle:
-            raw = handle.read(exercise.max_bytes + 1)  # never more, even if the file grows
-    except PermissionError as exc:
-        raise SubmissionError(f"{name}: cannot be read ({exc.strerror})") from exc
-    except OSError as exc:
-        raise SubmissionError(f"{name}: cannot be read ({exc})") from exc
+    name, raw = read_limited(path, exercise.max_bytes)
     return from_bytes(raw, name, exercise)
 
 
 def from_bytes(raw: bytes, name: str, exercise: Exercise) -> Submission:
-    if len(raw) > exercise.max_bytes:
-        raise SubmissionError(f"{name}: more than {exercise.max_bytes} bytes, the limit for a "
-                              "submission")
-    if not raw.strip():
+    text = decode(raw, name, exercise.max_bytes)
+    if not text.strip():
         raise SubmissionError(f"{name}: the file is empty; submit the rules in iptables-restore "
                               "format (what `iptables-save` prints)")
-    if b"\x00" in raw:
-        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
-        raise SubmissionError(f"{name}, line {line}: binary data (a NUL byte); a submission is "
-                              "a text file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise SubmissionError(f"{name}, line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} "
-                              f"at offset {exc.start})") from exc
-    for number, line in enumerate(text.splitlines(), start=1):
-        if any(ord(c) < 32 and c not in "\t\r" for c in line):
-            raise SubmissionError(f"{name}, line {number}: control characters are not allowed")
-    from lab_runner.ruleset.parse import parse as parse_start
-
-    base = parse_start(exercise.start_document, "<starting state>")
+    base = parse(exercise.start_document, "<starting state>")
     try:
         ruleset = parse(text, name, base=base)
     except RulesetSyntaxError as exc:

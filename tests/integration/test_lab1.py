@@ -182,6 +182,14 @@ def test_refused_with_file_and_line(tmp_path, line, why):
     assert "answer.ip, line 3:" in message and why in message, message
 
 
+def test_a_wiring_file_is_plain_text_and_named_without_its_directories(tmp_path):
+    assert _refusal(tmp_path, "ip netns add pod\n\x00\n") == (
+        "answer.ip, line 2: binary data (a NUL byte); a submission is a text file of `ip` commands")
+    assert _refusal(tmp_path, "ip netns add pod\n\x1b[31m\n").startswith(
+        "answer.ip, line 2: control characters")
+    assert _refusal(tmp_path, "#" * 9000).startswith("answer.ip: more than 8192 bytes")
+
+
 def test_every_command_runs_inside_a_lab_namespace():
     ex = exercises.find(LAB, 1)
     spec = wiring.load_spec(ex)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lab_runner.errors import SubmissionError
 from lab_runner.grading import exercise as exercises
+from lab_runner.grading.text_file import decode, read_limited
 from lab_runner.grading.wiring.spec import WiringSpec
 from lab_runner.model import Lab
 
@@ -75,38 +76,15 @@ ALLOWED = ("ip netns add pod; ip -n node|pod link add NAME type veth peer name N
 
 def read(path: str | Path, ex: exercises.Exercise, spec: WiringSpec) -> WiringSubmission:
     """Read and check a wiring submission; every refusal names the file and, where it can, the line."""
-    path = Path(path)
-    name = str(path)
-    try:
-        if path.is_symlink() or not path.is_file():
-            raise SubmissionError(f"{name}: not a regular file (links and directories are refused)")
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise SubmissionError(f"{name}: {size} bytes is over the limit of {MAX_BYTES} bytes "
-                                  "for a submission")
-        raw = path.read_bytes()
-    except PermissionError as exc:
-        raise SubmissionError(f"{name}: cannot be read ({exc.strerror})") from exc
-    except OSError as exc:
-        raise SubmissionError(f"{name}: cannot be read ({exc})") from exc
+    name, raw = read_limited(path, MAX_BYTES)
     return from_bytes(raw, name, ex, spec)
 
 
 def from_bytes(raw: bytes, name: str, ex: exercises.Exercise, spec: WiringSpec) -> WiringSubmission:
-    if b"\x00" in raw:
-        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
-        raise SubmissionError(f"{name}, line {line}: binary data (a NUL byte); a submission is a "
-                              "text file of `ip` commands")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise SubmissionError(f"{name}, line {line}: not UTF-8 text") from exc
+    text = decode(raw, name, MAX_BYTES, "a text file of `ip` commands")
     checker = _Checker(name, ex.lab, spec)
     commands = []
     for number, line in enumerate(text.splitlines(), start=1):
-        if any(ord(c) < 32 and c not in "\t\r" for c in line):
-            raise SubmissionError(f"{name}, line {number}: control characters are not allowed")
         command = checker.line(number, line)
         if command is not None:
             commands.append(command)
