@@ -16,9 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab_runner import lab_file
-from lab_runner.backends import docker
-from lab_runner.errors import EnvironmentProblem
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
+
+from lab_runner import lab_file  # noqa: E402
+from lab_runner.backends import docker  # noqa: E402
+from lab_runner.errors import EnvironmentProblem  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 5

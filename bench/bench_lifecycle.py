@@ -5,8 +5,11 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from pathlib import Path
 
-from lab_runner.lab import LiveLab
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
+
+from lab_runner.lab import LiveLab  # noqa: E402
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 7
 TARGET_UP, TARGET_DOWN = 1.0, 0.5
