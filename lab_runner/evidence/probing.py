@@ -142,14 +142,16 @@ def moved(counters: Delta | None, table: str = "nat") -> list[tuple[int, str, in
 
 
 def connections(lab, source: str, target: Target, *, count: int, until_pods=(),
-                counters: bool = True, timeout: float = 1.0) -> tuple[list[ProbeReport], Delta | None]:
-    """Up to `count` new connections from `source` (http, or udp for a UDP target) made by one
-    agent (agent.repeated: it stops once every pod of `until_pods` answered), and how the
-    counters grew over all of them: enough to see every branch of a Service's random choice."""
-    kind = "udp" if target.proto == "udp" else "http"
+                kind: str | None = None, counters: bool = True, budget: float | None = None,
+                timeout: float = 1.0) -> tuple[list[ProbeReport], Delta | None]:
+    """Up to `count` new connections from `source` made by one agent (agent.repeated: it stops
+    once every pod of `until_pods` answered), and how the counters grew over all of them: enough
+    to see every branch of a Service's random choice. kind: http (udp for a UDP target) unless
+    given; a crafted syn says who answered, but not which pod (so until_pods does not apply)."""
+    kind = kind or ("udp" if target.proto == "udp" else "http")
     before = Snapshot.parse(lab.save()) if counters else None
     answers = run_agent(lab.runner, lab.place(source), kind, dst=target.ip, dport=target.port,
-                        timeout=timeout, count=count,
+                        timeout=timeout, count=count, budget=budget,
                         until_pods=",".join(sorted(until_pods)) or None)
     reports = []
     for answer in answers:

@@ -20,7 +20,6 @@ from lab_runner.grading.exercise import Exercise
 from lab_runner.grading.submission import Submission
 from lab_runner.model import Lab
 from lab_runner.probes import stats
-from lab_runner.probes.launch import run_agent
 from lab_runner.ruleset import tracer
 from lab_runner.ruleset.parse import parse
 from lab_runner.ruleset.render import render
@@ -104,10 +103,9 @@ class Sandbox:
                                               target, in_interface=self.inbound(source))
 
     # -- questions ---------------------------------------------------------------------------
-    def connect(self, source: str, target: Target, *, every_endpoint: bool = False) -> list[Observation]:
+    def connect(self, source: str, target: Target) -> list[Observation]:
         """The fates of a new connection: static, every branch with its probability; live, the
-        distinct fates of connections made until every endpoint answered. `every_endpoint` says
-        that a check needs them all (both modes give them all)."""
+        distinct fates of connections made until every endpoint answered."""
         raise NotImplementedError
 
     def spread(self, source: str, target: Target) -> Spread:
@@ -158,7 +156,7 @@ class StaticSandbox(Sandbox):
         except tracer.UnsupportedRule as exc:
             raise Undecidable(f"the rule tracer does not model this rule: {exc}") from exc
 
-    def connect(self, source, target, *, every_endpoint=False):
+    def connect(self, source, target):
         caller = self.caller_ip(source)
         bridge = str(self.model.nodes[0].bridge_address.ip)
         observations = []
@@ -262,8 +260,8 @@ class LiveSandbox(Sandbox):
         return Observation(True, view.pod, f"{view.dst}:{view.dport}", view.src,
                            view.src != self.caller_ip(source), detail=_answer(report))
 
-    def connect(self, source, target, *, every_endpoint=False):
-        return self._connections(source, target)[0]  # every endpoint is tried either way
+    def connect(self, source, target):
+        return self._connections(source, target)[0]
 
     def _connections(self, source, target) -> tuple[list[Observation], set[tuple[str, str]]]:
         """The distinct fates of new connections from `source` until each endpoint's pod has
@@ -275,11 +273,8 @@ class LiveSandbox(Sandbox):
         key = (source, str(target))
         if key not in self._seen:
             pods = set(self.endpoints(target).values())
-            # No endpoints (traffic the Service must not take): what it meets is fixed, one
-            # connection shows it.
             reports, moved = probing.connections(self.lab, source, target, timeout=0.5,
-                                                 count=probe_limit(len(pods)) if pods else 1,
-                                                 until_pods=pods)
+                                                 count=_tries(pods), until_pods=pods)
             observations = list(dict.fromkeys(self._observation(source, r) for r in reports))
             hit = {(chain, _spec(text)) for _, chain, _, text in probing.moved(moved)}
             self._seen[key] = observations, hit
@@ -326,13 +321,12 @@ class LiveSandbox(Sandbox):
         connect() would make: an answer wrong on some branches cannot pass on one draw."""
         kind = "udp" if target.proto == "udp" else "syn"
         pods = set(self.endpoints(target).values())
-        answers = run_agent(self.lab.runner, self.lab.place(source), kind, dst=target.ip,
-                            dport=target.port, timeout=0.5, budget=5,
-                            count=probe_limit(len(pods)) if pods else 1,
-                            until_pods=",".join(sorted(pods)) if kind == "udp" and pods else None)
+        reports, _ = probing.connections(self.lab, source, target, kind=kind, counters=False,
+                                         timeout=0.5, budget=5, count=_tries(pods),
+                                         until_pods=pods if kind == "udp" else ())
         return list(dict.fromkeys(
-            f"{a['src']}:{a['sport']}" if a.get("answer") in ("syn-ack", "reply") and a.get("src")
-            else None for a in answers))
+            f"{a['src']}:{a['sport']}" if r.answered and (a := r.answer).get("src") else None
+            for r in reports))
 
     def observe(self, source, target):
         return self._connections(source, target)
@@ -345,6 +339,12 @@ def _by_address(shares: dict) -> dict:
         address = key if key == sampling.NO_DNAT else key.rsplit(":", 1)[0]
         out[address] = out.get(address, 0) + share
     return out
+
+
+def _tries(pods: set[str]) -> int:
+    """Connections to make for a target with these endpoint pods: enough to reach each of them
+    (probe_limit); one where there is none (traffic the Service must not take meets fixed rules)."""
+    return probe_limit(len(pods)) if pods else 1
 
 
 def probe_limit(endpoints: int) -> int:

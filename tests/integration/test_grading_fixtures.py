@@ -17,7 +17,6 @@ the run ids it created so the namespace check can tell ours from other runs on t
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -36,6 +35,7 @@ from lab_runner.grading.results import GradeResult
 from lab_runner.ruleset.compare import compare
 from lab_runner.ruleset.parse import parse
 from lab_runner.runs import run_id_of
+from wrong_answers import grade_recording_run_ids
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = "lab-3"
@@ -46,22 +46,6 @@ MODES = ("live", "static")
 LIVE_WORKERS = int(os.environ.get("KPLAB_GRADING_WORKERS", "3"))  # live gradings at once
 WRONG_NAME = re.compile(r"^ex(?P<number>[0-9]+(?:v[0-9]+)?)-(?P<mistake>[a-z0-9-]+)"
                         r"\.lose-(?P<points>[0-9]+)\.rules$")
-
-# One live grading in its own process; prints the result and the run ids its sandbox used.
-DRIVER = r"""
-import json, sys
-import lab_runner.lab as lab_module
-from lab_runner.grading.grade import grade
-
-made = []
-new_run_id = lab_module.new_run_id
-def recorded():
-    made.append(new_run_id())
-    return made[-1]
-lab_module.new_run_id = recorded
-result = grade(sys.argv[1], sys.argv[2], sys.argv[3], "live")
-print(json.dumps({"result": result.to_dict(), "run_ids": made}))
-"""
 
 
 # -- what there is to grade ---------------------------------------------------------------------
@@ -92,11 +76,8 @@ def _solution(number: str) -> Path:
 # -- grading, once per submission and mode ------------------------------------------------------
 
 def _live(number: str, path: Path) -> tuple[GradeResult, list[str]]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-c", DRIVER, LAB, number, str(path)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"grading {path.name} live crashed:\n{done.stderr[-3000:]}"
-    data = json.loads(done.stdout.strip().splitlines()[-1])
+    [data] = grade_recording_run_ids([{"lab": LAB, "exercise": number, "path": str(path),
+                                       "mode": "live"}])
     return GradeResult.from_dict(data["result"]), data["run_ids"]
 
 

@@ -19,8 +19,8 @@ import pytest
 from lab_runner.errors import SubmissionError
 from lab_runner.grading import exercise as exercises
 from lab_runner.grading import wiring
-from wrong_answers import (ROOT, declared, env, exercise_of, failed_and_lost, grade_all_live,
-                           grade_live, walk_in_background)
+from wrong_answers import (ROOT, declared, env, exercise_of, failed_and_lost, grade_live,
+                           lab_fixtures)
 
 LAB = "lab-1"
 FIXTURES = sorted((ROOT / "fixtures" / "submissions" / "lab-1").glob("ex*.ip"))
@@ -28,16 +28,8 @@ SOLUTIONS = sorted((ROOT / "labs" / "lab-1-pods" / "solutions").glob("ex*.ip"))
 LIVE_JOBS = 3
 
 
-@pytest.fixture(scope="module")
-def walkthrough():
-    """`walk LAB --check`, started in the background before the live grading and overlapping it."""
-    with walk_in_background(LAB) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def live_results(walkthrough) -> dict[str, dict]:
-    return grade_all_live(LAB, FIXTURES + SOLUTIONS, jobs=LIVE_JOBS)
+# `walk LAB --check` runs in the background while every answer is graded live.
+walkthrough, live_results = lab_fixtures(LAB, FIXTURES + SOLUTIONS, jobs=LIVE_JOBS)
 
 
 # -- the exercise ----------------------------------------------------------------------------------

@@ -14,8 +14,7 @@ from lab_runner import lab_file
 from lab_runner.grading import exercise as exercises
 from lab_runner.grading.grade import grade
 from lab_runner.lab import LiveLab
-from wrong_answers import (ROOT, declared, exercise_of, failed_and_lost, grade_all_live,
-                           walk_in_background)
+from wrong_answers import (ROOT, declared, exercise_of, failed_and_lost, lab_fixtures)
 
 LAB = "lab-2"
 FIXTURES = sorted((ROOT / "fixtures" / "submissions" / "lab-2").glob("ex*.rules"))
@@ -24,16 +23,8 @@ LIVE_JOBS = 3
 VIRTUAL_IPS = ("10.96.0.100", "10.96.0.200")
 
 
-@pytest.fixture(scope="module")
-def walkthrough():
-    """`walk LAB --check`, started in the background before the live grading and overlapping it."""
-    with walk_in_background(LAB) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def live_results(walkthrough) -> dict[str, dict]:
-    return grade_all_live(LAB, FIXTURES + SOLUTIONS, jobs=LIVE_JOBS)
+# `walk LAB --check` runs in the background while every answer is graded live.
+walkthrough, live_results = lab_fixtures(LAB, FIXTURES + SOLUTIONS, jobs=LIVE_JOBS)
 
 
 # -- the lab --------------------------------------------------------------------------------------

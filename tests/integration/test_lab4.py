@@ -16,9 +16,6 @@ keep the module near a minute.
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -26,40 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from wrong_answers import ROOT, declared, env, grade_recording_run_ids
 
-ROOT = Path(__file__).resolve().parents[2]
 LAB = "lab-4"
 SOLUTIONS = ROOT / "labs" / "lab-4-endpoints" / "solutions"
 FIXTURES = ROOT / "fixtures" / "submissions" / "lab-4"
 MODES = ("static", "live")
-FIXTURE_NAME = re.compile(r"^ex(\d+)-[\w-]+\.lose-(\d+)\.rules$")
-
-# One process grades a list of submissions and prints one JSON line per grade, with the run ids
-# of the labs its live gradings built (so that the test can tell that none is left behind).
-GRADER = r"""
-import json, sys
-import lab_runner.lab as lab_module
-from lab_runner.grading.grade import grade
-
-made = []
-new_run_id = lab_module.new_run_id
-def recorded():
-    made.append(new_run_id())
-    return made[-1]
-lab_module.new_run_id = recorded
-for job in json.loads(sys.argv[1]):
-    del made[:]
-    r = grade("lab-4", job["exercise"], job["path"], job["mode"])
-    print(json.dumps({**job, "score": r.score, "max": r.max_score, "error": r.error,
-                      "run_ids": made,
-                      "checks": {c.id: [c.status, c.points, c.max_points, c.output]
-                                 for c in r.checks}}), flush=True)
-"""
-
-
-def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
 
 def solution(exercise: str) -> Path:
     found = sorted(SOLUTIONS.glob(f"ex{exercise}-*.rules"))
@@ -69,22 +38,17 @@ def solution(exercise: str) -> Path:
 
 def fixtures() -> list[tuple[Path, str, int, set[str]]]:
     """(path, exercise, points lost, checks declared failed) for every wrong answer."""
-    out = []
-    for path in sorted(FIXTURES.glob("*.rules")):
-        name = FIXTURE_NAME.match(path.name)
-        assert name, f"{path.name}: a wrong answer is named exN-<mistake>.lose-<points>.rules"
-        first = path.read_text().splitlines()[0]
-        assert first.startswith("# fails:"), f"{path.name}: the first line must be '# fails: …'"
-        declared = {c.strip() for c in first[len("# fails:"):].split(",") if c.strip()}
-        out.append((path, name.group(1), int(name.group(2)), declared))
-    return out
+    return [(path, *declared(path)) for path in sorted(FIXTURES.glob("*.rules"))]
 
 
 def grade_all(jobs: list[dict]) -> list[dict]:
-    done = subprocess.run([sys.executable, "-c", GRADER, json.dumps(jobs)], cwd=ROOT, env=env(),
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"the grader failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    """Grade the jobs in one process: each job with its score, error, checks
+    ({id: [status, points, max points, output]}) and the run ids of the labs it built."""
+    graded = grade_recording_run_ids([{**job, "lab": LAB} for job in jobs])
+    return [{**g["job"], "score": g["result"]["score"], "max": g["result"]["max_score"],
+             "error": g["result"]["error"], "run_ids": g["run_ids"],
+             "checks": {c["id"]: [c["status"], c["points"], c["max_points"], c["output"]]
+                        for c in g["result"]["checks"]}} for g in graded]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -174,8 +138,8 @@ def test_every_check_is_failed_by_some_fixture():
     from lab_runner.grading import exercise as exercises
 
     failed_by: dict[str, set[str]] = {}
-    for _, exercise, _, declared in fixtures():
-        failed_by.setdefault(exercise, set()).update(declared)
+    for _, exercise, _, fails in fixtures():
+        failed_by.setdefault(exercise, set()).update(fails)
     for ex in exercises.all_exercises(LAB):
         never = {c.id for c in ex.checks} - failed_by.get(ex.number, set())
         assert not never, f"exercise {ex.number}: no wrong answer fails {sorted(never)}"

@@ -1,4 +1,4 @@
-"""What the lab tests share: wrong answers that declare what they lose, and a walk run meanwhile.
+"""What the lab tests share: wrong answers that declare what they lose, graders, a walk run meanwhile.
 
 A wrong answer is named `ex<N>-<mistake>.lose-<points>.<ext>` and starts with
 `# fails: check-id, …`: graded it must fail exactly those checks and lose exactly those points.
@@ -14,6 +14,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +61,51 @@ def grade_all_live(lab: str, paths: list[Path], jobs: int = 3) -> dict[str, dict
     """grade_live of every path, `jobs` at a time: {file name: JSON result}."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return dict(zip((p.name for p in paths), pool.map(lambda p: grade_live(lab, p), paths)))
+
+
+# Grades a JSON list of jobs {"lab", "exercise", "path", "mode"} (argv[1]) in one process and
+# prints one JSON line per job: its result and the run ids of the labs its live grading built.
+_RECORDING_GRADER = r"""
+import json, sys
+import lab_runner.lab as lab_module
+from lab_runner.grading.grade import grade
+
+made = []
+new_run_id = lab_module.new_run_id
+def recorded():
+    made.append(new_run_id())
+    return made[-1]
+lab_module.new_run_id = recorded
+for job in json.loads(sys.argv[1]):
+    del made[:]
+    result = grade(job["lab"], job["exercise"], job["path"], job["mode"])
+    print(json.dumps({"job": job, "result": result.to_dict(), "run_ids": made}), flush=True)
+"""
+
+
+def grade_recording_run_ids(jobs: list[dict]) -> list[dict]:
+    """Grade `jobs` in one child process: [{"job", "result" (GradeResult.to_dict()), "run_ids"}],
+    so that a test can tell that no lab a grading built is left behind."""
+    done = subprocess.run([sys.executable, "-c", _RECORDING_GRADER, json.dumps(jobs)], cwd=ROOT,
+                          env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"the grader failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def lab_fixtures(lab: str, paths: list[Path], jobs: int = 3):
+    """The module fixtures `walkthrough` (walk_in_background) and `live_results` (grade_all_live
+    of `paths`, while the walk runs): `walkthrough, live_results = lab_fixtures(LAB, …)`."""
+
+    @pytest.fixture(scope="module")
+    def walkthrough():
+        with walk_in_background(lab) as process:
+            yield process
+
+    @pytest.fixture(scope="module")
+    def live_results(walkthrough) -> dict[str, dict]:
+        return grade_all_live(lab, paths, jobs)
+
+    return walkthrough, live_results
 
 
 @contextmanager

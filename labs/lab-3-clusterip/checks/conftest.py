@@ -44,7 +44,7 @@ def unmasqueraded(sandbox, target: Target) -> str | None:
 def unanswering_pods(sandbox, target: Target) -> tuple[list[str], str]:
     """The endpoints' pods that never answered a connection to `target` on their own address and
     port (each endpoint is tried), and what the connections saw."""
-    observations = sandbox.connect("client", target, every_endpoint=True)
+    observations = sandbox.connect("client", target)
     addresses = sandbox.endpoints(target)  # {"ip:port": pod}, ready pods only
     right = {o.pod for o in observations if o.answered and addresses.get(o.dnat or "") == o.pod}
     account = (f"Connections to {target.ip}:{target.port}: {seen(observations)}"

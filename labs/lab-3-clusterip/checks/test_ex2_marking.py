@@ -22,7 +22,7 @@ def test_outside_caller_masqueraded(sandbox):
 
 @pytest.mark.check("pod-caller-keeps-address")
 def test_pod_caller_keeps_address(sandbox):
-    observations = sandbox.connect(CALLER, SERVICE, every_endpoint=True)
+    observations = sandbox.connect(CALLER, SERVICE)
     others = [o for o in observations if o.answered and o.pod != CALLER]
     caller_ip = sandbox.caller_ip(CALLER)
     assert others and all(o.saw_src == caller_ip for o in others), (
@@ -33,7 +33,7 @@ def test_pod_caller_keeps_address(sandbox):
 
 @pytest.mark.check("hairpin-masqueraded")
 def test_hairpin_masqueraded(sandbox):
-    observations = sandbox.connect(CALLER, SERVICE, every_endpoint=True)
+    observations = sandbox.connect(CALLER, SERVICE)
     own = [o for o in observations if o.pod == CALLER]
     node = _node_address(sandbox)
     assert own and all(o.answered and o.saw_src == node for o in own), (

@@ -15,7 +15,7 @@ def _service(sandbox) -> Target:
 @pytest.mark.check("every-endpoint-reached")
 def test_every_endpoint_reached(sandbox):
     target = _service(sandbox)
-    observations = sandbox.connect("client", target, every_endpoint=True)
+    observations = sandbox.connect("client", target)
     wanted = set(sandbox.endpoints(target).values())
     reached = {o.pod for o in observations if o.answered}
     assert wanted <= reached, (

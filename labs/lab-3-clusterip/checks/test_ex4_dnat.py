@@ -6,7 +6,7 @@ from conftest import SERVICE, seen
 
 @pytest.mark.check("pod-sees-its-own-port")
 def test_pod_sees_its_own_port(sandbox):
-    observations = sandbox.connect("client", SERVICE, every_endpoint=True)
+    observations = sandbox.connect("client", SERVICE)
     addresses = sandbox.endpoints(SERVICE)  # {"ip:port": pod}
     wrong = [o for o in observations if not (o.answered and addresses.get(o.dnat or "") == o.pod)]
     assert observations and not wrong, (
@@ -27,7 +27,7 @@ def test_reply_from_cluster_ip(sandbox):
 
 @pytest.mark.check("every-endpoint-reached")
 def test_every_endpoint_reached(sandbox):
-    observations = sandbox.connect("client", SERVICE, every_endpoint=True)
+    observations = sandbox.connect("client", SERVICE)
     wanted = set(sandbox.endpoints(SERVICE).values())
     reached = {o.pod for o in observations if o.answered}
     assert wanted <= reached, (
