@@ -325,13 +325,10 @@ class _Parser:
 
     def run(self, text: str) -> Ruleset:
         # The loop reads the commonest line itself, `[packets:bytes] -A CHAIN …` for a declared
-        # chain: it is most of a document, and each call saved counts (with check=False such a
-        # rule costs a split and a Rule). Every other line goes to dispatch(), which reads it
-        # or refuses it with the reason.
+        # chain: it is most of a document, and each call saved counts. Every other line goes to
+        # dispatch(), which reads it or refuses it with the reason.
         chains: dict[str, Chain] | None = None  # the open table's
-        table = ""
         zero, read_counters = _ZERO, _COUNTERS.match
-        lazy, reader, pending = not self.check, self.reader, self.pending
         for line_no, line in enumerate(text.splitlines(), start=1):
             line = line.strip()
             if not line or line[0] == "#":
@@ -357,21 +354,10 @@ class _Parser:
                     chain = chains.get(tokens[1]) if len(tokens) > 1 and tokens[0] == "-A" \
                         else None
                     if chain is not None:
-                        quick = quick_target(tokens) if lazy else None
-                        if quick is None:
-                            rule = self.rule(line_no, body, tokens, counters)
-                        else:  # self.rule's lazy case, without its calls; the words are
-                            # split again if asked for (kept, 100,000s of them fill memory)
-                            rule = Rule(table, tokens[1], line_no, body, None, quick[0], False,
-                                        counters, None, reader)
-                            pending.append(rule)
-                        chain.rules.append(rule)
+                        chain.rules.append(self.rule(line_no, body, tokens, counters))
                         continue
             self.dispatch(line_no, line)
-            if self.table is None:
-                chains = None
-            else:
-                chains, table = self.table.chains, self.table.name
+            chains = self.table.chains if self.table is not None else None
         if self.table is not None:
             no, line = self.opened
             raise self.fail(no, line, f"table {self.table.name!r} is never committed: "
@@ -485,8 +471,9 @@ class _Parser:
             basic, matches, target, target_args, goto, own = self.reader.read(line_no, text, frozen)
             rule = Rule(self.table.name, tokens[1], line_no, text, frozen, target, goto,
                         own or counters, (basic, matches, target_args), self.reader)
-        else:
-            rule = Rule(self.table.name, tokens[1], line_no, text, frozen, quick[0], False,
+        else:  # an appended rule's words are split again if asked for: 100,000s kept fill memory
+            kept = None if tokens[0] == "-A" else frozen  # -I N, -R N: not the text's words
+            rule = Rule(self.table.name, tokens[1], line_no, text, kept, quick[0], False,
                         counters, None, self.reader)
         self.pending.append(rule)
         return rule
