@@ -17,11 +17,12 @@ ENV DEBIAN_FRONTEND=noninteractive \
     VENV=/opt/kplab \
     PATH=/opt/kplab/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-# libpcap: scapy compiles the pod-side capture filters with it.
+# The system packages: the kit's one list (lab_runner/system-packages.txt), as `make setup` installs it.
+COPY lab_runner/system-packages.txt /tmp/system-packages.txt
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends iproute2 iptables nftables conntrack procps \
-      util-linux python3 python3-venv make ca-certificates libpcap0.8 >/dev/null \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get install -y -qq --no-install-recommends \
+      $(sed -e 's/#.*//' /tmp/system-packages.txt | awk 'NF {print $1}') >/dev/null \
+ && rm -rf /var/lib/apt/lists/* /tmp/system-packages.txt
 
 # The kit writes sysctls (ip_forward) in the namespaces it makes, so /proc/sys must be writable.
 # `--security-opt systempaths=unconfined` does that, but docker-compose v1 cannot pass it: where

@@ -7,7 +7,9 @@ BIN     := $(VENV)/bin
 RUNNER  := $(BIN)/lab-runner
 PYTEST  := $(BIN)/pytest
 LAB     ?= lab-3
-APT_PACKAGES := iproute2 iptables conntrack procps util-linux python3-venv python3-pip time
+# The one list of system packages (also read by .ci/run, the Dockerfile and `lab-runner doctor`).
+PACKAGE_LIST := lab_runner/system-packages.txt
+APT_PACKAGES := $(shell sed -e 's/\#.*//' $(PACKAGE_LIST) | awk 'NF {print $$1}')
 
 .PHONY: help setup system-deps venv lab-% up down status clean doctor test test-unit bench
 
@@ -21,22 +23,23 @@ help:
 
 setup: system-deps venv
 
-# Installs what a fresh Debian/Ubuntu lacks; does nothing when all tools are there.
+# Installs what a fresh Debian/Ubuntu lacks; does nothing when all is there. Without python3 the
+# check itself cannot run: then every package of the list is installed.
 system-deps:
-	@missing=""; \
-	for t in ip iptables-nft iptables-legacy conntrack xtables-monitor nsenter unshare sysctl; do \
-	  command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
-	$(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	@missing=$$($(PYTHON) lab_runner/system_deps.py missing 2>/dev/null) || missing="$(APT_PACKAGES)"; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing system packages (missing:$$missing)"; \
-	  if [ "$$(id -u)" != 0 ]; then echo "error: run with sudo to install: $(APT_PACKAGES)"; exit 3; fi; \
-	  command -v apt-get >/dev/null || { echo "error: no apt-get: install $(APT_PACKAGES) by hand"; exit 3; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  echo "installing system packages:$$(printf ' %s' $$missing)"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: run with sudo to install them: sudo make setup"; exit 3; fi; \
+	  command -v apt-get >/dev/null || { echo "error: no apt-get: install by hand: $$missing"; exit 3; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	    || { echo "error: apt-get could not install: $$missing"; exit 3; }; \
 	fi
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml | system-deps
+# The virtual environment needs python3-venv alone: a docker-backend user needs no other host tool.
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 || $(MAKE) -s system-deps
 	@echo "setting up $(VENV) (once)"
 	@$(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --disable-pip-version-check -e .

@@ -79,6 +79,32 @@ tar -C "$work/rootfs" -c . | docker import - kplab-base:bookworm >/dev/null
 rm -rf "$work/rootfs"
 export KPLAB_BASE=kplab-base:bookworm
 
+step "fresh machine: a bare bookworm container, the kit from git archive HEAD, make setup (network)"
+# The README's promise on a fresh Debian: the user installs make, then `sudo make lab-3` and
+# `sudo make test` do all set-up. Only this step has a network (the engine's host network, for
+# apt and PyPI; the host's CA bundle for a proxy that re-signs TLS); the next runs with none.
+fresh=kplab-ci-fresh-$$
+git archive --format=tar HEAD | docker run -i --name "$fresh" --network host \
+  -v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.pem:ro -e PIP_CERT=/run/host-ca.pem \
+  -e DEBIAN_FRONTEND=noninteractive "$KPLAB_BASE" sh -ec '
+    mkdir /kit && tar -C /kit -x
+    apt-get update -qq && apt-get install -y -qq make python3 >/dev/null
+    cd /kit && make setup' > "$work/fresh-setup.log" 2>&1 \
+  || { tail -30 "$work/fresh-setup.log"; docker rm -f "$fresh" >/dev/null; exit 1; }
+grep -E "installing system packages|setting up" "$work/fresh-setup.log" || true
+docker commit "$fresh" "$fresh:set-up" >/dev/null
+docker rm "$fresh" >/dev/null
+
+step "fresh machine: make lab-3, then make test, with no network (network_mode: none)"
+docker run --rm --init --network none --cap-add NET_ADMIN --cap-add NET_RAW --cap-add SYS_ADMIN \
+  --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+  --security-opt systempaths=unconfined -w /kit "$fresh:set-up" bash -ec '
+    s=$(date +%s); make lab-3 > /tmp/lab-3.log 2>&1 || { tail -40 /tmp/lab-3.log; exit 1; }
+    tail -3 /tmp/lab-3.log; echo "make lab-3: $(( $(date +%s) - s )) s"
+    s=$(date +%s); make test; echo "make test: $(( $(date +%s) - s )) s"' \
+  || { docker rmi "$fresh:set-up" >/dev/null; exit 1; }
+docker rmi "$fresh:set-up" >/dev/null
+
 step "node image: docker build --network host"
 # EXTRA_CA_CERTS: the host's own CAs, for a proxy that re-signs TLS on the way to PyPI.
 docker build -q --network host --force-rm -t kplab-node --build-arg BASE="$KPLAB_BASE" \

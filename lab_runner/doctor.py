@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
-import shutil
 import subprocess
 from dataclasses import dataclass
 
-from lab_runner import PREFIX
+from lab_runner import PREFIX, system_deps
 
 APT = "sudo apt-get install -y"
 CAP_NET_ADMIN = 12
@@ -47,21 +46,29 @@ def has_net_admin() -> bool:
     return False
 
 
-def check_tools() -> list[Finding]:
-    tools = [("ip", "iproute2"), ("unshare", "util-linux"), ("nsenter", "util-linux"),
-             ("iptables-nft", "iptables"), ("iptables-legacy", "iptables"),
-             ("conntrack", "conntrack"), ("xtables-monitor", "iptables")]
+def check_system_packages() -> list[Finding]:
+    """Every program, library and file of lab_runner/system-packages.txt, with the package to install.
+
+    One list for `make setup`, .ci/run, the Dockerfile and this check: what one of them knows,
+    all of them know. Debian's sbin directories count even when they are not on PATH.
+    """
     findings = []
-    for tool, package in tools:
-        path = shutil.which(tool)
-        findings.append(Finding(f"tool {tool}", bool(path), path or "not found",
-                                f"{APT} {package}"))
+    for package in system_deps.packages():
+        for provision in package.provides:
+            if provision.kind == "py":
+                continue  # the interpreter's own modules: check_python covers what the kit imports
+            where = provision.where()
+            findings.append(Finding(f"{KIND_WORDS[provision.kind]} {provision.name}", bool(where),
+                                    where or "not found", f"{APT} {package.name}"))
     return findings
+
+
+KIND_WORDS = {"cmd": "tool", "lib": "library", "file": "file"}
 
 
 def default_iptables() -> Finding:
     """Which variant a bare `iptables` is; the labs use nft unless told `--iptables legacy`."""
-    path = shutil.which("iptables")
+    path = system_deps.find_tool("iptables")
     if not path:
         return Finding("iptables variant", False, "no iptables command", f"{APT} iptables")
     out = subprocess.run([path, "-V"], capture_output=True, text=True).stdout.strip()
@@ -72,7 +79,8 @@ def default_iptables() -> Finding:
 
 def check_kernel() -> list[Finding]:
     """Load kube-proxy's matches and targets into a scratch namespace, for real, then delete it."""
-    if not (has_net_admin() and shutil.which("ip") and shutil.which("iptables-nft-restore")):
+    if not (has_net_admin() and system_deps.find_tool("ip")
+            and system_deps.find_tool("iptables-nft-restore")):
         return [Finding("kernel features", False, "not checked (needs root and iptables)",
                         "run `sudo lab-runner doctor`")]
     ns = f"{PREFIX}-{secrets.token_hex(3)}-doctor"
@@ -134,8 +142,10 @@ def check_docker() -> list[Finding]:
 
 
 def diagnose() -> list[Finding]:
+    # os.geteuid does not exist on Windows, where only the docker backend can run.
+    euid = os.geteuid() if hasattr(os, "geteuid") else "n/a (not a POSIX system)"
     root = Finding("root / CAP_NET_ADMIN", has_net_admin(),
-                   f"euid {os.geteuid()}, CAP_NET_ADMIN {'present' if has_net_admin() else 'missing'}",
+                   f"euid {euid}, CAP_NET_ADMIN {'present' if has_net_admin() else 'missing'}",
                    "run with sudo (`sudo make lab-3`), or use the container: `docker compose run --rm lab`")
-    return [root, *check_tools(), default_iptables(), *check_kernel(), *check_python(),
+    return [root, *check_system_packages(), default_iptables(), *check_kernel(), *check_python(),
             *check_docker()]
