@@ -1,7 +1,23 @@
-"""What each match and target the tracer supports does to a new connection's first packet."""
+"""What each match and target the tracer supports does to a new connection's first packet.
+
+Also says, without a packet, which rules the tracer cannot model (`unsupported`), so a submission
+using one is refused at intake in both grading modes alike rather than mid-grade.
+
+`-m statistic --mode nth --every N` is modelled as matching with probability exactly 1/N (1 - 1/N
+with `!`): the kernel keeps one counter per rule that advances for every packet reaching the
+match and matches once per N of them, so over a whole cycle of new connections (the counters back
+where they started) each rule gets exactly the share this gives; `--packet` only sets which
+connection of the cycle is first and does not change a share. The tracer refuses a packet that
+would reach the same nth rule twice (its two draws are not independent then).
+`-m recent` is modelled for the first connection from its caller to a fresh node: every list
+starts empty, a `--set` earlier on the packet's own way fills it, and `--rcheck`, `--update` or
+`--remove` see only that (kube-proxy's sessionAffinity: the first connection is spread, the rule
+records where it went). Later connections from the same caller depend on that history.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable, NamedTuple, Protocol
@@ -20,13 +36,27 @@ class TraceError(LabError):
 
 
 class UnsupportedRule(TraceError):
-    """A rule uses a match or target the tracer does not model; names table, chain and line."""
+    """A rule uses a match or target the tracer does not model; names line, table and chain."""
 
     def __init__(self, rule: Rule, what: str):
         self.rule = rule
         self.what = what
-        super().__init__(f"{rule.table} {rule.chain} (line {rule.line_no}): the tracer does not "
-                         f"model {what}\n    {rule.text}")
+        super().__init__(f"cannot model {what} at line {rule.line_no} ({rule.table} "
+                         f"{rule.chain})\n    {rule.text}")
+
+
+class TraceLimit(UnsupportedRule):
+    """The tracer stopped at a limit (packet states, seconds) while at a rule; names the limit.
+
+    An UnsupportedRule, so that whatever treats "cannot model" (static mode's Undecidable) treats
+    it alike: the file is not graded by the tracer, and the message says which limit was hit.
+    """
+
+    def __init__(self, rule: Rule, limit: str):
+        self.rule = rule
+        self.what = limit
+        TraceError.__init__(self, f"static grading stopped at line {rule.line_no} ({rule.table} "
+                                  f"{rule.chain}): {limit}\n    {rule.text}")
 
 
 class Step(NamedTuple):
@@ -40,7 +70,9 @@ class Step(NamedTuple):
 
 @dataclass(frozen=True)
 class State:
-    """Where one branch of the packet stands: its addresses after NAT so far, mark and path."""
+    """What the packet is at one point: its addresses after NAT so far, mark, and the NAT rules
+    that rewrote it. Two ways through the rules that leave it the same merge into one (the
+    tracer sums their probabilities), so the path is kept beside it, not in it."""
 
     src: str
     dst: str
@@ -51,10 +83,9 @@ class State:
     dnat: tuple[str, int] | None = None
     snat: tuple[str, int | None] | None = None
     masquerade: bool = False
-    path: tuple[Step, ...] = field(default=())
-
-    def step(self, rule: Rule, number: int) -> "State":
-        return replace(self, path=self.path + (Step(rule.table, rule.chain, number, rule.text),))
+    nat_steps: tuple[Step, ...] = ()  # the DNAT / SNAT / MASQUERADE rules applied, in order
+    nth_seen: frozenset = field(default=frozenset())  # nth rules this packet has drawn at
+    recent: tuple[tuple[str, str], ...] = ()  # -m recent hits set on the way, (list, address)
 
 
 class Branch(NamedTuple):
@@ -130,11 +161,19 @@ def _ports(t: Context, rule: Rule, args, state: State):
 
 def _statistic(t: Context, rule: Rule, args, state: State):
     opts = {name: values for name, _, values in _options(args)}
-    if opts.get("--mode", ("",))[0] != "random":
-        raise UnsupportedRule(rule, "-m statistic other than --mode random")
-    stored = min(kernel_probability(opts["--probability"][0]), TWO_31)
-    chance = Fraction(stored, TWO_31)
+    mode = opts.get("--mode", ("",))[0]
+    if mode == "random":
+        chance = Fraction(min(kernel_probability(opts["--probability"][0]), TWO_31), TWO_31)
+    elif mode == "nth":  # a share over a whole cycle of the rule's counter (module docstring)
+        chance = Fraction(1, int(opts["--every"][0]))
+    else:
+        raise UnsupportedRule(rule, f"-m statistic --mode {mode or '(none)'}")
     return ONE - chance if any(inv for _, inv, _ in _options(args)) else chance
+
+
+def nth_rule(rule: Rule) -> bool:
+    """Whether the rule draws from an nth counter (the tracer refuses a packet drawing twice)."""
+    return any(m.module == "statistic" and "nth" in m.args for m in rule.matches)
 
 
 def _mark(t: Context, rule: Rule, args, state: State):
@@ -169,12 +208,35 @@ def _addrtype(t: Context, rule: Rule, args, state: State):
 
 
 def _recent(t: Context, rule: Rule, args, state: State):
-    for name, inv, _ in _options(args):
-        if name == "--set":
-            return True
-        if name in ("--rcheck", "--update", "--remove"):
-            return inv  # a new connection's source is in no list yet
+    """Whether the recent match matches; the list entry it sets or removes is the tracer's."""
+    opts = {name: (inv, values) for name, inv, values in _options(args)}
+    entry = recent_entry(args, state)
+    needed = int(opts.get("--hitcount", (False, ("1",)))[1][0])
+    for action in ("--set", "--rcheck", "--update", "--remove"):
+        if action in opts:
+            inverted = opts[action][0]
+            hit = True if action == "--set" else state.recent.count(entry) >= needed
+            return hit != inverted
     return True
+
+
+def recent_entry(args, state: State) -> tuple[str, str]:
+    """(list name, address as the list keeps it) a recent match looks up for this state."""
+    opts = {name: values for name, _, values in _options(args)}
+    address = state.dst if "--rdest" in opts else state.src
+    mask = opts.get("--mask", ("255.255.255.255",))[0]
+    kept = ipaddress.ip_network(f"{address}/{mask}", strict=False).network_address
+    return opts.get("--name", ("DEFAULT",))[0], str(kept)
+
+
+def recent_update(args, state: State) -> State:
+    """The state after a recent match: `--set` and `--update` add a hit, `--remove` clears."""
+    entry = recent_entry(args, state)
+    if "--set" in args or ("--update" in args and entry in state.recent):
+        return replace(state, recent=tuple(sorted(state.recent + (entry,))))
+    if "--remove" in args:
+        return replace(state, recent=tuple(e for e in state.recent if e != entry))
+    return state
 
 
 MATCHERS: dict[str, Callable] = {
@@ -183,6 +245,61 @@ MATCHERS: dict[str, Callable] = {
     "multiport": _ports, "comment": lambda *a: True, "statistic": _statistic, "mark": _mark,
     "conntrack": _conntrack, "state": _conntrack, "addrtype": _addrtype, "recent": _recent,
 }
+
+
+# The options of each match the tracer models; any other makes the rule unsupported.
+_PORTS = {"--dport", "--sport", "--destination-port", "--source-port"}
+MODELLED_OPTIONS: dict[str, frozenset[str]] = {
+    "tcp": frozenset(_PORTS | {"--syn", "--tcp-flags"}), "udp": frozenset(_PORTS),
+    "multiport": frozenset({"--dports", "--sports", "--ports", "--destination-ports",
+                            "--source-ports"}),
+    "comment": frozenset({"--comment"}), "statistic": frozenset({"--mode", "--probability",
+                                                                 "--every", "--packet"}),
+    "mark": frozenset({"--mark"}), "conntrack": frozenset({"--ctstate"}),
+    "state": frozenset({"--state"}), "addrtype": frozenset({"--src-type", "--dst-type"}),
+    "recent": frozenset({"--name", "--set", "--rcheck", "--update", "--remove", "--seconds",
+                         "--reap", "--hitcount", "--rttl", "--mask", "--rsource", "--rdest"}),
+}
+
+
+def unsupported(ruleset) -> UnsupportedRule | None:
+    """The first rule (in table and chain order) the tracer cannot model, as the error it would
+    raise when a packet reached it; None when it can model every rule. Reads every rule."""
+    for rule in ruleset.rules():
+        what = _unsupported_rule(rule, ruleset)
+        if what:
+            return UnsupportedRule(rule, what)
+    return None
+
+
+def _unsupported_rule(rule: Rule, ruleset) -> str | None:
+    for match in rule.matches:
+        known = MODELLED_OPTIONS.get(match.module)
+        if known is None:
+            return f"-m {match.module}"
+        for name, _, values in _options(match.args):
+            if name not in known:
+                return f"-m {match.module} {name}"
+            if match.module == "statistic" and name == "--mode" and values[:1] not in (
+                    ("random",), ("nth",)):
+                return f"-m statistic --mode {' '.join(values)}"
+            if match.module == "addrtype" and set(",".join(values).upper().split(",")) != {"LOCAL"}:
+                return f"-m addrtype {name} {','.join(values)}"
+    name = rule.target
+    if name is None or name in ("ACCEPT", "DROP", "REJECT", "RETURN"):
+        return None
+    if ruleset.has_chain(rule.table, name):
+        return None
+    if name == "CONNMARK" and "--restore-mark" in rule.target_args:
+        return "CONNMARK --restore-mark"
+    if name in NO_OP_TARGETS:
+        return None
+    if name not in TARGETS:
+        return f"target {name}"
+    for option, _, values in _options(rule.target_args):
+        if option in ("--to-destination", "--to-source", "--to") and values and "-" in values[0]:
+            return f"address or port ranges ({values[0]})"
+    return None
 
 
 # -- targets -----------------------------------------------------------------------------------

@@ -1,19 +1,42 @@
-"""Follow a new connection's first packet through a ruleset, with exact outcome probabilities."""
+"""Follow a new connection's first packet through a ruleset, with exact outcome probabilities.
+
+The packet is a distribution over states, not a tree of paths: at each rule, every way of
+reaching it that left the packet the same (addresses, mark, NAT done) is one state with the sum
+of their probabilities. Time and memory so grow with the rules and the distinct states, not with
+2^(random rules): twenty `-m statistic --probability 0.5 -j LOG` rules keep one state.
+Each trace is bounded (Limits: packet states at one rule, seconds) and says which limit it hit.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from lab_runner.ruleset.parse import Rule, Ruleset
-from lab_runner.ruleset.semantics import (MATCHERS, NO_OP_TARGETS, ONE, TARGETS, Branch, State,
-                                          Step, TraceError, UnsupportedRule)
+from lab_runner.ruleset.semantics import (MATCHERS, NO_OP_TARGETS, ONE, TARGETS, State, Step,
+                                          TraceError, TraceLimit, UnsupportedRule, nth_rule,
+                                          recent_update)
 
-__all__ = ["Outcome", "Packet", "Step", "Trace", "TraceError", "UnsupportedRule", "trace"]
+__all__ = ["Limits", "Outcome", "Packet", "Step", "Trace", "TraceError", "TraceLimit",
+           "UnsupportedRule", "trace"]
 
 MAX_DEPTH = 64
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+NAT_TARGETS = frozenset({"DNAT", "SNAT", "MASQUERADE"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How far one trace may go. Distinct packet states bound its memory (each is small); the
+    seconds bound its time. Hitting either raises TraceLimit naming it."""
+
+    max_states: int = 20_000
+    seconds: float = 5.0
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,8 @@ class Outcome:
     snat: tuple[str, int | None] | None
     mark: int
     route: str  # "local" (delivered to the node), "forward" or "output"
+    # Every rule matched on some way to this outcome, in the order a packet meets them (ways
+    # that end alike are one outcome: see the module docstring).
     path: tuple[Step, ...]
 
     def chains(self) -> list[str]:
@@ -80,28 +105,60 @@ class Trace:
         return out
 
 
-def trace(ruleset: Ruleset, packet: Packet) -> Trace:
+def trace(ruleset: Ruleset, packet: Packet, limits: Limits = DEFAULT_LIMITS) -> Trace:
     """Every outcome of `packet` through `ruleset`, with probabilities summing to exactly 1.
 
     The packet crosses the hooks in the kernel's order (raw, mangle, nat, filter, security at
-    each hook that has them), branching at every `-m statistic --mode random` rule. A rule with
+    each hook that has them), splitting at every `-m statistic` rule. A rule with
     `--probability p` matches with exactly lround(p * 2^31) / 2^31: libxt_statistic stores that
-    u32 and xt_statistic matches when a 31-bit random number is below it. The packet is the first
-    of a NEW connection: `--ctstate NEW` matches and `-m recent --rcheck` finds no entry. Raises
-    UnsupportedRule for a match or target it does not model, rather than guess.
+    u32 and xt_statistic matches when a 31-bit random number is below it; `--mode nth --every N`
+    with 1/N (see semantics). The packet is the first of a NEW connection to a fresh node:
+    `--ctstate NEW` matches and `-m recent --rcheck` finds no entry. Raises UnsupportedRule
+    ("cannot model … at line N") for a rule it does not model, rather than guess, and TraceLimit
+    when `limits` are reached.
     """
     start = State(packet.src, packet.dst, packet.sport, packet.dport, packet.mark)
-    return Trace(packet, tuple(_Tracer(ruleset, packet).run(start)))
+    return Trace(packet, tuple(_Tracer(ruleset, packet, limits).run(start)))
+
+
+class _Ways:
+    """A distribution over states: each state's probability and the steps that led to it.
+
+    A step's key is where the packet met it: (hook number, rule index in each calling chain…),
+    so sorting the union of merged ways' steps gives the order of traversal."""
+
+    __slots__ = ("mass",)
+
+    def __init__(self):
+        self.mass: dict = {}  # key -> [probability, {order key: Step}]
+
+    def add(self, key, p: Fraction, steps: dict) -> None:
+        found = self.mass.get(key)
+        if found is None:
+            self.mass[key] = [p, steps]
+        else:
+            found[0] += p
+            if steps is not found[1]:
+                found[1] = {**found[1], **steps}
+
+    def merge(self, other: "_Ways") -> None:
+        for key, (p, steps) in other.mass.items():
+            self.add(key, p, steps)
+
+    def __len__(self) -> int:
+        return len(self.mass)
 
 
 class _Tracer:
     """Walks the hooks and chains for one packet; implements semantics.Context for the matches."""
 
-    def __init__(self, ruleset: Ruleset, packet: Packet):
+    def __init__(self, ruleset: Ruleset, packet: Packet, limits: Limits):
         self.ruleset = ruleset
         self.packet = packet
         self.proto = packet.protocol.lower()
         self.local_nets = [ipaddress.ip_network(a) for a in packet.local_addresses] + [LOOPBACK]
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.seconds
 
     # -- hooks -------------------------------------------------------------------------------
     def is_local(self, address: str) -> bool:
@@ -126,92 +183,120 @@ class _Tracer:
                            ("mangle", "POSTROUTING"), ("nat", "POSTROUTING")]
 
     def run(self, start: State) -> list[Outcome]:
-        outcomes = []
-        for p, state, verdict in self.hooks(ONE, start, self.first_hooks()):
+        ways = _Ways()
+        ways.add((start, "ACCEPT"), ONE, {})
+        ways = self.hooks(ways, self.first_hooks(), 0)
+        outcomes: list[Outcome] = []
+        by_route: dict[str, tuple[list, _Ways]] = {}
+        for (state, verdict), (p, steps) in ways.mass.items():
             if verdict != "ACCEPT":
-                outcomes.append(self.outcome(p, state, verdict, "dropped"))
+                outcomes.append(self.outcome(p, state, verdict, "dropped", steps))
                 continue
             route, rest = self.routed_hooks(state)
-            for q, final, last in self.hooks(p, state, rest):
-                outcomes.append(self.outcome(q, final, last, route))
+            by_route.setdefault(route, (rest, _Ways()))[1].add((state, verdict), p, steps)
+        for route, (rest, group) in by_route.items():
+            for (state, verdict), (p, steps) in self.hooks(group, rest, 100).mass.items():
+                outcomes.append(self.outcome(p, state, verdict, route, steps))
         return outcomes
 
-    def hooks(self, p: Fraction, state: State, hooks: list[tuple[str, str]]) -> list[Branch]:
-        branches = [Branch(p, state, "ACCEPT")]
-        for table, chain in hooks:
+    def hooks(self, ways: _Ways, hooks: list[tuple[str, str]], first: int) -> _Ways:
+        """Carry (state, verdict) ways through the hooks; only ACCEPTed ones go on."""
+        for number, (table, chain) in enumerate(hooks, start=first):
             if table not in self.ruleset.tables:
                 continue
-            nxt = []
-            for prob, st, verdict in branches:
-                if verdict != "ACCEPT":
-                    nxt.append(Branch(prob, st, verdict))
-                    continue
-                for q, after, result in self.builtin(replace(st, hook=chain), table, chain):
-                    nxt.append(Branch(prob * q, after, result))
-            branches = nxt
-        return branches
+            going, nxt = _Ways(), _Ways()
+            for (state, verdict), (p, steps) in ways.mass.items():
+                if verdict == "ACCEPT":
+                    going.add(replace(state, hook=chain), p, steps)
+                else:
+                    nxt.add((state, verdict), p, steps)
+            nxt.merge(self.builtin(going, table, chain, number))
+            ways = nxt
+        return ways
 
-    def builtin(self, state: State, table: str, chain: str) -> list[Branch]:
+    def builtin(self, ways: _Ways, table: str, chain: str, number: int) -> _Ways:
         policy = self.ruleset.chain(table, chain).policy or "ACCEPT"
-        out = []
-        for p, st, verdict in self.chain(state, table, chain, 0):
-            if verdict in (None, "RETURN"):
-                if policy != "ACCEPT":
-                    st = replace(st, path=st.path + (Step(table, chain, 0, f"policy {policy}"),))
-                verdict = policy
-            out.append(Branch(p, st, verdict))
-        return out
+        fell, ended = self.chain(ways, table, chain, 0, (number,))
+        for state, (p, steps) in fell.mass.items():
+            if policy != "ACCEPT":
+                steps = {**steps, (number, 1 << 30): Step(table, chain, 0, f"policy {policy}")}
+            ended.add((state, policy), p, steps)
+        return ended
 
-    def outcome(self, p: Fraction, st: State, verdict: str, route: str) -> Outcome:
-        return Outcome(p, verdict, st.dnat, st.masquerade, st.snat, st.mark, route, st.path)
+    def outcome(self, p: Fraction, st: State, verdict: str, route: str, steps: dict) -> Outcome:
+        path = tuple(steps[key] for key in sorted(steps))
+        return Outcome(p, verdict, st.dnat, st.masquerade, st.snat, st.mark, route, path)
 
     # -- chains and rules --------------------------------------------------------------------
-    def chain(self, state: State, table: str, name: str, depth: int) -> list[Branch]:
-        """Every way through one chain: a loop over its rules, recursing only into jumps."""
+    def chain(self, ways: _Ways, table: str, name: str, depth: int,
+              where: tuple[int, ...]) -> tuple[_Ways, _Ways]:
+        """All `ways` (states) through one chain, rule by rule: (those that fall off its end or
+        RETURN, {(state, verdict): …} of those a verdict ended). `where` orders steps."""
         if depth > MAX_DEPTH:
             raise TraceError(f"{table} {name}: more than {MAX_DEPTH} nested jumps (a jump loop?)")
         rules = self.ruleset.chain(table, name).rules
-        done: list[Branch] = []
-        todo = [(ONE, state, 0)]  # (probability, state, next rule index), depth first
-        while todo:
-            p, st, i = todo.pop()
-            if i == len(rules):
-                done.append(Branch(p, st, None))
-                continue
-            rule = rules[i]
-            carry_on = []
-            for q, matched in self.matches(rule, st):
-                if not matched:
-                    carry_on.append((p * q, st, i + 1))
-                    continue
-                for r, after, verdict in self.target(rule, st.step(rule, i + 1), depth):
-                    if verdict is None:
-                        carry_on.append((p * q * r, after, i + 1))
-                    else:  # RETURN ends this chain like falling off its end
-                        done.append(Branch(p * q * r, after, None if verdict == "RETURN" else verdict))
-            todo.extend(reversed(carry_on))
-        return done
+        returned, ended = _Ways(), _Ways()
+        for i, rule in enumerate(rules):
+            if not ways.mass:
+                break
+            self.check_limits(rule, ways)
+            key = (*where, i)
+            step = Step(rule.table, rule.chain, i + 1, rule.text)
+            going, nxt = _Ways(), _Ways()
+            for state, (p, steps) in ways.mass.items():
+                chance, after, missed = self.matches(rule, state)
+                if chance != ONE:
+                    nxt.add(missed, p * (ONE - chance), steps)
+                if chance:
+                    going.add(after, p * chance, {**steps, key: step})
+            if going.mass:
+                self.target(rule, going, depth, key, nxt, returned, ended)
+            ways = nxt
+        returned.merge(ways)
+        return returned, ended
 
-    def matches(self, rule: Rule, state: State) -> list[tuple[Fraction, bool]]:
-        """[(probability, matched)]: only statistic rules split; the rest are certain."""
-        if not all(self.basic(rule, key, inv, value, state) for key, inv, value in rule.basic):
-            return [(ONE, False)]
+    def check_limits(self, rule: Rule, ways: _Ways) -> None:
+        if len(ways) > self.limits.max_states:
+            raise TraceLimit(rule, f"more than {self.limits.max_states} distinct packet states "
+                                   "at one rule (the tracer's state limit, Limits.max_states)")
+        if time.monotonic() > self.deadline:
+            raise TraceLimit(rule, f"the trace took more than {self.limits.seconds:g} s (the "
+                                   "tracer's time limit, Limits.seconds)")
+
+    def matches(self, rule: Rule, state: State) -> tuple[Fraction, State, State]:
+        """(the chance the rule matches, the state if it matches, the state if not): only
+        statistic matches are uncertain; a recent match changes its list whether the rule
+        goes on to match or not; an nth rule remembers that this packet drew at it."""
+        for key, inv, value in rule.basic:
+            if not self.basic(rule, key, inv, value, state):
+                return Fraction(0), state, state
         chance = ONE
         for match in rule.matches:
             result = MATCHERS.get(match.module)
             if result is None:
                 raise UnsupportedRule(rule, f"-m {match.module}")
             value = result(self, rule, match.args, state)
+            if match.module == "recent":
+                if chance != ONE:
+                    raise UnsupportedRule(rule, "-m recent after -m statistic in one rule")
+                state = recent_update(match.args, state)
             if value is False:
-                return [(ONE, False)]
+                return Fraction(0), state, state
             if isinstance(value, Fraction):
                 chance *= value
-        return [(p, m) for p, m in ((chance, True), (ONE - chance, False)) if p]
+        matched = state
+        if chance != ONE and nth_rule(rule):
+            drawn = (rule.table, rule.chain, rule.line_no, rule.text)
+            if drawn in state.nth_seen:
+                raise UnsupportedRule(rule, "-m statistic --mode nth reached twice by one packet")
+            state = matched = replace(state, nth_seen=state.nth_seen | {drawn})
+        return chance, matched, state
 
     def basic(self, rule: Rule, key: str, inverted: bool, value: str, state: State) -> bool:
         if key in ("s", "d"):
-            address = state.src if key == "s" else state.dst
-            hit = ipaddress.ip_address(address) in ipaddress.ip_network(value, strict=False)
+            address = ipaddress.ip_address(state.src if key == "s" else state.dst)
+            hit = any(address in ipaddress.ip_network(part, strict=False)
+                      for part in value.split(","))  # -s a,b: iptables adds a rule per address
         elif key == "p":
             wanted = {"6": "tcp", "17": "udp", "1": "icmp"}.get(value, value.lower())
             hit = wanted in ("all", "0") or wanted == self.proto
@@ -231,22 +316,40 @@ class _Tracer:
                              f"interface: give the packet an out_interface\n    {rule.text}")
         return self.packet.out_interface
 
-    def target(self, rule: Rule, state: State, depth: int) -> list[Branch]:
+    def target(self, rule: Rule, going: _Ways, depth: int, key: tuple[int, ...], nxt: _Ways,
+               returned: _Ways, ended: _Ways) -> None:
+        """Apply the rule's target to the states that matched it: those that go on join `nxt`,
+        those that leave the chain `returned`, those a verdict ends `ended`."""
         name = rule.target
         if name is None or name in NO_OP_TARGETS:
             if name == "CONNMARK" and "--restore-mark" in rule.target_args:
                 raise UnsupportedRule(rule, "CONNMARK --restore-mark")
-            return [Branch(ONE, state, None)]
+            nxt.merge(going)
+            return
         if self.ruleset.has_chain(rule.table, name) and name not in ("ACCEPT", "DROP", "RETURN"):
-            sub = self.chain(state, rule.table, name, depth + 1)
-            back = "RETURN" if rule.goto else None  # a goto'd chain returns to our caller
-            return [Branch(p, st, back if v is None else v) for p, st, v in sub]
-        if name in ("ACCEPT", "DROP", "REJECT", "RETURN"):
-            return [Branch(ONE, state, name)]
+            fell, verdicts = self.chain(going, rule.table, name, depth + 1, key)
+            (returned if rule.goto else nxt).merge(fell)  # a goto'd chain returns to our caller
+            ended.merge(verdicts)
+            return
+        if name == "RETURN":
+            returned.merge(going)
+            return
+        if name in ("ACCEPT", "DROP", "REJECT"):
+            for state, (p, steps) in going.mass.items():
+                ended.add((state, name), p, steps)
+            return
         handler = TARGETS.get(name)
         if handler is None:
             raise UnsupportedRule(rule, f"target {name}")
-        return [handler(rule, state)]
+        step = Step(rule.table, rule.chain, key[-1] + 1, rule.text)
+        for state, (p, steps) in going.mass.items():
+            _, after, verdict = handler(rule, state)
+            if name in NAT_TARGETS:
+                after = replace(after, nat_steps=after.nat_steps + (step,))
+            if verdict is None:
+                nxt.add(after, p, steps)
+            else:
+                ended.add((after, verdict), p, steps)
 
 
 def _iface(pattern: str, name: str) -> bool:
