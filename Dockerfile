@@ -14,6 +14,7 @@ FROM ${BASE}
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONPYCACHEPREFIX=/tmp/kplab-pycache \
     VENV=/opt/kplab \
     PATH=/opt/kplab/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 

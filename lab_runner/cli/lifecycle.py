@@ -123,8 +123,10 @@ def status() -> None:
     from lab_runner.backends.netns import list_netns
 
     runs = list_runs()
+    present = set(list_netns())
     if not runs:
-        console.print("no lab is running")
+        console.print("no lab is running" if _is_root() else "no lab of yours is running")
+        _mention_other_users_labs(runs, present)
         return
     table = Table("run id", "lab", "state", "backend", "iptables", "profile", "age", "pods up",
                   "namespaces", box=None)
@@ -149,6 +151,26 @@ def status() -> None:
     if orphans:
         console.print(f"{orphans} orphaned run(s), left by a crashed process: "
                       "`sudo lab-runner clean` removes them")
+    _mention_other_users_labs(runs, present)
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _mention_other_users_labs(runs, present: set[str]) -> None:
+    """Without root, this user sees their own records only: say that root's labs may run too."""
+    from lab_runner.runs import run_id_of, state_root
+
+    if _is_root():
+        return
+    mine = {r.run_id for r in runs}
+    others = sorted({rid for rid in map(run_id_of, present) if rid and rid not in mine})
+    seen = (f"{len(others)} other run(s) have namespaces on this machine "
+            f"({', '.join(others[:5])}{', …' if len(others) > 5 else ''}); " if others else "")
+    console.print(f"[dim]{seen}labs started with sudo or by other users are not listed here (this "
+                  f"list is the runs recorded in {state_root()}): `sudo lab-runner status` shows "
+                  "root's[/]")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

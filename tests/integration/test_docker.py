@@ -393,6 +393,12 @@ def _wait_for_new_container(engine, proc, before: set[str]) -> str | None:
     return None
 
 
+def _bytecode_dirs() -> set[str]:
+    """__pycache__ folders in the checkout (the container mounts it; root would own new ones)."""
+    return {str(p.relative_to(ROOT)) for p in ROOT.rglob("__pycache__")
+            if ".venv" not in p.relative_to(ROOT).parts}
+
+
 def _composes() -> list[list[str]]:
     found = []
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
@@ -413,6 +419,7 @@ def test_compose_runs_the_walkthrough_and_the_reference_solutions(engine, image,
     project = f"kplab-test-{secrets.token_hex(3)}"
     base = [*compose, "-p", project, "-f", str(ROOT / "docker-compose.yml"), "run", "--rm", "-T", "lab"]
     env = {**os.environ, "COLUMNS": "120"}
+    bytecode_before = _bytecode_dirs()
     try:
         walk = subprocess.run([*base, "make", "lab-3"], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=600)
@@ -424,6 +431,8 @@ def test_compose_runs_the_walkthrough_and_the_reference_solutions(engine, image,
                                 capture_output=True, text=True, timeout=900)
         assert graded.returncode == 0, graded.stdout[-3000:] + graded.stderr[-3000:]
         assert graded.stdout.count(", 0 failed") == len(SOLUTIONS)
+        new = sorted(_bytecode_dirs() - bytecode_before)
+        assert not new, f"the container wrote bytecode into the mounted checkout: {new[:5]}"
     finally:
         left = engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
         for container in left:
