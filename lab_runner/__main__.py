@@ -14,6 +14,11 @@ def _interrupt(signum, frame):
 
 
 def main() -> None:
+    if sys.version_info < (3, 11):
+        sys.stderr.write(f"error: lab-runner needs Python 3.11 or newer; this is "
+                         f"{sys.version.split()[0]} ({sys.executable}). Without a newer Python "
+                         "(macOS ships 3.9), run the labs in Docker: docker compose run --rm lab\n")
+        sys.exit(3)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         from lab_runner.cli import main as cli_main

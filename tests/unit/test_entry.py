@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM at any moment of a command: "interrupted", exit 130, never a traceback."""
+"""The command's entry: interruptible at any moment, and a sentence where it cannot work (old Python, not Linux)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,22 @@ def test_a_signal_while_the_command_loads_says_interrupted(signum, delay):
         assert "lab-3" in out
     else:
         assert (proc.returncode, "interrupted" in err) == (130, True), (proc.returncode, err)
+
+
+def test_an_old_python_gets_a_sentence(monkeypatch, capsys):
+    from lab_runner import __main__ as entry
+
+    monkeypatch.setattr(entry.sys, "version_info", (3, 9, 6))
+    with pytest.raises(SystemExit) as stopped:
+        entry.main()
+    assert stopped.value.code == 3
+    assert "needs Python 3.11 or newer" in capsys.readouterr().err
+
+
+def test_the_netns_backend_off_linux_says_what_to_use_instead(monkeypatch):
+    from lab_runner.cli import lifecycle
+    from lab_runner.errors import EnvironmentProblem
+
+    monkeypatch.setattr(lifecycle.sys, "platform", "darwin")
+    with pytest.raises(EnvironmentProblem, match="use the docker backend"):
+        lifecycle.require_root()
