@@ -21,6 +21,11 @@ IPTABLES_CHOICE = click.Choice(["nft", "legacy"])
 def require_root() -> None:
     from lab_runner.doctor import has_net_admin
 
+    if not sys.platform.startswith("linux"):
+        raise EnvironmentProblem(f"this runs labs in Linux network namespaces, which {sys.platform} "
+                                 "lacks: use the docker backend (`lab-runner up lab-3 --backend "
+                                 "docker`) or the container (`docker compose run --rm lab`); the "
+                                 "README's 'Without root: Docker' says what to install.")
     if not has_net_admin():
         raise EnvironmentProblem("this needs root (CAP_NET_ADMIN) to create network namespaces: "
                                  "run it with sudo, or use the container (`docker compose run "
