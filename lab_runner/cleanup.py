@@ -1,4 +1,9 @@
-"""`clean`: remove what crashed runs left behind, recognised only by the kit's prefix and a run id."""
+"""`clean`: remove what crashed runs left behind, recognised only by the kit's prefix and a run id.
+
+Only names of the kit's own shape are acted on (runs.KIT_NAME, runs.RUN_ID); an entry of the state
+directory with any other name is left alone, and nothing outside the state directory, /run/netns
+and /etc/netns is ever removed.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import shutil
 from dataclasses import dataclass, field
 
 from lab_runner.backends.netns import NetnsBackend, list_netns
-from lab_runner.runs import RunRecord, list_runs, run_id_of, state_root
+from lab_runner.runs import (RunRecord, is_kit_name, list_runs, run_dir, run_id_of, state_root,
+                             valid_run_id)
 
 
 @dataclass
@@ -47,13 +53,16 @@ def clean(*, everything: bool = False, backend: NetnsBackend | None = None,
             continue  # a scratch namespace of a running test or `doctor`: not a leftover yet
         record = record or RunRecord(run_id=run_id, lab_id="?", lab_source="")
         report.problems += backend.destroy(record)
-        shutil.rmtree(state_root() / run_id, ignore_errors=True)
+        shutil.rmtree(run_dir(run_id), ignore_errors=True)
         report.removed_runs.append(run_id)
-    # Record directories without a record file (an `up` killed before its first save).
+    # Run directories without a valid record (an `up` killed before its first save, or a record
+    # refused as tampered with): what they made is found by run id, as above.
     root = state_root()
     if root.is_dir():
         for entry in root.iterdir():
-            if entry.is_dir() and not (entry / "run.json").exists() and entry.name not in ns_runs:
+            if not valid_run_id(entry.name) or entry.name in records or entry.name in ns_runs:
+                continue  # not the kit's name, or a run dealt with above
+            if entry.is_dir() and not entry.is_symlink():
                 if everything or not _recent(entry):
                     shutil.rmtree(entry, ignore_errors=True)
                     report.removed_runs.append(entry.name)
@@ -73,7 +82,7 @@ def _remove_stale_netns_etc(report: CleanReport) -> None:
         return
     present = set(list_netns())
     for folder in NETNS_ETC.iterdir():
-        if run_id_of(folder.name) and folder.name not in present:
+        if is_kit_name(folder.name) and folder.name not in present:
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -17,6 +17,7 @@ from lab_runner.errors import LabError
 from lab_runner.model import Lab
 from lab_runner.ruleset import apply as iptables
 from lab_runner.runs import RunRecord, find_run, new_run_id
+from lab_runner.safe_files import private_dir, write_file
 
 
 class LiveLab:
@@ -210,10 +211,9 @@ class LiveLab:
 
         The seed's commands start with `sudo`; inside a lab host the student is already root.
         """
-        self.shim_dir.mkdir(parents=True, exist_ok=True)
-        sudo = self.shim_dir / "sudo"
-        sudo.write_text('#!/bin/sh\n# in a lab host you are already root\nexec "$@"\n')
-        sudo.chmod(0o755)
+        private_dir(self.shim_dir)  # root runs these: 0700 and root's, whatever the umask
+        write_file(self.shim_dir / "sudo", '#!/bin/sh\n# in a lab host you are already root\n'
+                   'exec "$@"\n', 0o755)
         for name in ("iptables-save", "iptables-restore"):
             target = shutil.which(iptables.tool(self.run.iptables, name))
             if target:
@@ -223,11 +223,10 @@ class LiveLab:
         real = shutil.which(iptables.tool(self.run.iptables, "iptables"))
         if real:
             package_root = Path(__file__).resolve().parent.parent
-            wrapper = self.shim_dir / "iptables"
-            wrapper.write_text(f"#!/bin/sh\n# the lab's iptables ({self.run.iptables}); see "
-                               f"lab_runner/listing_fix.py\nPYTHONPATH={package_root} exec "
-                               f"{sys.executable} -m lab_runner.listing_fix {real} \"$@\"\n")
-            wrapper.chmod(0o755)
+            write_file(self.shim_dir / "iptables",
+                       f"#!/bin/sh\n# the lab's iptables ({self.run.iptables}); see "
+                       f"lab_runner/listing_fix.py\nPYTHONPATH={package_root} exec "
+                       f"{sys.executable} -m lab_runner.listing_fix {real} \"$@\"\n", 0o755)
 
 
 def _with_deleted_chains(document: str, stale: list[str]) -> str:

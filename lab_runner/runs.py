@@ -3,12 +3,18 @@
 Every name the kit creates carries `kplab-<run id>-`, so a record is a convenience (which lab,
 which processes) and never the only way to find what a run made: `clean` also works after a
 SIGKILL that left no record behind.
+
+Root acts on records, so nothing in one is taken on trust: the state directory must be the
+user's own and closed to others (checked on every use), a run id is six lowercase hex digits, a
+record's namespaces must be kit names of its own run id, and every path is derived from the run
+id, never read from the record. A record that breaks these rules is refused as a whole.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -16,28 +22,78 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab_runner import PREFIX
-from lab_runner.errors import RunNotFound
+from lab_runner.errors import LabError, RunNotFound
+from lab_runner.safe_files import check_own_dir, private_dir, read_regular, write_file
+
+RUN_ID = re.compile(r"[0-9a-f]{6}")
+# What may follow `kplab-<run id>-` in a name the kit makes: no space, newline, slash or quote.
+NAME_TAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}")
+KIT_NAME = re.compile(rf"{PREFIX}-([0-9a-f]{{6}})-{NAME_TAIL.pattern}")
+RECORD_LIMIT = 1 << 20  # bytes: a record lists namespaces and pids, never more than this
 
 
 def state_root() -> Path:
-    """/run/kplab for root; a per-user directory otherwise (a docker run needs no root)."""
+    """/run/kplab for root; a per-user directory otherwise (a docker run needs no root).
+
+    Checked on every call: a directory that is a link, another user's, or writable by group or
+    others is refused (safe_files.UnsafePath), KPLAB_STATE_DIR included. Without
+    XDG_RUNTIME_DIR the per-user name in /tmp is predictable, so it is only ever used when this
+    user made it (mkdir never adopts an existing one; see ensure_state_root).
+    """
     if os.environ.get("KPLAB_STATE_DIR"):
-        return Path(os.environ["KPLAB_STATE_DIR"])
-    uid = os.getuid() if hasattr(os, "getuid") else None
-    if uid == 0:
-        return Path(f"/run/{PREFIX}")
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / (f"{PREFIX}-{uid}" if uid is not None else PREFIX)
+        root = Path(os.environ["KPLAB_STATE_DIR"])
+    else:
+        uid = os.getuid() if hasattr(os, "getuid") else None
+        if uid == 0:
+            root = Path(f"/run/{PREFIX}")
+        else:
+            base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+            root = Path(base) / (f"{PREFIX}-{uid}" if uid is not None else PREFIX)
+    check_own_dir(root)
+    return root
+
+
+def ensure_state_root() -> Path:
+    """The state root, made 0700 if missing (whatever the umask) and checked either way."""
+    root = state_root()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    return private_dir(root)
+
+
+def valid_run_id(run_id: object) -> bool:
+    return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
+
+
+def run_dir(run_id: str) -> Path:
+    """The run's own directory, derived from a checked run id: always directly in the state root."""
+    if not valid_run_id(run_id):
+        raise RunNotFound(f"{run_id!r} is not a run id (six lowercase hex digits, as "
+                          "`lab-runner status` shows them)")
+    return state_root() / run_id
 
 
 def netns_name(run_id: str, role: str, name: str = "") -> str:
-    """`kplab-<run>-node-minikube`, `kplab-<run>-pod-<pod>`, `kplab-<run>-net`."""
-    return f"{PREFIX}-{run_id}-{role}" + (f"-{name}" if name else "")
+    """`kplab-<run>-node-minikube`, `kplab-<run>-pod-<pod>`, `kplab-<run>-net`.
+
+    The name goes to `ip` as an argument and to /etc/netns as a folder: a lab's name that could
+    be more than one word or a path is refused here.
+    """
+    full = f"{PREFIX}-{run_id}-{role}" + (f"-{name}" if name else "")
+    if not is_kit_name(full, run_id):
+        raise LabError(f"{full!r} cannot name a namespace: a pod, node or client name may hold "
+                       "letters, digits, '.', '_' and '-' only (fix it in lab.yaml)")
+    return full
+
+
+def is_kit_name(name: object, run_id: str | None = None) -> bool:
+    """A name the kit makes: `kplab-<6 hex>-<word>` (of run_id, when given)."""
+    match = KIT_NAME.fullmatch(name) if isinstance(name, str) else None
+    return match is not None and (run_id is None or match.group(1) == run_id)
 
 
 def run_id_of(netns: str) -> str | None:
-    parts = netns.split("-")
-    return parts[1] if len(parts) >= 3 and parts[0] == PREFIX and len(parts[1]) == 6 else None
+    match = KIT_NAME.fullmatch(netns)
+    return match.group(1) if match else None
 
 
 @dataclass
@@ -49,7 +105,7 @@ class TrackedProcess:
     start_ticks: int
 
     def alive(self) -> bool:
-        return process_start_ticks(self.pid) == self.start_ticks
+        return self.pid > 1 and process_start_ticks(self.pid) == self.start_ticks
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -90,23 +146,63 @@ class RunRecord:
 
     @property
     def path(self) -> Path:
-        return state_root() / self.run_id / "run.json"
+        return run_dir(self.run_id) / "run.json"
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        tmp.replace(self.path)  # atomic: a reader never sees half a record
+        ensure_state_root()
+        private_dir(self.path.parent)
+        # A temporary file renamed into place: a reader never sees half a record; 0600 always.
+        write_file(self.path, json.dumps(asdict(self), indent=1), 0o600)
 
     @classmethod
     def load(cls, run_id: str) -> "RunRecord":
-        path = state_root() / run_id / "run.json"
+        path = run_dir(run_id) / "run.json"
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+            data = json.loads(read_regular(path, RECORD_LIMIT, owner=os.geteuid()))
+        except (OSError, ValueError, LabError) as exc:
             raise RunNotFound(f"no record for run {run_id} ({exc})") from exc
+        problem = record_problem(data, run_id)
+        if problem:
+            raise RunNotFound(f"the record of run {run_id} ({path}) is refused: {problem}; "
+                              "`lab-runner clean` removes what the run made by its run id")
         data["processes"] = [TrackedProcess(**p) for p in data.get("processes", [])]
         return cls(**data)
+
+
+def record_problem(data: object, run_id: str) -> str:
+    """Why a record read from disk may not be acted on ("" when it may): field by field."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    unknown = set(data) - {f for f in RunRecord.__dataclass_fields__}
+    if unknown:
+        return f"unknown fields {sorted(unknown)}"
+    if data.get("run_id") != run_id:
+        return f"run_id {data.get('run_id')!r} is not its directory's name {run_id}"
+    if data.get("backend", "netns") not in ("netns", "docker"):
+        return f"backend {data.get('backend')!r} is neither netns nor docker"
+    names = data.get("namespaces", [])
+    if not isinstance(names, list) or not all(is_kit_name(n, run_id) for n in names):
+        return f"namespaces must all be named {PREFIX}-{run_id}-…: {names!r}"
+    processes = data.get("processes", [])
+    if not isinstance(processes, list) or not all(
+            isinstance(p, dict) and set(p) == {"pid", "role", "start_ticks"}
+            and _is_int(p["pid"]) and _is_int(p["start_ticks"]) and isinstance(p["role"], str)
+            for p in processes):
+        return "processes must be a list of {pid, role, start_ticks}"
+    pod_pids = data.get("pod_pids", {})
+    if not isinstance(pod_pids, dict) or not all(_is_int(v) for v in pod_pids.values()):
+        return "pod_pids must map pod names to pids"
+    if not all(_is_int(data.get(k, 0)) for k in ("owner_pid", "owner_ticks")):
+        return "owner_pid and owner_ticks must be whole numbers"
+    container = data.get("container")
+    if container is not None and not (isinstance(container, str)
+                                      and re.fullmatch(r"[0-9a-f]{12,64}", container)):
+        return f"container {container!r} is not a container id"
+    return ""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def new_run_id() -> str:
@@ -115,27 +211,34 @@ def new_run_id() -> str:
     KPLAB_RUN_ID asks for a given id: the docker backend gives the lab inside a node container
     the run id of the host's record, so a run id means the same run on both sides.
     """
-    root = state_root()
-    root.mkdir(parents=True, exist_ok=True)
+    root = ensure_state_root()
     requested = os.environ.get("KPLAB_RUN_ID")
     if requested:
-        (root / requested).mkdir()
+        run_dir(requested)  # refuses anything but a run id
+        _make_run_dir(root / requested)
         return requested
     while True:
         run_id = secrets.token_hex(3)
         try:
-            (root / run_id).mkdir()
+            _make_run_dir(root / run_id)
             return run_id
         except FileExistsError:
             continue
 
 
+def _make_run_dir(path: Path) -> None:
+    os.mkdir(path, 0o700)
+    os.chmod(path, 0o700)  # whatever the umask
+
+
 def list_runs() -> list[RunRecord]:
+    """Every valid record in the state root; a refused or unreadable one is left out (see
+    `clean`, which goes by run id)."""
     records = []
     root = state_root()
     if root.is_dir():
         for entry in sorted(root.iterdir()):
-            if (entry / "run.json").is_file():
+            if valid_run_id(entry.name) and (entry / "run.json").is_file():
                 try:
                     records.append(RunRecord.load(entry.name))
                 except RunNotFound:
@@ -153,6 +256,8 @@ def find_run(which: str | None) -> RunRecord:
         matching = [r for r in runs if r.lab_id == which or r.lab_id.startswith(which + "-")]
     else:
         matching = runs
+    # A crash's leftover is named only by its run id: it never makes a lab's name ambiguous.
+    matching = [r for r in matching if not r.orphaned()]
     # A walkthrough runs `lab-runner … lab-3` for its own run: it names that run in KPLAB_RUN.
     preferred = [r for r in matching if r.run_id == os.environ.get("KPLAB_RUN")]
     if preferred:

@@ -27,7 +27,9 @@ from pathlib import Path
 from lab_runner.commands import HOST, Place, Runner
 from lab_runner.errors import CommandFailed, LabError
 from lab_runner.model import Lab, Node, Pod
-from lab_runner.runs import RunRecord, TrackedProcess, netns_name, process_start_ticks
+from lab_runner.runs import (RunRecord, TrackedProcess, is_kit_name, netns_name,
+                             process_start_ticks, run_id_of, valid_run_id)
+from lab_runner.safe_files import write_file
 
 NODE_NET_BRIDGE = "nodenet"
 APP_START_TIMEOUT = 10.0
@@ -119,9 +121,10 @@ class NetnsBackend:
 
     def remove_pod(self, run: RunRecord, pod_name: str) -> None:
         """Stop a pod's app and delete its namespace (its veth goes with it)."""
-        self.stop_pod(run, pod_name)
         ns = pod_ns(run.run_id, pod_name)
-        _terminate_pids(_netns_pids(ns))
+        inodes = _namespace_inodes([ns])
+        self.stop_pod(run, pod_name, inodes)
+        _terminate_pids(_netns_pids(ns), inodes)
         self.runner.run(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
         run.namespaces = [n for n in run.namespaces if n != ns]
@@ -206,34 +209,45 @@ class NetnsBackend:
         for pod, proc in started:
             _wait_ready(pod, proc, deadline)
 
-    def stop_pod(self, run: RunRecord, pod_name: str) -> None:
+    def stop_pod(self, run: RunRecord, pod_name: str, inodes: set | None = None) -> None:
         pid = run.pod_pids.pop(pod_name, None)
+        if inodes is None:
+            inodes = _namespace_inodes([pod_ns(run.run_id, pod_name)])
         keep = []
         for proc in run.processes:
             if proc.pid == pid:
-                _terminate([proc])
+                _terminate([proc], inodes)
             else:
                 keep.append(proc)
         run.processes = keep
 
     # -- teardown --------------------------------------------------------------------------
     def destroy(self, run: RunRecord) -> list[str]:
-        """Stop the run's processes and delete its namespaces; returns what could not be removed."""
-        _terminate(run.processes)
-        namespaces = set(run.namespaces) | set(namespaces_of_run(run.run_id))
+        """Stop the run's processes and delete its namespaces; returns what could not be removed.
+
+        Only kit names of this run id are touched, each passed to `ip` as one argument; a process
+        is signalled only while it lives in one of those namespaces (and, for a process the kit
+        started, only while its start time is the one recorded: never a recycled pid).
+        """
+        if not valid_run_id(run.run_id):
+            return [f"{run.run_id!r} is not a run id: nothing of it was touched"]
+        namespaces = ({ns for ns in run.namespaces if is_kit_name(ns, run.run_id)}
+                      | set(namespaces_of_run(run.run_id)))
+        inodes = _namespace_inodes(namespaces)
+        _terminate(run.processes, inodes)
         for ns in namespaces:  # anything else still inside (a shell, a probe) goes too
-            _terminate_pids(_netns_pids(ns))
+            _terminate_pids(_netns_pids(ns), inodes)
         problems = []
         if namespaces:
-            result = self.runner.run(["ip", "-force", "-batch", "-"],
-                                     input="".join(f"netns del {ns}\n" for ns in sorted(namespaces)),
-                                     check=False)
+            errors = [self.runner.run(["ip", "netns", "del", ns], check=False).stderr.strip()
+                      for ns in sorted(namespaces) if ns in set(list_netns())]
             for ns in namespaces:
                 shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
             _remove_if_empty(NETNS_ETC)
             left = set(namespaces) & set(namespaces_of_run(run.run_id))
             if left:
-                problems.append(f"namespaces not removed: {', '.join(sorted(left))}: {result.stderr}")
+                problems.append(f"namespaces not removed: {', '.join(sorted(left))}: "
+                                + "; ".join(e for e in errors if e))
         return problems
 
 
@@ -247,9 +261,15 @@ def _write_resolv_conf(ns: str) -> None:
     which a lab namespace cannot reach (and must not: nothing leaves the machine).
     """
     folder = NETNS_ETC / ns
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "resolv.conf").write_text("# lab-runner: no name service inside a lab\n"
-                                        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    # Explicit modes whatever the umask: every file here is mounted over /etc inside the lab.
+    for directory in (NETNS_ETC, folder):
+        try:
+            os.mkdir(directory, 0o755)
+            os.chmod(directory, 0o755)
+        except FileExistsError:
+            pass
+    write_file(folder / "resolv.conf", "# lab-runner: no name service inside a lab\n"
+               "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n", 0o644)
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -260,7 +280,28 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def namespaces_of_run(run_id: str) -> list[str]:
-    return [ns for ns in list_netns() if ns.startswith(netns_name(run_id, ""))]
+    return [ns for ns in list_netns() if run_id_of(ns) == run_id]
+
+
+def _namespace_inodes(namespaces) -> set[tuple[int, int]]:
+    """The identity (device, inode) of each named namespace that exists now."""
+    found = set()
+    for ns in namespaces:
+        try:
+            info = os.stat(f"/run/netns/{ns}")
+        except OSError:
+            continue
+        found.add((info.st_dev, info.st_ino))
+    return found
+
+
+def _lives_in(pid: int, inodes: set[tuple[int, int]]) -> bool:
+    """Whether pid's network namespace is one of inodes (the run's own)."""
+    try:
+        info = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) in inodes
 
 
 def list_netns() -> list[str]:
@@ -307,13 +348,14 @@ def _netns_pids(ns: str) -> list[int]:
     return [int(p) for p in out.stdout.split() if p.isdigit()]
 
 
-def _terminate(processes: list[TrackedProcess]) -> None:
-    _terminate_pids([p.pid for p in processes if p.alive()])
+def _terminate(processes: list[TrackedProcess], inodes: set[tuple[int, int]]) -> None:
+    _terminate_pids([p.pid for p in processes if p.alive()], inodes)
 
 
-def _terminate_pids(pids: list[int], grace: float = 1.0) -> None:
-    """SIGTERM, a short wait, then SIGKILL for what is left."""
-    pids = [p for p in pids if p != os.getpid()]
+def _terminate_pids(pids: list[int], inodes: set[tuple[int, int]], grace: float = 1.0) -> None:
+    """SIGTERM, a short wait, then SIGKILL for what is left: only processes in the namespaces
+    whose identities are `inodes` (a run's own), looked at again before each signal."""
+    pids = [p for p in pids if p > 1 and p != os.getpid() and _lives_in(p, inodes)]
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -322,7 +364,8 @@ def _terminate_pids(pids: list[int], grace: float = 1.0) -> None:
         if pids:
             time.sleep(0.01)
     for pid in pids:
-        _signal(pid, signal.SIGKILL)
+        if _lives_in(pid, inodes):
+            _signal(pid, signal.SIGKILL)
 
 
 def _signal(pid: int, sig: int) -> None:
