@@ -80,7 +80,7 @@ def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worke
 
     \b
     A directory holds one submission per student: a file (alice.rules) or a sub-directory with
-    one *.rules file (bob/answer.rules); hidden entries are skipped. Links, FIFOs and unreadable
+    one *.rules file (bob/answer.rules); hidden entries, links, FIFOs and unreadable
     entries score zero with the reason. Each is graded in its own process and sandbox; reports
     go to OUT/<student>/ and OUT/gradebook.csv has one row per submission.
 
@@ -119,7 +119,8 @@ def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worke
     result = grade_one(lab, which, submission, mode)
     for name in files:
         if out_dir:
-            for path in fmt.write(result, name, Path(out_dir)):
+            # A batch's per-student directory (--worker) is never followed if it became a link.
+            for path in fmt.write(result, name, Path(out_dir), follow_dir_link=not worker):
                 console.print(Text(f"report: {path}", style="dim"), highlight=False)
         else:
             click.echo(json.dumps(result.to_dict(), indent=1))

@@ -1,15 +1,16 @@
 """Grade a classroom: every submission in a directory, each in its own process and sandbox.
 
-What counts as a submission (entries whose name starts with "." are skipped):
+What counts as a submission:
 
     submissions/alice.rules          a regular file directly in the directory: student "alice"
     submissions/bob/answer.rules     a student sub-directory holding exactly one *.rules file
                                      (hidden files aside): student "bob"
 
 Anything else gets a row in the gradebook with zero points and the reason, and the batch goes on:
-a symbolic link (never followed: one pointing outside the directory would read someone else's
-file), a FIFO, socket or device, a file that cannot be opened, a sub-directory with no or several
-*.rules files. A submission the grader refuses (empty, binary, not iptables-restore text, over
+a hidden entry (its name starts with "."), a symbolic link (never followed: one pointing outside
+the directory would read someone else's file), a FIFO, socket or device, a file that cannot be
+opened, a sub-directory with no or several *.rules files. Every entry has its row; only the
+reports of an earlier batch (out_dir inside the directory) are passed over. A submission the grader refuses (empty, binary, not iptables-restore text, over
 the size limit, refused by the kernel) scores zero with the grader's reason.
 
 Each submission is graded by `python -m lab_runner grade LAB -e N - --worker --format json`: the
@@ -21,11 +22,14 @@ tears itself down), then SIGKILL, and whatever lab it still owned is removed by 
 Reports go to out_dir/<student>/ (result.json plus the requested formats); out_dir/gradebook.csv
 has one row per submission. A report directory's name is the student's name made safe (no "..",
 no leading "." or "-", no separator or control character, unique): always directly in out_dir.
+Every report is written through safe_files (a link planted in out_dir is replaced, never
+followed) and a per-student directory that is a link is refused.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -51,6 +55,7 @@ from lab_runner.errors import LabError
 from lab_runner.grading import exercise as exercises
 from lab_runner.grading import formats as fmt
 from lab_runner.grading.results import CheckResult, GradeResult
+from lab_runner.safe_files import make_dirs, read_regular, write_file
 
 DEFAULT_TIMEOUT = 120.0  # seconds per submission; a live exercise takes a few
 TERM_GRACE = 20.0  # seconds a timed-out grader gets to tear its sandbox down before SIGKILL
@@ -58,6 +63,9 @@ SUBMISSION_SUFFIXES = (".rules", ".ip")  # iptables-restore text; lab 1's `ip` w
 RESERVED = {"gradebook.csv"}
 GRADEBOOK_FIELDS = ("student", "file", "score", "max_score", "passed", "failed", "error", "report")
 NAME_BYTES = 100
+HIDDEN_REFUSAL = ('a hidden entry (its name starts with "."): not graded; rename it without the '
+                  'leading "." to have it graded')
+RESULT_LIMIT = 16 << 20  # bytes of a grader's result.json read back
 WARM_SPARES = 1  # grader processes started ahead, per job (0: start each when its turn comes)
 
 
@@ -172,10 +180,12 @@ def discover(directory: Path, out_dir: Path | None = None) -> list[Entry]:
     skip = out_dir.resolve() if out_dir is not None and out_dir.exists() else None
     entries: list[Entry] = []
     for name in sorted(os.listdir(root)):
-        if name.startswith("."):
-            continue
         path = root / name
         shown = _shown(name)
+        if name.startswith("."):  # `..rules`, `.alice.rules`: said, never silently passed over
+            if skip is None or path.resolve() != skip:
+                entries.append(Entry(_shown(_stem(name)) or shown, shown, None, HIDDEN_REFUSAL))
+            continue
         if path.is_dir() and not path.is_symlink():
             if skip is not None and path.resolve() == skip:
                 continue  # the reports of an earlier run, inside the submissions directory
@@ -343,9 +353,9 @@ def _grade_one(entry: Entry, ex: exercises.Exercise, mode: str, report_dir: Path
             _remove_runs_of(proc.pid)
     path = report_dir / fmt.FILE_NAMES["json"]
     if proc.returncode in (0, 1) and path.is_file():
-        try:
-            result = GradeResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError) as exc:
+        try:  # never through a link planted in its place
+            result = GradeResult.from_dict(json.loads(read_regular(path, RESULT_LIMIT)))
+        except (OSError, ValueError, TypeError, LabError) as exc:
             return error_result(ex, mode, entry.file, f"the grader's result is unreadable: {exc}")
         result.submission = entry.file
         return result
@@ -380,7 +390,7 @@ def grade_directory(lab: str, which: str | int, directory: Path, *, mode: str, j
     if not entries:
         raise LabError(f"{directory}: no submissions (a submission is a file directly in the "
                        f"directory, or a sub-directory holding one submission file)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     out_root = out_dir.resolve()
     extra = [f for f in formats if f in fmt.FILE_NAMES and f != "json"]
     to_grade = sum(1 for e in entries if e.path is not None)
@@ -390,14 +400,14 @@ def grade_directory(lab: str, which: str | int, directory: Path, *, mode: str, j
     def work(entry: Entry) -> Row:
         report_dir = out_root / entry.report
         try:
-            report_dir.mkdir(exist_ok=True)
+            make_dirs(report_dir)
             if report_dir.is_symlink() or report_dir.resolve().parent != out_root:
                 return _row(entry, error_result(ex, mode, entry.file, f"the report directory "
                                                 f"{entry.report} is not a plain directory in "
                                                 f"{out_root}: not graded"))
             result = _grade_one(entry, ex, mode, report_dir, timeout, graders)
             for name in ["json", *extra]:  # json again: with the submission named as found
-                fmt.write(result, name, report_dir)
+                fmt.write(result, name, report_dir, follow_dir_link=False)
         except Exception as exc:  # noqa: BLE001 - one submission never stops the batch
             result = error_result(ex, mode, entry.file, f"internal error: {exc!r}")
         return _row(entry, result)
@@ -448,13 +458,14 @@ def _cell(value) -> str:
 
 
 def write_gradebook(rows: list[Row], path: Path) -> Path:
-    with path.open("w", newline="", encoding="utf-8", errors="replace") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(GRADEBOOK_FIELDS)
-        for r in rows:
-            writer.writerow([_cell(r.student), _cell(r.file), f"{r.score:g}", f"{r.max_score:g}",
-                             r.passed, r.failed, _cell(r.error), r.report])
-    return path
+    """gradebook.csv, written whole through safe_files (a link at path is replaced, not followed)."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(GRADEBOOK_FIELDS)
+    for r in rows:
+        writer.writerow([_cell(r.student), _cell(r.file), f"{r.score:g}", f"{r.max_score:g}",
+                         r.passed, r.failed, _cell(r.error), r.report])
+    return write_file(path, text.getvalue().encode("utf-8", errors="replace"), 0o644)
 
 
 def _summary(rows: list[Row], console: Console, out_dir: Path, gradebook: Path) -> None:

@@ -33,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lab_runner.grading.results import CheckResult, GradeResult
+from lab_runner.safe_files import make_dirs, write_file
 
 FORMATS = ("terminal", "json", "junit", "gradescope", "prairielearn", "html")
 FILE_NAMES = {"json": "result.json", "junit": "junit.xml", "gradescope": "results.json",
@@ -102,12 +103,18 @@ def conflicts(formats) -> str | None:
     return None
 
 
-def write(result: GradeResult, name: str, out_dir: Path) -> list[Path]:
-    """Write the report `name` into out_dir; returns the files written."""
+def write(result: GradeResult, name: str, out_dir: Path, *,
+          follow_dir_link: bool = True) -> list[Path]:
+    """Write the report `name` into out_dir; returns the files written.
+
+    Written through safe_files.write_file: a link planted where the report goes is replaced,
+    never followed. follow_dir_link=False: out_dir itself must not be a link either (a batch's
+    per-student directory, in an output directory others may write).
+    """
     if name not in FILE_NAMES:
         raise ValueError(f"unknown report format {name!r}; the file formats are: "
                          f"{', '.join(FILE_NAMES)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     path = out_dir / FILE_NAMES[name]
     if name == "json":
         text = json.dumps(result.to_dict(), indent=1)
@@ -123,7 +130,8 @@ def write(result: GradeResult, name: str, out_dir: Path) -> list[Path]:
         text = render(result)
     # A file name that is not UTF-8 reaches us as lone surrogates: written as "?", never a crash.
     # (result.json keeps them as \udcXX escapes, so it reads back exactly.)
-    path.write_bytes(text.encode("utf-8", errors="replace"))
+    write_file(path, text.encode("utf-8", errors="replace"), 0o644,
+               follow_dir_link=follow_dir_link)
     return [path]
 
 

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from lab_runner.errors import SubmissionError
+from lab_runner.safe_files import UnsafePath, read_regular
 
 
 def read_limited(path: str | Path, limit: int) -> tuple[str, bytes]:
     """(the file's name, at most `limit` + 1 of its bytes) of a regular file, never a link.
 
+    The file is opened once (O_NOFOLLOW, O_NONBLOCK) and judged by fstat on that descriptor, so
+    nothing can be swapped in between a look and the read (safe_files.read_regular).
     Messages name the file alone, never the instructor's directories.
     """
-    path = Path(path)
-    name = path.name
+    name = Path(path).name
     try:
-        if path.is_symlink() or not path.is_file():
-            raise SubmissionError(f"{name}: not a regular file (links and directories are refused)")
-        with path.open("rb") as handle:
-            return name, handle.read(limit + 1)  # never more, even if the file grows meanwhile
-    except PermissionError as exc:
-        raise SubmissionError(f"{name}: cannot be read ({exc.strerror})") from exc
+        return name, read_regular(Path(path), limit)  # never more, even if the file grows
+    except UnsafePath as exc:
+        raise SubmissionError(f"{name}: not a regular file (links and directories are refused)"
+                              ) from exc
     except OSError as exc:
-        raise SubmissionError(f"{name}: cannot be read ({exc})") from exc
+        if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENOTDIR):  # ELOOP: a link (O_NOFOLLOW)
+            raise SubmissionError(f"{name}: not a regular file (links and directories are "
+                                  "refused)") from exc
+        raise SubmissionError(f"{name}: cannot be read ({exc.strerror})") from exc
 
 
 def decode(raw: bytes, name: str, limit: int, kind: str = "a text file") -> str:

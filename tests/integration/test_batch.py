@@ -36,6 +36,7 @@ EXPECTED = {
     "empty": (0, "empty"), "binary": (0, "binary data"),
     "passwd": (0, "outside the submissions directory"),
     "dangling": (0, "symbolic link"), "fifo": (0, "FIFO"),
+    ".hidden": (0, "hidden entry"), ".": (0, "hidden entry"),  # `..rules`: a row, not skipped
 }
 
 
@@ -54,6 +55,7 @@ def submissions(tmp_path) -> Path:
     (d / "dangling.rules").symlink_to(d / "no-such-file")
     os.mkfifo(d / "fifo.rules")
     (d / ".hidden.rules").write_bytes(SOLUTION.read_bytes())
+    (d / "..rules").write_bytes(SOLUTION.read_bytes())
     return d
 
 
@@ -100,9 +102,9 @@ def read_gradebook(out: Path) -> dict[str, dict]:
 def check_batch(submissions: Path, out: Path, proc: subprocess.CompletedProcess) -> dict:
     assert proc.returncode == 1, proc.stderr  # not every submission has full marks
     last = [line for line in proc.stdout.splitlines() if line.strip()][-1]
-    assert last == "3 passed, 6 failed", proc.stdout[-2000:]
+    assert last == "3 passed, 8 failed", proc.stdout[-2000:]
     book = read_gradebook(out)
-    assert set(book) == set(EXPECTED), book.keys()  # the hidden file is skipped
+    assert set(book) == set(EXPECTED), book.keys()
     for student, (score, error) in EXPECTED.items():
         row = book[student]
         assert (float(row["score"]), float(row["max_score"])) == (score, 8), row
