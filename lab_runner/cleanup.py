@@ -26,8 +26,10 @@ def clean(*, everything: bool = False, backend: NetnsBackend | None = None,
           netns: bool = True) -> CleanReport:
     """Remove orphaned runs (or, with everything=True, every run of the kit).
 
-    An orphan is a run that never finished starting, a `with` block whose process died, or
-    namespaces named `kplab-<run id>-…` for which no record exists (a SIGKILL before the record).
+    An orphan is a run that never finished starting, a `with` block whose process died, a run
+    directory whose record is missing or refused, or scratch namespaces (doctor's, a minilab's)
+    left for more than a minute. Namespaces of a lab recorded in another state directory are left
+    alone (see _ours) unless everything=True.
     Docker runs: node containers with the kit's label whose run is gone or orphaned
     (backends/docker.py). netns=False (no root) looks at docker runs only.
     """
@@ -51,6 +53,8 @@ def clean(*, everything: bool = False, backend: NetnsBackend | None = None,
             continue
         if record is None and not everything and _young_namespaces(run_id):
             continue  # a scratch namespace of a running test or `doctor`: not a leftover yet
+        if record is None and not everything and not _ours(run_id):
+            continue  # a lab recorded in another state directory (another user's, a test's)
         record = record or RunRecord(run_id=run_id, lab_id="?", lab_source="")
         report.problems += backend.destroy(record)
         shutil.rmtree(run_dir(run_id), ignore_errors=True)
@@ -76,14 +80,32 @@ def clean(*, everything: bool = False, backend: NetnsBackend | None = None,
 
 def _remove_stale_netns_etc(report: CleanReport) -> None:
     """/etc/netns/kplab-<run>-… folders whose namespace is gone (a run killed mid-teardown)."""
-    from lab_runner.backends.netns import NETNS_ETC
+    from lab_runner.backends import netns
 
-    if not NETNS_ETC.is_dir():
+    if not netns.NETNS_ETC.is_dir():
         return
-    present = set(list_netns())
-    for folder in NETNS_ETC.iterdir():
+    present = set(netns.list_netns())  # every namespace there is, whoever's run it is
+    for folder in netns.NETNS_ETC.iterdir():
         if is_kit_name(folder.name) and folder.name not in present:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+SCRATCH_ROLES = {"doctor", "client", "node", "pod"}  # doctor's and minilab's record-less names
+
+
+def _ours(run_id: str) -> bool:
+    """Whether namespaces of run_id without a valid record are this state directory's leftovers.
+
+    A lab's run directory is made before its first namespace, so a lab of this state directory
+    always has one here; a lab without one was started with another state directory and is not
+    this clean's to judge (`clean --all` removes every run of the kit). Scratch namespaces
+    (`kplab-<id>-doctor`, a minilab's `-client`/`-node`/`-pod`) never have a record: they are
+    everyone's leftovers once old.
+    """
+    if (state_root() / run_id).is_dir():
+        return True
+    return all(ns.split("-", 2)[2] in SCRATCH_ROLES for ns in list_netns()
+               if run_id_of(ns) == run_id)
 
 
 def _young_namespaces(run_id: str, seconds: float = 60.0) -> bool:

@@ -14,8 +14,14 @@ of the container's own (the netns backend, unchanged). On the host a docker run 
                                                   input files copied in, output directories out
     lab-runner down lab-3                  ->   the container removed; its namespaces go with it
 
-Only containers carrying the kit's label (and made from this machine) are ever removed. The
-Docker SDK is imported only when a docker run is used, so the CLI starts fast without it.
+Only containers carrying the kit's labels and naming this user (`kplab.uid`), this machine
+(`kplab.host`) and this state directory (`kplab.state`) are ever removed: an engine is shared by
+every user of its socket, and a record's container id alone proves nothing. The Docker SDK is
+imported only when a docker run is used, so the CLI starts fast without it.
+
+A command is forwarded into a container only when it names a docker run that is up: by run id,
+or by the lab of the user's only such run. Static work (`exercises`, `rules` without --apply,
+`grade --static`) is never forwarded, and `grade` only when its LAB is a docker run's id.
 """
 
 from __future__ import annotations
@@ -35,9 +41,11 @@ from typing import Callable
 from lab_runner import PREFIX
 from lab_runner.errors import EnvironmentProblem, LabError, RunNotFound
 from lab_runner.model import Lab
-from lab_runner.runs import RunRecord, find_run, list_runs, new_run_id, state_root
+from lab_runner.runs import (RunRecord, find_run, list_runs, new_run_id, run_dir, state_root,
+                             valid_run_id)
 
 LABEL, RUN_LABEL, LAB_LABEL, HOST_LABEL = PREFIX, f"{PREFIX}.run", f"{PREFIX}.lab", f"{PREFIX}.host"
+UID_LABEL, STATE_LABEL = f"{PREFIX}.uid", f"{PREFIX}.state"
 DEFAULT_IMAGE = "kplab-node"
 KIT_DIR = "/kit"  # the kit inside the image (Dockerfile)
 INNER_STATE = f"/run/{PREFIX}"  # the state root of the kit inside the container (it runs as root)
@@ -46,6 +54,8 @@ CAPABILITIES = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]
 SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 # Commands the host answers itself; every other command on a docker run runs in its container.
 HOST_COMMANDS = {"up", "down", "status", "clean", "doctor", "list"}
+# Work on lab files alone: never steered into a container, whatever runs.
+STATIC_COMMANDS = {"exercises"}
 RECORDLESS_GRACE = 60.0  # a labelled container without a record, younger than this, is left alone
 
 _client = None
@@ -147,8 +157,7 @@ def _create_node(client, image: str, run: RunRecord, model: Lab) -> str:
     # means these two empty lists (a writable /proc/sys for the lab's sysctls).
     host_config["MaskedPaths"] = []
     host_config["ReadonlyPaths"] = []
-    labels = {LABEL: "1", RUN_LABEL: run.run_id, LAB_LABEL: run.lab_id,
-              HOST_LABEL: socket.gethostname()}
+    labels = {LABEL: "1", RUN_LABEL: run.run_id, LAB_LABEL: run.lab_id, **owner_labels()}
     created = client.api.create_container(
         image, command=["sleep", "infinity"], name=container_name(run.run_id),
         hostname=model.nodes[0].name if model.nodes else None, labels=labels,
@@ -166,9 +175,9 @@ def destroy(run: RunRecord) -> list[str]:
     import docker
 
     problems = []
+    # Only containers whose labels name this user and state; the record's container id is not
+    # proof (a record could name anyone's container), so it is never removed by id alone.
     ids = {c.id for c in _kit_containers(client, run_id=run.run_id)}
-    if run.container:
-        ids.add(run.container)
     for container_id in ids:
         try:
             client.api.remove_container(container_id, force=True)
@@ -182,17 +191,30 @@ def destroy(run: RunRecord) -> list[str]:
 
 
 def _forget(run_id: str) -> None:
-    shutil.rmtree(state_root() / run_id, ignore_errors=True)
+    shutil.rmtree(run_dir(run_id), ignore_errors=True)
     try:
         state_root().rmdir()  # the state root, once no run is left in it
     except OSError:
         pass
 
 
+def owner_labels() -> dict[str, str]:
+    """The labels that say whose a node container is: this machine, this user, this state root."""
+    uid = os.getuid() if hasattr(os, "getuid") else -1
+    return {HOST_LABEL: socket.gethostname(), UID_LABEL: str(uid),
+            STATE_LABEL: str(state_root())}
+
+
 def _kit_containers(client, run_id: str | None = None) -> list:
-    """Containers carrying the kit's label (of one run, if given); never any other container."""
-    labels = [f"{LABEL}=1"] + ([f"{RUN_LABEL}={run_id}"] if run_id else [])
-    return client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
+    """Containers of this user's runs (of one run, if given); never any other container.
+
+    The engine filters by label, and every label is checked again here: all must match.
+    """
+    wanted = {LABEL: "1", **owner_labels(), **({RUN_LABEL: run_id} if run_id else {})}
+    found = client.containers.list(all=True, ignore_removed=True,
+                                   filters={"label": [f"{k}={v}" for k, v in wanted.items()]})
+    return [c for c in found
+            if all((c.labels or {}).get(key) == value for key, value in wanted.items())]
 
 
 def states() -> dict[str, str] | None:
@@ -207,8 +229,9 @@ def clean(records: dict[str, RunRecord], *,
           everything: bool) -> tuple[list[str], list[str], list[str]]:
     """Remove the node containers of crashed docker runs, or of every run with everything=True.
 
-    Only containers with the kit's label and this machine's name are looked at. A run is a
-    leftover when its record is gone or orphaned, or its container no longer runs.
+    Only containers whose labels name the kit, this machine, this user and this state root are
+    looked at (_kit_containers). A run is a leftover when its record is gone or orphaned, or its
+    container no longer runs.
     Returns (removed run ids, kept run ids, problems).
     """
     removed, kept, problems = [], [], []
@@ -219,10 +242,9 @@ def clean(records: dict[str, RunRecord], *,
         if docker_records:
             problems.append(f"docker runs {', '.join(sorted(docker_records))} not checked: {exc}")
         return removed, kept, problems
-    here = socket.gethostname()
     containers = {}
     for c in _kit_containers(client):
-        if c.labels.get(HOST_LABEL) == here and c.labels.get(RUN_LABEL):
+        if valid_run_id(c.labels.get(RUN_LABEL)):
             containers[c.labels[RUN_LABEL]] = c
     for run_id in sorted(set(containers) | set(docker_records)):
         record, container = docker_records.get(run_id), containers.get(run_id)
@@ -264,10 +286,15 @@ def forward(parent, name: str, command, args: list[str]) -> int | None:
     """Run `lab-runner NAME ARGS` in the node container when it acts on a docker run.
 
     Returns the exit code, or None when the command is not for a docker run (the host runs it).
-    The run is the one the command's LAB (or --lab) names, or the only one, as `find_run` says.
-    Asking for a command's help is answered on the host.
+    The run must be named: a run id, or the LAB (or --lab) of the user's only running lab, as
+    `find_run` says, and it must be a docker run that is up (a stale or half-made record is never
+    a reason to forward). Static work is never forwarded (see the module docstring). Asking for
+    a command's help is answered on the host.
     """
-    if name in HOST_COMMANDS or not any(r.backend == "docker" for r in list_runs()):
+    if name in HOST_COMMANDS or name in STATIC_COMMANDS:
+        return None
+    docker_runs = [r for r in list_runs() if r.backend == "docker"]
+    if not any(_forwardable(r) for r in docker_runs):
         return None
     import click
 
@@ -278,13 +305,32 @@ def forward(parent, name: str, command, args: list[str]) -> int | None:
         return None
     if command.get_help_option(ctx) in order or "lab" not in ctx.params:
         return None
+    run = forward_target(name, ctx.params, docker_runs)
+    if run is None:
+        return None
+    if name == "grade":  # inside, the lab is named as a lab: the run id named the container
+        args = _replace_arg(list(args), run.run_id, run.lab_id)
+    return run_in_container(run, name, command, ctx.params, list(args))
+
+
+def forward_target(name: str, params: dict, docker_runs: list[RunRecord]) -> RunRecord | None:
+    """The docker run a command with these parameters names, or None (the host runs it)."""
+    which = params.get("lab")
+    if params.get("static") or (name == "rules" and not params.get("apply_")):
+        return None  # static work: lab files only, never a running lab
+    if name == "grade":  # a grader builds a lab of its own: only a run id names a container
+        named = [r for r in docker_runs if r.run_id == which and _forwardable(r)]
+        return named[0] if named else None
     try:
-        run = find_run(ctx.params["lab"])
+        run = find_run(which)
     except RunNotFound:
         return None
-    if run.backend != "docker":
-        return None
-    return run_in_container(run, name, command, ctx.params, list(args))
+    return run if _forwardable(run) else None
+
+
+def _forwardable(run: RunRecord) -> bool:
+    """A docker run that is up: a record left half-made or orphaned is never forwarded to."""
+    return run.backend == "docker" and run.state == "up" and not run.orphaned()
 
 
 def run_in_container(run: RunRecord, name: str, command, params: dict, args: list[str]) -> int:

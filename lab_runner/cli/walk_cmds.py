@@ -68,7 +68,9 @@ def walk(lab: str, step: int, no_pause: bool, check: bool, keep: bool, variant: 
     pause = not no_pause and not check and sys.stdin.isatty()
     started = time.monotonic()
     with console.status(f"building {model.id}…"):
-        live = LiveLab.start(model, iptables_variant=variant)
+        # Transient unless --keep, like a grader's lab: if walk dies without its `finally`
+        # (SIGKILL), `clean` sees an orphan, not a lab that is up on purpose.
+        live = LiveLab.start(model, iptables_variant=variant, transient=not keep)
     try:
         console.print(f"[dim]{model.id} is up as run {live.run.run_id} "
                       f"({time.monotonic() - started:.2f} s)[/]")

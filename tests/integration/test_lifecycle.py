@@ -37,6 +37,14 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           text=True, cwd=ROOT, **kwargs)
 
 
+@pytest.fixture(autouse=True)
+def private_state(tmp_path, monkeypatch):
+    """Runs of this module (and the commands it starts) are recorded in a directory of its own:
+    `clean`, `down --all` and forwarding never see anyone else's labs on this machine."""
+    monkeypatch.setenv("KPLAB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("KPLAB_RUN", raising=False)
+
+
 def test_client_reaches_every_pod_through_the_node(lab3):
     for pod in lab3.model.pods:
         answer = http_from(lab3, "client", str(pod.ip))
@@ -183,3 +191,43 @@ def test_ctrl_c_during_a_walkthrough_tears_the_lab_down():
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, seen + rest
     assert set(list_netns()) - before == set()
+
+
+def test_a_sigkilled_walkthrough_leaves_a_lab_that_clean_removes(tmp_path, monkeypatch):
+    """`walk` without --keep owns a transient lab, like a grader: killed with SIGKILL (no
+    `finally` runs), its lab is an orphan, which plain `clean` removes (issue 14)."""
+    from lab_runner import cleanup
+    from lab_runner.backends import docker
+    from lab_runner.runs import RunRecord, run_id_of
+
+    proc = subprocess.Popen([sys.executable, "-m", "lab_runner", "walk", "lab-3", "--no-pause"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    seen, run_id = "", None
+    deadline = time.monotonic() + 60
+    while run_id is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+        if " is up as run " in line:
+            run_id = line.split(" is up as run ")[1].split()[0]
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert run_id, seen
+    try:
+        assert run_namespaces(run_id), "the killed walk should have left its lab"
+        assert RunRecord.load(run_id).transient
+        # Only this run's namespaces: never a leftover of anyone else's lab on this machine.
+        real = cleanup.list_netns
+        monkeypatch.setattr(cleanup, "list_netns",
+                            lambda: [ns for ns in real() if run_id_of(ns) == run_id])
+        monkeypatch.setattr(docker, "clean", lambda records, everything: ([], [], []))
+        report = cleanup.clean()
+        assert run_id in report.removed_runs and run_id not in report.kept_runs
+        assert run_namespaces(run_id) == []
+    finally:
+        if run_namespaces(run_id):
+            from lab_runner.backends.netns import NetnsBackend
+
+            NetnsBackend().destroy(RunRecord(run_id=run_id, lab_id="?", lab_source=""))
