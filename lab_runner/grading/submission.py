@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab_runner.errors import SubmissionError
+from lab_runner.grading.characters import lines, refuse_unreadable
 from lab_runner.grading.exercise import Exercise
+from lab_runner.grading.jump_graph import refuse_bad_jumps
 from lab_runner.grading.kernel_limits import refuse_what_the_kernel_refuses
 from lab_runner.grading.text_file import decode, read_limited
 from lab_runner.ruleset.parse import Ruleset, RulesetSyntaxError, parse
+from lab_runner.ruleset.semantics import unsupported
 
 
 CHAIN_COMMANDS = ("-A", "--append", "-I", "--insert", "-N", "--new-chain", "-F", "--flush", "-X",
@@ -31,25 +34,49 @@ def read(path: str | Path, exercise: Exercise) -> Submission:
 
 
 def from_bytes(raw: bytes, name: str, exercise: Exercise) -> Submission:
+    """The one intake of both modes: a file either mode refuses, both refuse, with one message
+    (file and line): what iptables-restore or the kernel would refuse, what the exercise does
+    not open, and what the rule tracer cannot model, before any lab is built."""
     text = decode(raw, name, exercise.max_bytes)
     if not text.strip():
         raise SubmissionError(f"{name}: the file is empty; submit the rules in iptables-restore "
                               "format (what `iptables-save` prints)")
-    base = parse(exercise.start_document, "<starting state>")
+    ruleset = as_iptables_restore(text, name, parse(exercise.start_document, "<starting state>"))
+    confine(text, name, exercise)
+    refuse_unmodelled(ruleset, name)
+    return Submission(name, text, ruleset)
+
+
+def as_iptables_restore(text: str, name: str, base: Ruleset | None = None) -> Ruleset:
+    """The document applied on `base` as iptables-restore would apply it, or the SubmissionError
+    (file and line) for what iptables-restore or the kernel would refuse in it."""
+    refuse_unreadable(text, name)  # line endings, control characters, lengths
+    base = base if base is not None else Ruleset()
     try:
         ruleset = parse(text, name, base=base)
     except RulesetSyntaxError as exc:
         raise SubmissionError(str(exc)) from exc
-    confine(text, name, exercise)
-    refuse_what_the_kernel_refuses(text, name)  # both modes alike, before any lab is built
-    return Submission(name, text, ruleset)
+    refuse_what_the_kernel_refuses(text, name)
+    refuse_bad_jumps(ruleset, base, name)
+    return ruleset
+
+
+def refuse_unmodelled(ruleset: Ruleset, name: str) -> None:
+    """Refuse a rule the tracer cannot model, in both modes alike: static mode could not grade
+    it, and live mode alone must not give a file a score the other mode cannot."""
+    problem = unsupported(ruleset)
+    if problem is not None:
+        rule = problem.rule
+        raise SubmissionError(f"{name}, line {rule.line_no}: the kit cannot model {problem.what} "
+                              "(neither grading mode takes this file); write it with the matches "
+                              f"and targets the labs use\n    {rule.text}")
 
 
 def confine(text: str, name: str, exercise: Exercise) -> None:
     """Refuse tables and chains the exercise does not open to the student, naming the line."""
     table = None
     allowed_tables = ", ".join(sorted(exercise.allowed))
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -44,7 +44,7 @@ def save(runner: Runner, place: Place, variant: str = "nft", *, counters: bool =
 
 def excerpt(document: str, line_no: int, around: int = CONTEXT_LINES) -> str:
     """The offending line with its neighbours, numbered, the culprit marked (as kube-proxy logs it)."""
-    lines = document.splitlines()
+    lines = document.split("\n")  # numbered as iptables-restore numbers them
     first, last = max(1, line_no - around), min(len(lines), line_no + around)
     return "\n".join(f"{'>' if n == line_no else ' '} {n:5d}  {lines[n - 1]}"
                      for n in range(first, last + 1))
@@ -55,7 +55,7 @@ def _offending_line(stderr: str, document: str) -> int | None:
     if not match:
         return None
     line_no = int(match.group(1))
-    lines = document.splitlines()
+    lines = document.split("\n")  # numbered as iptables-restore numbers them
     # iptables-nft reports a bad rule at the table's COMMIT; point at the rule it complains about.
     if 0 < line_no <= len(lines) and lines[line_no - 1].strip() == "COMMIT":
         named = re.search(r"[Cc]hain '([^']+)'|target `([^']+)'", stderr)

@@ -318,6 +318,9 @@ class _Parser:
         self.table: Table | None = None
         self.opened: tuple[int, str] = (0, "")
         self.pending: list[Rule] = []  # this table's rules, checked for jump targets at COMMIT
+        # Chains this document flushed that had rules before it: iptables-restore (nf_tables)
+        # still counts the flushed rules when it numbers positions, so numbers there are refused.
+        self.flushed: set[tuple[str, str]] = set()
         self.reader = _PartsReader(source)
 
     def fail(self, line_no: int, line: str, problem: str) -> RulesetSyntaxError:
@@ -329,7 +332,7 @@ class _Parser:
         # dispatch(), which reads it or refuses it with the reason.
         chains: dict[str, Chain] | None = None  # the open table's
         zero, read_counters = _ZERO, _COUNTERS.match
-        for line_no, line in enumerate(text.splitlines(), start=1):
+        for line_no, line in enumerate(text.split("\n"), start=1):  # as iptables-restore counts
             line = line.strip()
             if not line or line[0] == "#":
                 continue
@@ -423,6 +426,8 @@ class _Parser:
             raise self.fail(line_no, line, f"chain {name} is declared twice in table "
                                            f"{self.table.name} (first at line {self.declared[key]})")
         self.declared[key] = line_no
+        if name in self.table.chains and self.table.chains[name].rules:
+            self.flushed.add(key)
         self.table.chains[name] = Chain(name, False, None, counters, [], line_no)
 
     def counters(self, line_no: int, line: str, text: str) -> Counters:
@@ -488,6 +493,8 @@ class _Parser:
         if len(tokens) > 2 and tokens[2].isdigit():
             position = int(tokens[2])
             tokens = tokens[:2] + tokens[3:]
+            if position > 1:
+                self._refuse_flushed_numbering(line_no, line, chain, position)
             if not 1 <= position <= len(chain.rules) + 1:
                 raise self.fail(line_no, line, f"cannot insert at position {position}: chain "
                                                f"{chain.name} has {len(chain.rules)} rule(s)")
@@ -516,10 +523,21 @@ class _Parser:
 
     def _numbered(self, line_no, line, chain: Chain, text: str) -> int:
         number = int(text)
+        self._refuse_flushed_numbering(line_no, line, chain, number)
         if not 1 <= number <= len(chain.rules):
             raise self.fail(line_no, line, f"chain {chain.name} has no rule {number} (it has "
                                            f"{len(chain.rules)})")
         return number - 1
+
+    def _refuse_flushed_numbering(self, line_no, line, chain: Chain, number: int | None) -> None:
+        """Refuse a rule number (None: a -D by rule) in a chain this document flushed."""
+        assert self.table is not None
+        if (self.table.name, chain.name) in self.flushed:
+            what = "deleting by rule" if number is None else f"rule number {number}"
+            raise self.fail(line_no, line, f"{what} in chain {chain.name}, which this file "
+                                           "flushed: iptables-restore (nf_tables) still counts "
+                                           "the flushed rules there and would act on another "
+                                           "rule; write the chain's rules in order instead")
 
     def delete_rule(self, line_no, line, tokens, counters) -> None:
         """-D CHAIN N, or -D CHAIN <rule>: the first rule that means the same (as iptables does)."""
@@ -529,6 +547,7 @@ class _Parser:
         if len(tokens) == 3 and tokens[2].isdigit():
             del chain.rules[self._numbered(line_no, line, chain, tokens[2])]
             return
+        self._refuse_flushed_numbering(line_no, line, chain, None)  # it may find a flushed rule
         wanted = normalize(self.rule(line_no, line, tokens, counters))
         self.pending.pop()  # the pattern is not a rule of the table
         for i, rule in enumerate(chain.rules):
@@ -542,6 +561,11 @@ class _Parser:
         if len(tokens) < 3 or not tokens[2].isdigit():
             raise self.fail(line_no, line, "-R needs a chain, a rule number and the new rule")
         index = self._numbered(line_no, line, chain, tokens[2])
+        if chain.rules[index]._reader is self.reader:  # added by this document, not before it
+            raise self.fail(line_no, line, f"replaces rule {tokens[2]} of {chain.name}, which this "
+                                           f"file added (line {chain.rules[index].line_no}); "
+                                           "iptables-restore (nf_tables) crashes on that: write "
+                                           "the rule as it should be where it is added")
         chain.rules[index] = self.rule(line_no, line, tokens[:2] + tokens[3:], counters)
 
     def zero(self, line_no, line, tokens, counters) -> None:
@@ -559,6 +583,8 @@ class _Parser:
         chains = [self.existing_chain(line_no, line, tokens)] if len(tokens) > 1 \
             else list(self.table.chains.values())
         for chain in chains:
+            if chain.rules:
+                self.flushed.add((self.table.name, chain.name))
             chain.rules.clear()
 
 

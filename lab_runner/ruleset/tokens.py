@@ -57,7 +57,8 @@ def read_rule(tokens: list[str]) -> dict:
 def read_parts(tokens: list[str], shared: dict | None = None) -> tuple:
     """read_rule's fields as a tuple: (basic, matches, target, target_args, goto, counters).
 
-    Reads the tokens the way iptables assigns them to matches and target: a basic option takes
+    Reads the tokens the way iptables assigns them to matches and target (getopt's
+    `--option=value` as `--option value`): a basic option takes
     its value; `-m` opens a match; `-j`/`-g` names the target; a `--option` goes to the match
     that owns it (the target, once -j was read); any other token is a value of the last option.
     One pass with local state: it runs once per rule of documents of 100,000s of rules.
@@ -77,6 +78,10 @@ def read_parts(tokens: list[str], shared: dict | None = None) -> tuple:
         tok = tokens[i]
         kind = flags.get(tok)
         if kind is None:
+            if tok.startswith("--") and "=" in tok:  # getopt's --option=value: two words
+                tokens = [*tokens[:i], *tok.split("=", 1), *tokens[i + 1:]]
+                n += 1
+                continue
             if tok.startswith("--"):
                 # A match's option, given to the match that owns it (the target's, once -j was read).
                 current = target_args if current is target_args and target is not None \
