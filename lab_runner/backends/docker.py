@@ -293,9 +293,6 @@ def forward(parent, name: str, command, args: list[str]) -> int | None:
     """
     if name in HOST_COMMANDS or name in STATIC_COMMANDS:
         return None
-    docker_runs = [r for r in list_runs() if r.backend == "docker"]
-    if not any(_forwardable(r) for r in docker_runs):
-        return None
     import click
 
     try:  # the command's own parser, as click will use it: `exec node -- ls -h` is no help
@@ -305,7 +302,9 @@ def forward(parent, name: str, command, args: list[str]) -> int | None:
         return None
     if command.get_help_option(ctx) in order or "lab" not in ctx.params:
         return None
-    run = forward_target(name, ctx.params, docker_runs)
+    if _static(name, ctx.params):
+        return None  # decided before any record is read: static work never depends on them
+    run = forward_target(name, ctx.params, [r for r in list_runs() if _forwardable(r)])
     if run is None:
         return None
     if name == "grade":  # inside, the lab is named as a lab: the run id named the container
@@ -313,13 +312,18 @@ def forward(parent, name: str, command, args: list[str]) -> int | None:
     return run_in_container(run, name, command, ctx.params, list(args))
 
 
+def _static(name: str, params: dict) -> bool:
+    """Work on lab files alone: `grade --static`, `rules` without --apply."""
+    return bool(params.get("static")) or (name == "rules" and not params.get("apply_"))
+
+
 def forward_target(name: str, params: dict, docker_runs: list[RunRecord]) -> RunRecord | None:
-    """The docker run a command with these parameters names, or None (the host runs it)."""
+    """The docker run (of docker_runs, those that are up) a command names, or None."""
+    if not docker_runs:
+        return None
     which = params.get("lab")
-    if params.get("static") or (name == "rules" and not params.get("apply_")):
-        return None  # static work: lab files only, never a running lab
     if name == "grade":  # a grader builds a lab of its own: only a run id names a container
-        named = [r for r in docker_runs if r.run_id == which and _forwardable(r)]
+        named = [r for r in docker_runs if r.run_id == which]
         return named[0] if named else None
     try:
         run = find_run(which)

@@ -432,6 +432,17 @@ def test_static_work_is_never_forwarded_into_a_docker_run(forwarded, tmp_path):
     assert forwarded("rules", "abc123") is None
 
 
+def test_static_work_never_reads_the_state_directory(forwarded, state, tmp_path):
+    docker_run("abc123")
+    state.chmod(0o777)  # refused by any command that reads records
+    answer = tmp_path / "a.rules"
+    answer.write_text("*nat\nCOMMIT\n")
+    assert forwarded("grade", "lab-3", "-e", "3", str(answer), "--static") is None
+    assert forwarded("rules", "lab-3") is None
+    with pytest.raises(safe_files.UnsafePath):
+        forwarded("counters", "lab-3")
+
+
 def test_a_command_naming_the_users_docker_run_is_forwarded(forwarded, tmp_path):
     docker_run("abc123")
     answer = tmp_path / "a.rules"
