@@ -59,13 +59,26 @@ class TraceLimit(UnsupportedRule):
                                   f"{rule.chain}): {limit}\n    {rule.text}")
 
 
-class Step(NamedTuple):
-    """A rule the packet matched: [table, chain, 1-based rule number, rule text]."""
-
+class _StepFields(NamedTuple):
     table: str
     chain: str
     number: int
     text: str
+
+
+class Step(_StepFields):
+    """A rule the packet matched: [table, chain, 1-based rule number, rule text], and `rule`,
+    the parsed Rule (None for a chain's policy), to read its target and options through the
+    parser (`step.rule.target == "DNAT"`) rather than from the text, which may be spelled
+    `--jump DNAT`, `-j DNAT` or `--to-destination=…`. Compared and hashed as the four fields."""
+
+    def __new__(cls, table: str, chain: str, number: int, text: str, rule: Rule | None = None):
+        step = super().__new__(cls, table, chain, number, text)
+        step.rule = rule
+        return step
+
+    def __getnewargs__(self):  # copy and pickle keep the rule
+        return (*self, self.rule)
 
 
 @dataclass(frozen=True)

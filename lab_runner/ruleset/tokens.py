@@ -157,6 +157,7 @@ def _owner(option: str, matches: list[tuple[str, list[str]]],
         if option in MODULE_OPTIONS.get(module, ()):
             return args
     proto = next((v.lower() for k, _, v in basic if k == "p"), None)
+    proto = {"6": "tcp", "17": "udp"}.get(proto, proto)  # -p 6 --dport 80 loads tcp too
     if proto in ("tcp", "udp") and option in MODULE_OPTIONS[proto]:
         args = []
         matches.append((proto, args))  # iptables' implicit match: -p tcp --dport 80

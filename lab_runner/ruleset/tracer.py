@@ -241,7 +241,7 @@ class _Tracer:
                 break
             self.check_limits(rule, ways)
             key = (*where, i)
-            step = Step(rule.table, rule.chain, i + 1, rule.text)
+            step = Step(rule.table, rule.chain, i + 1, rule.text, rule)
             going, nxt = _Ways(), _Ways()
             for state, (p, steps) in ways.mass.items():
                 chance, after, missed = self.matches(rule, state)
@@ -341,7 +341,7 @@ class _Tracer:
         handler = TARGETS.get(name)
         if handler is None:
             raise UnsupportedRule(rule, f"target {name}")
-        step = Step(rule.table, rule.chain, key[-1] + 1, rule.text)
+        step = Step(rule.table, rule.chain, key[-1] + 1, rule.text, rule)
         for state, (p, steps) in going.mass.items():
             _, after, verdict = handler(rule, state)
             if name in NAT_TARGETS:

@@ -42,6 +42,7 @@ CASES = [
                           "--match tcp --dport 80 --jump DNAT --to-destination 10.0.0.1:80"), False),
     ("option-equals", _doc("-A S -p tcp -j DNAT --to-destination=10.0.0.1:80"), False),
     ("protocol-number", _doc("-A S -p 6 -m tcp --dport 80 -j RETURN"), False),
+    ("protocol-number-implicit-match", _doc("-A S -p 6 --dport 80 -j RETURN"), False),
     ("protocol-upper", _doc("-A S -p TCP -m tcp --dport 80 -j RETURN"), False),
     ("address-list", _doc("-A S -s 10.0.0.1,10.0.0.2 -j RETURN"), False),
     ("crlf", _doc("-A S -j RETURN").replace("\n", "\r\n"), False),

@@ -356,3 +356,35 @@ def test_split_gives_shlexs_words_for_any_double_quoting():
         assert split(text) == words, text
         tried += '"' in text
     assert tried > 4000  # many of them with quotes that shlex accepts
+
+
+# -- equivalent spellings: each reads, through the parser, as the rule iptables-save prints -----
+
+CANONICAL = (f"-A {SVC} -d 10.104.5.205/32 -p tcp -m tcp --dport 8080 "
+             "-j DNAT --to-destination 172.17.0.2:80")
+
+
+@pytest.mark.parametrize("spelling", [
+    f"--append {SVC} -d 10.104.5.205/32 -p tcp -m tcp --dport 8080 -j DNAT "
+    "--to-destination 172.17.0.2:80",
+    f"-A {SVC} --destination 10.104.5.205/32 --protocol tcp --match tcp --destination-port 8080 "
+    "--jump DNAT --to-destination 172.17.0.2:80",
+    f"-A {SVC} -d 10.104.5.205/255.255.255.255 -p tcp -m tcp --dport 8080 -j DNAT "
+    "--to-destination 172.17.0.2:80",
+    f"-A {SVC} -d 10.104.5.205 -p 6 -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80",
+    f"-A {SVC} -d 10.104.5.205/32 -p TCP -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80",
+    f"-A {SVC} -p tcp -d 10.104.5.205/32 --dport 8080 -j DNAT --to-destination=172.17.0.2:80",
+    f"-A {SVC} --destination=10.104.5.205/32 --protocol=tcp --dport=8080 --jump=DNAT "
+    "--to-destination=172.17.0.2:80",
+    f"-A {SVC} -m tcp -p tcp --dport 8080 -d 10.104.5.205/32 -j DNAT --to 172.17.0.2:80",
+    f"-A {SVC} -d 10.104.5.205/32 -p 6 --dport 8080 -j DNAT --to-destination 172.17.0.2:80",
+])
+def test_equivalent_spellings_normalise_to_one_rule(spelling):
+    from lab_runner.ruleset.compare import normalize
+
+    def only(text: str):
+        return parse(f"*nat\n:{SVC} - [0:0]\n{text}\nCOMMIT\n").chain("nat", SVC).rules[0]
+
+    rule = only(spelling)
+    assert rule.target == "DNAT" and rule.chain == SVC
+    assert normalize(rule) == normalize(only(CANONICAL))

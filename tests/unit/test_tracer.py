@@ -362,3 +362,16 @@ def test_merged_ways_keep_the_nat_rule_that_rewrote_them_apart():
 def test_source_list_matches_any_of_its_addresses():
     ruleset = custom("-A PREROUTING -s 5.5.5.5,1.1.1.1 -j DNAT --to-destination 9.9.9.9")
     assert trace(ruleset, PACKET).outcomes[0].dnat == ("9.9.9.9", 80)
+
+
+@pytest.mark.parametrize("spelling", [
+    "-A PREROUTING -d 2.2.2.2/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 9.9.9.9:81",
+    "--append PREROUTING --destination 2.2.2.2/255.255.255.255 --protocol 6 --dport 80 "
+    "--jump DNAT --to-destination=9.9.9.9:81",
+    "-A PREROUTING -d 2.2.2.2 -p TCP --destination-port 80 -j DNAT --to 9.9.9.9:81",
+])
+def test_equivalent_spellings_trace_alike_and_steps_carry_the_parsed_rule(spelling):
+    (outcome,) = trace(custom(spelling), PACKET).outcomes
+    assert outcome.dnat == ("9.9.9.9", 81)
+    (step,) = outcome.path
+    assert step.rule.target == "DNAT" and step.text == spelling
