@@ -237,3 +237,84 @@ def simulated_power(n: int, expected_probs: Mapping[str, Probability], alternati
             counts[outcome] += 1
         rejected += not gof(counts, expected_probs, alpha).passed
     return rejected / runs
+
+
+# ---- one decision rule for random selection, shared by live and static grading -----------------
+#
+# An answer's spread passes when every endpoint's share is within `tolerance` of its intended
+# share. Static mode knows the exact shares and applies the rule as it stands. Live mode sees N
+# new flows and estimates each share p̂ᵢ = countᵢ / N; it passes when every |p̂ᵢ − pᵢ| ≤ cᵢ.
+# With k endpoints, z_a = Φ⁻¹(1 − α / 2k) (Bonferroni over the k two-sided tests) and
+# z_b = Φ⁻¹(power), σ₀ = √(pᵢ(1 − pᵢ)) at the intended share and σ₁ = the largest √(q(1 − q)) for
+# q = pᵢ ± tolerance (a share on the tolerance's edge), N is the smallest with
+#
+#     z_a · σ₀ / √N + z_b · σ₁ / √N ≤ tolerance        for every endpoint,
+#
+# and cᵢ = tolerance − z_b · σ₁ / √N. Then an answer whose shares are exactly the intended ones
+# fails with probability ≤ α, and one with some share off by the tolerance or more passes with
+# probability ≤ 1 − power (normal approximation to the binomial; N carries 10 % extra for the
+# approximation's optimism this far in the tail). N grows as 1 / tolerance²: at α = 1e-6, power
+# 0.9999 and four endpoints, 0.5 points needs about 650,000 flows, 2 points about 41,000.
+
+FLOW_MARGIN = 1.1
+
+
+def normal_isf(p: float) -> float:
+    """The z with P(Z > z) = p for a standard normal Z."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if 0.5 * math.erfc(mid / math.sqrt(2.0)) > p else (lo, mid)
+    return (lo + hi) / 2.0
+
+
+def _sigmas(share: float, tolerance: float) -> tuple[float, float]:
+    edges = [q for q in (share - tolerance, share + tolerance) if 0.0 <= q <= 1.0] or [share]
+    return math.sqrt(share * (1 - share)), max(math.sqrt(q * (1 - q)) for q in edges)
+
+
+def _z(cells: int, alpha: float, power_: float) -> tuple[float, float]:
+    return normal_isf(alpha / (2 * max(cells, 1))), normal_isf(1.0 - power_)
+
+
+def flows_for_tolerance(shares: Mapping[str, Probability], tolerance: float, alpha: float = 1e-6,
+                        power_: float = 0.9999) -> int:
+    """New flows a live grader needs to judge `shares` with `within_tolerance` (see above)."""
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"tolerance is a share in (0, 1), got {tolerance}")
+    z_a, z_b = _z(len(shares), alpha, power_)
+    worst = max(((z_a * s0 + z_b * s1) / tolerance) ** 2
+                for s0, s1 in (_sigmas(float(p), tolerance) for p in [*shares.values(), 0.0]))
+    return math.ceil(worst * FLOW_MARGIN)
+
+
+@dataclass(frozen=True)
+class ToleranceResult:
+    """The verdict of the tolerance rule, and each destination whose share fell outside it."""
+
+    passed: bool
+    tolerance: float
+    outside: tuple[tuple[str, float, float], ...]  # (destination, share, intended share)
+    n: int | None  # flows measured; None: exact shares
+
+
+def within_tolerance(shares: Mapping[str, Probability], intended: Mapping[str, Probability],
+                     tolerance: float, *, n: int | None = None, alpha: float = 1e-6,
+                     power_: float = 0.9999) -> ToleranceResult:
+    """Every share within `tolerance` of its intended share: exactly (n=None, static mode), or
+    measured over n flows with the live thresholds cᵢ defined above."""
+    keys = sorted(set(shares) | set(intended))
+    z_a, z_b = _z(len(intended), alpha, power_)
+    outside = []
+    for key in keys:
+        got, want = float(shares.get(key, 0)), float(intended.get(key, 0))
+        limit = tolerance
+        if n is not None:
+            limit = tolerance - z_b * _sigmas(want, tolerance)[1] / math.sqrt(n)
+        if abs(got - want) > limit + 1e-12:
+            outside.append((key, got, want))
+    return ToleranceResult(not outside, tolerance, tuple(outside), n)

@@ -145,3 +145,50 @@ def test_at_the_computed_n_the_correct_ruleset_passes_and_the_mistake_is_caught(
 def test_below_the_computed_n_the_mistake_slips_through_often():
     rng = random.Random(7)
     assert simulated_power(100, CORRECT, ALL_QUARTER, runs=500, rng=rng) < 0.5
+
+
+# -- the tolerance rule shared by live and static grading ---------------------------------------
+
+from lab_runner.probes.stats import flows_for_tolerance, normal_isf, within_tolerance  # noqa: E402
+
+EVEN = {pod: Fraction(1, 4) for pod in PODS}
+
+
+def test_normal_isf_known_values():
+    assert normal_isf(0.5) == pytest.approx(0.0, abs=1e-9)
+    assert normal_isf(0.025) == pytest.approx(1.959964, abs=1e-5)
+    assert normal_isf(1e-4) == pytest.approx(3.719016, abs=1e-5)
+
+
+def test_static_rule_is_exact_and_accepts_four_decimals():
+    four_decimals = dict(zip(PODS, outcome_probabilities([0.25, 0.3333, 0.5, None])))
+    assert within_tolerance(four_decimals, EVEN, 0.005).passed
+    verdict = within_tolerance(ALL_QUARTER, EVEN, 0.005)
+    assert not verdict.passed and {k for k, _, _ in verdict.outside} == {"web-1", "web-2", "web-3"}
+
+
+def test_flows_grow_as_one_over_tolerance_squared():
+    fine, coarse = flows_for_tolerance(EVEN, 0.005), flows_for_tolerance(EVEN, 0.02)
+    assert 600_000 < fine < 700_000 and 38_000 < coarse < 45_000
+    assert fine / coarse == pytest.approx(16, rel=0.05)
+
+
+def _simulated_fail_rate(truth, n, runs, rng, tolerance=0.02):
+    pods = list(truth)
+    failed = 0
+    for _ in range(runs):
+        counts = dict.fromkeys(pods, 0)
+        for pod in rng.choices(pods, [float(truth[p]) for p in pods], k=n):
+            counts[pod] += 1
+        failed += not within_tolerance({p: c / n for p, c in counts.items()}, EVEN, tolerance, n=n).passed
+    return failed / runs
+
+
+def test_live_rule_passes_an_even_spread_and_fails_one_off_by_the_tolerance():
+    """Seeded simulation at the flows the formula picks: no even run fails; a spread with one
+    endpoint off by 2.5 points (past the tolerance) never passes."""
+    rng = random.Random(12)
+    n = flows_for_tolerance(EVEN, 0.02)
+    assert _simulated_fail_rate(EVEN, n, 30, rng) == 0.0
+    off = {"web-0": 0.275, "web-1": 0.225, "web-2": 0.25, "web-3": 0.25}
+    assert _simulated_fail_rate(off, n, 30, rng) == 1.0
