@@ -16,10 +16,12 @@ from lab_runner.model import Lab
 from lab_runner.ruleset.render import render
 
 KEYS = {"number", "title", "task", "hints", "lab", "cluster_cidr", "start", "allowed", "checks",
-        "max_bytes", "checks_of"}
+        "max_bytes", "checks_of", "tolerance", "round_robin"}
 CHECK_KEYS = {"points", "title", "static"}
 STATIC_POLICIES = ("decided", "full", "zero")  # `full`/`zero`: not decidable without a kernel
 DEFAULT_MAX_BYTES = 64 * 1024
+DEFAULT_TOLERANCE = 0.5  # percentage points an endpoint's share may be off its intended share
+ROUND_ROBIN = ("refuse", "accept")  # how `-m statistic --mode nth` (round robin) is judged
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class Exercise:
     directory: Path
     max_bytes: int = DEFAULT_MAX_BYTES
     check_files: tuple[Path, ...] = field(default=())
+    tolerance: float = DEFAULT_TOLERANCE / 100  # as a share: 0.005
+    round_robin: str = "refuse"
+    concerned: tuple[str, ...] = ()  # starting-state lines the task is about (start.replace made)
 
     @property
     def max_score(self) -> int:
@@ -121,6 +126,13 @@ def load(directory: Path) -> Exercise:
         else:
             problems.append(f"allowed.{table}: a list of chain names or globs, e.g. [KUBE-SVC-*]")
     start = start_document(lab, data.get("start") or {}, problems)
+    tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
+    if not isinstance(tolerance, (int, float)) or not 0 < tolerance < 50:
+        problems.append("tolerance: percentage points an endpoint's share may be off, e.g. 2")
+        tolerance = DEFAULT_TOLERANCE
+    round_robin = data.get("round_robin", "refuse")
+    if round_robin not in ROUND_ROBIN:
+        problems.append(f"round_robin: choose one of {', '.join(ROUND_ROBIN)}")
     if problems:
         raise LabFileError(str(path), problems)
     number = str(data.get("number", re.match(r"ex(\w+?)-", directory.name + "-").group(1)))
@@ -130,12 +142,22 @@ def load(directory: Path) -> Exercise:
                     hints=tuple(str(h).strip() for h in data.get("hints") or ()), lab=lab,
                     start_document=start, allowed=allowed, checks=tuple(checks),
                     directory=directory, max_bytes=int(data.get("max_bytes", DEFAULT_MAX_BYTES)),
-                    check_files=tuple(sorted(checks_dir.glob(f"test_ex{_check_prefix(data, number)}_*.py"))))
+                    check_files=tuple(sorted(checks_dir.glob(f"test_ex{_check_prefix(data, number)}_*.py"))),
+                    tolerance=float(tolerance) / 100, round_robin=round_robin,
+                    concerned=_replaced_lines(lab, data.get("start") or {}, start))
 
 
 def _check_prefix(data: dict, number: str) -> str:
     """Variants (3v5) share their exercise's checks (test_ex3_*) unless they name their own."""
     return str(data.get("checks_of", re.match(r"\d+", number).group(0)))
+
+
+def _replaced_lines(lab: Lab, start: dict, document: str) -> tuple[str, ...]:
+    """The starting state's lines that start.replace changed: the faults a break-fix is about."""
+    if not start.get("replace"):
+        return ()
+    untouched = set(start_document(lab, {"remove": start.get("remove") or []}, []).splitlines())
+    return tuple(line for line in document.splitlines() if line not in untouched)
 
 
 def start_document(lab: Lab, start: dict, problems: list[str]) -> str:

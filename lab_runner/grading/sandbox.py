@@ -7,8 +7,8 @@ such a check scores.
 
 from __future__ import annotations
 
+import contextlib
 import math
-
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -16,6 +16,7 @@ from lab_runner.endpoints import endpoints_for
 from lab_runner.errors import LabError, RestoreFailed, SubmissionError
 from lab_runner.evidence import probing, sampling
 from lab_runner.evidence.probing import Target
+from lab_runner.grading import outcomes
 from lab_runner.grading.exercise import Exercise
 from lab_runner.grading.submission import Submission
 from lab_runner.model import Lab
@@ -25,7 +26,8 @@ from lab_runner.ruleset.parse import parse
 from lab_runner.ruleset.render import render
 
 MISS_RATE = 1e-6  # chance that probing misses a reachable endpoint of a correct answer
-STATIC_TOLERANCE = 1e-6  # 0.3333333333 and 1/3 are the same answer
+MAX_LIVE_FLOWS = 64_000  # new flows one caller can make: one per source port
+SPORT_BASE = 1024
 
 
 class Undecidable(Exception):
@@ -66,15 +68,25 @@ class Sandbox:
         self.model: Lab = exercise.lab
         self.reference = parse(render(self.model, self.model.profile), "<reference>", check=False)
         self.evidence: dict = {"spreads": []}  # what reports show: observed vs expected shares
+        # Round robin (`--mode nth`) read as the random choice it amounts to over many
+        # connections, so that both modes judge the same rules; exercise.round_robin decides
+        # whether a spread check accepts it.
+        self.rules = outcomes.as_random(submission.ruleset)
+        self._reference_outcomes: dict[outcomes.PacketClass, outcomes.Outcome] = {}
 
     # -- shared helpers ----------------------------------------------------------------------
     def caller_ip(self, host: str) -> str:
+        if host == "node":  # its connections leave by the default route, from its own address
+            return str(self.model.nodes[0].ip)
         address = self.model.caller_address(host)
         if address is None:
             raise LabError(f"no host {host!r} in {self.model.id}")
         return str(address)
 
-    def inbound(self, host: str) -> str:
+    def inbound(self, host: str) -> str | None:
+        """The node's interface a caller's packets come in by; None for the node's own."""
+        if host == "node":
+            return None
         is_client = any(host in (c.name, "client") for c in self.model.clients)
         return "eth0" if is_client else self.model.nodes[0].bridge
 
@@ -102,6 +114,51 @@ class Sandbox:
         return sampling.expected_distribution(self.reference, self.model, self.caller_ip(source),
                                               target, in_interface=self.inbound(source))
 
+    def reference_outcome(self, cls: outcomes.PacketClass) -> outcomes.Outcome:
+        """What kube-proxy's rules for this lab make of the class, exactly (the tracer)."""
+        if cls not in self._reference_outcomes:
+            self._reference_outcomes[cls] = outcomes.traced(self, self.reference, cls)
+        return self._reference_outcomes[cls]
+
+    def differs(self, cls: outcomes.PacketClass, focus=None) -> str | None:
+        """How the submission's outcome for the class differs from the reference, or None;
+        `focus(cls, fate)` keeps the fates a check is about."""
+        want, got = self.reference_outcome(cls), self.outcome(cls)
+        if focus is not None:
+            want, got = (outcomes.Outcome(frozenset(f for f in o.fates if focus(cls, f)), o.bits_kept)
+                         for o in (want, got))
+        return outcomes.difference(self, cls, want, got)
+
+    def endpoint_chains(self, source: str, target: Target) -> dict[str, set[str]]:
+        """{chain: {"ip:port"}}: where the DNAT rules that new connections met sent them."""
+        return _dnat_chains(self.rules_hit(source, target))
+
+    def reference_endpoint_chains(self, source: str, target: Target) -> dict[str, set[str]]:
+        return _dnat_chains(_hits(_trace(self, self.reference, source, target)))
+
+    def lost_rules(self) -> list:
+        """Rules of the starting state the task did not concern that are gone or out of order."""
+        start = parse(self.exercise.start_document, "<starting state>", check=False)
+        return outcomes.lost_rules(start, self.rules_now(), set(self.exercise.concerned))
+
+    def _judge_spread(self, got: dict, want: dict, n: int | None, how: str, **extra) -> Spread:
+        """The one decision rule of both modes: every share within the exercise's tolerance."""
+        tolerance = self.exercise.tolerance
+        counting = outcomes.round_robin_rules(self.submission.ruleset)
+        if counting and self.exercise.round_robin == "refuse":
+            spread = Spread({k: float(v) for k, v in got.items()}, {k: float(v) for k, v in want.items()},
+                            False, f"{counting[0].chain} chooses by counting (`--mode nth`: round "
+                            "robin), where this exercise asks for a random choice")
+        else:
+            verdict = stats.within_tolerance(got, want, tolerance, n=n)
+            wrong = "; ".join(f"{k} got {share * 100:.2f} % of new connections, where its share is "
+                              f"{float(w) * 100:.2f} %" for k, share, w in verdict.outside)
+            spread = Spread({k: float(v) for k, v in got.items()}, {k: float(v) for k, v in want.items()},
+                            verdict.passed, f"{how}; {wrong or 'every share'} (tolerance "
+                            f"± {tolerance * 100:g} percentage points)")
+        self.evidence["spreads"].append({**extra, **spread.__dict__})
+        return spread
+
     # -- questions ---------------------------------------------------------------------------
     def connect(self, source: str, target: Target) -> list[Observation]:
         """The fates of a new connection: static, every branch with its probability; live, the
@@ -122,6 +179,14 @@ class Sandbox:
 
     def node_rules(self, table: str, chain: str | None = None) -> list[str]:
         """The node's rules as `iptables -S` prints them (`-N CHAIN`, `-A CHAIN …` lines)."""
+        raise NotImplementedError
+
+    def outcome(self, cls: outcomes.PacketClass) -> outcomes.Outcome:
+        """The submission's outcome for a packet class: exact (static) or measured (live)."""
+        raise NotImplementedError
+
+    def rules_now(self):
+        """The node's whole ruleset after the submission (parsed by the kit's parser)."""
         raise NotImplementedError
 
     def address_spread(self, source: str, target: Target) -> Spread:
@@ -146,15 +211,19 @@ class StaticSandbox(Sandbox):
     mode = "static"
 
     def _trace(self, source: str, target: Target) -> tracer.Trace:
-        node = self.model.nodes[0]
-        packet = tracer.Packet(src=self.caller_ip(source), dst=target.ip, protocol=target.proto,
-                               sport=40000, dport=target.port, in_interface=self.inbound(source),
-                               local_addresses=(str(node.ip), str(node.bridge_address.ip),
-                                                "127.0.0.1"))
         try:
-            return tracer.trace(self.submission.ruleset, packet)
+            return _trace(self, self.rules, source, target)
         except tracer.UnsupportedRule as exc:
             raise Undecidable(f"the rule tracer does not model this rule: {exc}") from exc
+
+    def outcome(self, cls):
+        try:
+            return outcomes.traced(self, self.rules, cls)
+        except tracer.UnsupportedRule as exc:
+            raise Undecidable(f"the rule tracer does not model this rule: {exc}") from exc
+
+    def rules_now(self):
+        return self.submission.ruleset
 
     def connect(self, source, target):
         caller = self.caller_ip(source)
@@ -179,27 +248,15 @@ class StaticSandbox(Sandbox):
         for dest, p in self._trace(source, target).dnat_distribution().items():
             key = f"{dest[0]}:{dest[1]}" if dest else sampling.NO_DNAT
             got[key] = got.get(key, Fraction(0)) + p
-        want = self.reference_spread(source, target)
-        keys = set(got) | set(want)
-        worst = max((abs(float(got.get(k, 0)) - float(want.get(k, 0))) for k in keys), default=0.0)
-        spread = Spread({k: float(v) for k, v in got.items()},
-                        {k: float(v) for k, v in want.items()}, worst <= STATIC_TOLERANCE,
-                        f"exact shares from the rules (largest difference {worst:.6f})")
-        self.evidence["spreads"].append({"source": source, "target": str(target), **spread.__dict__})
-        return spread
+        return self._judge_spread(got, self.reference_spread(source, target), None,
+                                  "exact shares from the rules", source=source, target=str(target))
 
     def address_spread(self, source, target):
         got = _by_address({(f"{d[0]}:{d[1]}" if d else sampling.NO_DNAT): p for d, p in
                            self._trace(source, target).dnat_distribution().items()})
-        want = _by_address(self.reference_spread(source, target))
-        keys = set(got) | set(want)
-        worst = max((abs(float(got.get(k, 0)) - float(want.get(k, 0))) for k in keys), default=0.0)
-        spread = Spread({k: float(v) for k, v in got.items()},
-                        {k: float(v) for k, v in want.items()}, worst <= STATIC_TOLERANCE,
-                        f"exact shares from the rules (largest difference {worst:.6f})")
-        self.evidence["spreads"].append({"source": source, "target": str(target), "by": "address",
-                                         **spread.__dict__})
-        return spread
+        return self._judge_spread(got, _by_address(self.reference_spread(source, target)), None,
+                                  "exact shares from the rules", source=source,
+                                  target=str(target), by="address")
 
     def reply_sources(self, source, target):
         # An answered, DNATed connection is un-NATed by conntrack on the way back: the reply
@@ -218,11 +275,7 @@ class StaticSandbox(Sandbox):
         return lines
 
     def rules_hit(self, source, target):
-        hit = set()
-        for outcome in self._trace(source, target).outcomes:
-            if outcome.probability:
-                hit |= {(step.chain, _spec(step.text)) for step in outcome.path if step.table == "nat"}
-        return hit
+        return _hits(self._trace(source, target))
 
 
 class LiveSandbox(Sandbox):
@@ -235,6 +288,8 @@ class LiveSandbox(Sandbox):
         from lab_runner.lab import LiveLab
 
         self._seen: dict[tuple[str, str], tuple[list[Observation], set[tuple[str, str]]]] = {}
+        self._outcomes: dict[outcomes.PacketClass, outcomes.Outcome] = {}
+        self._reports: dict[tuple[str, str], tuple[list, list]] = {}
         self.lab = LiveLab.start(self.model, rules=False, transient=True)
         try:
             self.lab.restore(exercise.start_document)
@@ -263,6 +318,73 @@ class LiveSandbox(Sandbox):
     def connect(self, source, target):
         return self._connections(source, target)[0]
 
+    def outcome(self, cls):
+        """Measured: the distinct fates of new connections from the class's caller until each
+        endpoint's pod answered; for a class with mark bits, the bits counted as they leave."""
+        if cls not in self._outcomes:
+            if cls.premark:
+                with self._premarked(cls) as counted:
+                    reports, moved = self._probe(cls.caller, cls.target)
+                kept = frozenset(k for k, packets in counted.items() if packets)
+            else:
+                self._connections(cls.caller, cls.target)
+                reports, moved = self._reports[(cls.caller, str(cls.target))]
+                kept = frozenset()
+            fates = frozenset(self._fate(cls, r, moved) for r in reports)
+            self._outcomes[cls] = outcomes.Outcome(fates, kept)
+        return self._outcomes[cls]
+
+    def _fate(self, cls, report, moved) -> outcomes.Fate:
+        view = report.pod_view
+        if not report.answered or view is None:
+            return outcomes.NO_ANSWER
+        hairpin = None
+        if view.pod == cls.caller:  # did its endpoint's chain mark it (counters of its rules)?
+            mine = f"--to-destination {view.dst}:"
+            chains = {(c, n) for _, c, n, text in moved if mine in text}
+            hairpin = any(c == chain and m < n and outcomes.marks(*_target_of(text))
+                          for _, c, m, text in moved for chain, n in chains)
+        return outcomes.Fate(True, view.pod, view.src, hairpin)
+
+    @contextlib.contextmanager
+    def _premarked(self, cls):
+        """Kit rules in the node's mangle table (never writable by a submission): the class's
+        packets get cls.premark before the nat table sees them (a mark does not cross a veth),
+        and are counted as they leave, with and without the other bits. Yields {kept: count}."""
+        tag = "kplab-premark"
+        ip = self.caller_ip(cls.caller)
+        bits = cls.premark & ~outcomes.MASQ_BIT
+        hook = "OUTPUT" if cls.caller == "node" else "PREROUTING"
+        rules = [(hook, ["-s", ip, "-d", cls.target.ip, "-p", cls.target.proto, "--dport",
+                         str(cls.target.port), "-j", "MARK", "--or-mark", hex(cls.premark)])]
+        for kept in (True, False):
+            rules.append(("POSTROUTING", ["-s", ip, "-m", "conntrack", "--ctstate", "NEW", "-m",
+                                          "mark", *([] if kept else ["!"]), "--mark",
+                                          f"{bits:#x}/{bits:#x}", "-m", "comment", "--comment",
+                                          f"{tag}-{'kept' if kept else 'lost'}"]))
+        for chain, spec in rules:
+            self.lab.exec("node", ["iptables", "-t", "mangle", "-A", chain, *spec], check=True)
+        counted: dict[bool, int] = {}
+        try:
+            yield counted
+            saved = parse(self.lab.save(table="mangle"), "<mangle>", check=False)
+            for rule in saved.chain("mangle", "POSTROUTING").rules:
+                for kept in (True, False):
+                    if f"{tag}-{'kept' if kept else 'lost'}" in rule.text and rule.counters:
+                        counted[kept] = rule.counters.packets
+        finally:
+            for chain, spec in rules:
+                self.lab.exec("node", ["iptables", "-t", "mangle", "-D", chain, *spec])
+
+    def _probe(self, source, target):
+        pods = set(self.endpoints(target).values())
+        reports, counters = probing.connections(self.lab, source, target, timeout=0.5,
+                                                count=_tries(pods), until_pods=pods)
+        return reports, probing.moved(counters)
+
+    def rules_now(self):
+        return parse(self.lab.save(), "<the node's rules>", check=False)
+
     def _connections(self, source, target) -> tuple[list[Observation], set[tuple[str, str]]]:
         """The distinct fates of new connections from `source` until each endpoint's pod has
         answered (at most probe_limit of them, in one agent) and the nat rules they moved.
@@ -272,38 +394,39 @@ class LiveSandbox(Sandbox):
         """
         key = (source, str(target))
         if key not in self._seen:
-            pods = set(self.endpoints(target).values())
-            reports, moved = probing.connections(self.lab, source, target, timeout=0.5,
-                                                 count=_tries(pods), until_pods=pods)
+            reports, moved = self._probe(source, target)
+            self._reports[key] = reports, moved
             observations = list(dict.fromkeys(self._observation(source, r) for r in reports))
-            hit = {(chain, _spec(text)) for _, chain, _, text in probing.moved(moved)}
+            hit = {(chain, _spec(text)) for _, chain, _, text in moved}
             self._seen[key] = observations, hit
         return self._seen[key]
 
     def spread(self, source, target):
         want = self.reference_spread(source, target)
-        flows = sampling.flows_needed(len([k for k in want if k != sampling.NO_DNAT]))
-        report = sampling.sample(self.lab, target, flows, source=source, expected=want)
-        total = sum(report.observed.values()) or 1
-        spread = Spread({k: v / total for k, v in report.observed.items()},
-                        {k: float(v) for k, v in want.items()}, report.passed,
-                        f"{report.flows} new flows; chi-square p = {report.result.p_value:.3g}")
-        self.evidence["spreads"].append({"source": source, "target": str(target), **spread.__dict__})
-        return spread
+        counts = self._burst(source, target, want)
+        total = sum(counts.values()) or 1
+        return self._judge_spread({k: v / total for k, v in counts.items()}, want, total,
+                                  f"{total} new flows", source=source, target=str(target))
 
     def address_spread(self, source, target):
-        want = self.reference_spread(source, target)
-        flows = sampling.flows_needed(len({k for k in _by_address(want) if k != sampling.NO_DNAT}))
-        report = sampling.sample(self.lab, target, flows, source=source, expected=want)
-        counts, expected = _by_address(report.observed), _by_address(want)
-        result = stats.gof(counts, expected, alpha=sampling.DEFAULT_ALPHA)
+        want = _by_address(self.reference_spread(source, target))
+        counts = _by_address(self._burst(source, target, want))
         total = sum(counts.values()) or 1
-        spread = Spread({k: v / total for k, v in counts.items()},
-                        {k: float(v) for k, v in expected.items()}, result.passed,
-                        f"{report.flows} new flows; chi-square p = {result.p_value:.3g}")
-        self.evidence["spreads"].append({"source": source, "target": str(target), "by": "address",
-                                         **spread.__dict__})
-        return spread
+        return self._judge_spread({k: v / total for k, v in counts.items()}, want, total,
+                                  f"{total} new flows", source=source, target=str(target),
+                                  by="address")
+
+    def _burst(self, source, target, want) -> dict[str, int]:
+        """New flows counted per DNAT destination: as many as the tolerance rule needs."""
+        flows = stats.flows_for_tolerance({k: v for k, v in want.items() if k != sampling.NO_DNAT},
+                                          self.exercise.tolerance)
+        if flows > MAX_LIVE_FLOWS:
+            raise LabError(f"a tolerance of {self.exercise.tolerance * 100:g} percentage points "
+                           f"needs {flows} new flows, more than one caller can make "
+                           f"({MAX_LIVE_FLOWS}): give the exercise a larger `tolerance`")
+        report = sampling.sample(self.lab, target, flows, source=source, sport_base=SPORT_BASE,
+                                 expected=self.reference_spread(source, target))
+        return report.observed
 
     def node_rules(self, table, chain=None):
         """Read from the node with testinfra (its iptables module, in the node's namespace)."""
@@ -330,6 +453,42 @@ class LiveSandbox(Sandbox):
 
     def observe(self, source, target):
         return self._connections(source, target)
+
+
+def _trace(sandbox: Sandbox, ruleset, source: str, target: Target) -> tracer.Trace:
+    node = sandbox.model.nodes[0]
+    packet = tracer.Packet(src=sandbox.caller_ip(source), dst=target.ip, protocol=target.proto,
+                           sport=40000, dport=target.port, in_interface=sandbox.inbound(source),
+                           local_addresses=(str(node.ip), str(node.bridge_address.ip), "127.0.0.1"))
+    return tracer.trace(ruleset, packet)
+
+
+def _hits(trace: tracer.Trace) -> set[tuple[str, str]]:
+    hit = set()
+    for outcome in trace.outcomes:
+        if outcome.probability:
+            hit |= {(step.chain, _spec(step.text)) for step in outcome.path if step.table == "nat"}
+    return hit
+
+
+def _dnat_chains(hit: set[tuple[str, str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for chain, spec in hit:
+        target, args = _target_of(spec)
+        if target == "DNAT":
+            dest = next((args[i + 1] for i, a in enumerate(args[:-1])
+                         if a in ("--to-destination", "--to")), "?")
+            out.setdefault(chain, set()).add(dest)
+    return out
+
+
+def _target_of(rule_text: str) -> tuple[str | None, list[str]]:
+    """The target of an iptables-save rule line and the words after it."""
+    words = rule_text.split()
+    for i, word in enumerate(words):
+        if word in ("-j", "--jump") and i + 1 < len(words):
+            return words[i + 1], words[i + 2:]
+    return None, []
 
 
 def _by_address(shares: dict) -> dict:

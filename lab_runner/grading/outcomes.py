@@ -1,0 +1,252 @@
+"""Packet classes and their outcomes: what a new connection of each class meets, and the words for it.
+
+A packet class is a caller (the outside client, a pod, the node's own processes), a destination
+and the mark bits its packets carry when they reach the node's rules. Its outcome is the set of
+fates a new connection can meet (which pod answers, with which source address it sees the
+caller, whether a pod reaching itself was marked for masquerading in its endpoint's chain) and,
+for a class that came with other mark bits, whether they are still there when it leaves.
+Static mode computes outcomes exactly with the rule tracer; live mode measures them (sandbox.py).
+A submission passes a class when its outcome equals the reference rules' outcome.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from fractions import Fraction
+
+from lab_runner.evidence.probing import Target
+from lab_runner.ruleset import tracer
+from lab_runner.ruleset.compare import normalize
+from lab_runner.ruleset.parse import Rule, Ruleset, parse
+
+MASQ_BIT = 0x4000  # kube-proxy's masquerade mark
+OTHER_BIT = 0x1  # a bit some other component set: marking for masquerading must keep it
+PREMARK = MASQ_BIT | OTHER_BIT  # both: an xor of 0x4000 would clear the first, a set the second
+
+
+@dataclass(frozen=True)
+class PacketClass:
+    """New connections from `caller` ("client", a pod's name or "node") to `target`."""
+
+    caller: str
+    target: Target
+    premark: int = 0
+
+
+@dataclass(frozen=True, order=True)
+class Fate:
+    """One way a new connection can end: answered by `pod`, which saw the caller as `saw_src`."""
+
+    answered: bool
+    pod: str = ""
+    saw_src: str = ""
+    hairpin_marked: bool | None = None  # a pod reaching itself: marked in its endpoint's chain
+
+
+@dataclass(frozen=True)
+class Outcome:
+    fates: frozenset[Fate]
+    bits_kept: frozenset[bool] = frozenset()  # premarked classes: the other bits left, per fate
+
+
+NO_ANSWER = Fate(False)
+
+
+def caller_classes(model, target: Target) -> list[PacketClass]:
+    """Every caller the lab has: its outside clients, each pod (which may reach itself) and the
+    node's own processes; then the client again with packets that already carry mark bits."""
+    callers = [c.name for c in model.clients[:1]] + [p.name for p in model.pods] + ["node"]
+    classes = [PacketClass(c, target) for c in callers]
+    return classes + [PacketClass(c, target, PREMARK) for c in callers[:1]]
+
+
+# -- static: from the rule tracer -------------------------------------------------------------
+
+def traced(sandbox, ruleset: Ruleset, cls: PacketClass) -> Outcome:
+    """The exact outcome of `cls` through `ruleset` (the fates that have a probability > 0)."""
+    node = sandbox.model.nodes[0]
+    packet = tracer.Packet(src=sandbox.caller_ip(cls.caller), dst=cls.target.ip,
+                           protocol=cls.target.proto, sport=40000, dport=cls.target.port,
+                           in_interface=sandbox.inbound(cls.caller), mark=cls.premark,
+                           local_addresses=(str(node.ip), str(node.bridge_address.ip), "127.0.0.1"))
+    fates, kept = set(), set()
+    for o in tracer.trace(ruleset, packet).outcomes:
+        if o.probability == 0:
+            continue
+        fates.add(_fate(sandbox, ruleset, cls, o))
+        if cls.premark and o.verdict == "ACCEPT":
+            kept.add(o.mark & cls.premark & ~MASQ_BIT == cls.premark & ~MASQ_BIT)
+    return Outcome(frozenset(fates), frozenset(kept))
+
+
+def _fate(sandbox, ruleset: Ruleset, cls: PacketClass, o: tracer.Outcome) -> Fate:
+    if o.verdict != "ACCEPT":
+        return NO_ANSWER
+    ip, port = o.dnat or (cls.target.ip, cls.target.port)
+    pod = sandbox.pod_serves(ip, port, cls.target.proto)
+    caller = sandbox.caller_ip(cls.caller)
+    saw = str(sandbox.model.nodes[0].bridge_address.ip) if o.masquerade else \
+        (o.snat[0] if o.snat else caller)
+    if pod is None or (pod == cls.caller and saw == caller):
+        # A pod that gets its own packet back with its own address as source drops it (a
+        # martian source): the connection is never answered.
+        return NO_ANSWER
+    return Fate(True, pod, saw, _marked_in_endpoint_chain(ruleset, o) if pod == cls.caller else None)
+
+
+def _marked_in_endpoint_chain(ruleset: Ruleset, o: tracer.Outcome) -> bool:
+    """Whether, in the chain whose rule DNATed the connection, a rule before it marked it."""
+    rules = [(step, _rule(ruleset, step)) for step in o.path if step.table == "nat" and step.number]
+    dnat = next((i for i, (_, rule) in enumerate(rules) if rule is not None and rule.target == "DNAT"),
+                None)
+    if dnat is None:
+        return False
+    chain = rules[dnat][0].chain
+    return any(step.chain == chain and rule is not None and marks(rule.target, rule.target_args)
+               for step, rule in rules[:dnat])
+
+
+def _rule(ruleset: Ruleset, step) -> Rule | None:
+    chain = ruleset.chain(step.table, step.chain)
+    return chain.rules[step.number - 1] if step.number <= len(chain.rules) else None
+
+
+def marks(target: str | None, args) -> bool:
+    """A rule that marks for masquerading: a jump to KUBE-MARK-MASQ or a MARK of 0x4000."""
+    return target == "KUBE-MARK-MASQ" or (target == "MARK" and any("4000" in a for a in args))
+
+
+# -- round robin ----------------------------------------------------------------------------------
+
+def round_robin_rules(ruleset: Ruleset) -> list[Rule]:
+    """Rules that choose by counting (`-m statistic --mode nth`), not at random."""
+    return [r for r in ruleset.rules() if r.match("statistic") is not None
+            and "nth" in r.match("statistic").args]
+
+
+def as_random(ruleset: Ruleset) -> Ruleset:
+    """`ruleset` with each `--mode nth --every n` rule read as `--mode random --probability 1/n`:
+    over many connections a counter that takes every n-th of those reaching it takes 1/n of them,
+    which is what the tracer can follow."""
+    if not round_robin_rules(ruleset):
+        return ruleset
+    lines = []
+    for table in ruleset.tables.values():
+        lines.append(f"*{table.name}")
+        lines += [f":{c.name} {c.policy or '-'} [0:0]" for c in table.chains.values()]
+        for chain in table.chains.values():
+            lines += [f"-A {chain.name} {shlex.join(_random_spec(r))}" for r in chain.rules]
+        lines.append("COMMIT")
+    return parse("\n".join(lines) + "\n", ruleset.source, check=False)
+
+
+def _random_spec(rule: Rule) -> list[str]:
+    words = list(rule.tokens[2:])
+    if rule.tokens[0] in ("-I", "--insert") and words and words[0].isdigit():
+        words = words[1:]
+    if "nth" not in words:
+        return words
+    out, i = [], 0
+    while i < len(words):
+        word = words[i]
+        if word == "nth":
+            out.append("random")
+        elif word == "--every":
+            out += ["--probability", f"{float(Fraction(1, int(words[i + 1]))):.10f}"]
+            i += 1
+        elif word == "--packet":
+            i += 1
+        else:
+            out.append(word)
+        i += 1
+    return out
+
+
+# -- collateral --------------------------------------------------------------------------------
+
+def lost_rules(start: Ruleset, now: Ruleset, concerned: set[str]) -> list[tuple[str, int, Rule]]:
+    """(chain, number in the starting state, rule) of each starting rule the task did not concern
+    that is gone from its chain or out of order there; extra rules in between are fine."""
+    lost = []
+    for table in start.tables.values():
+        for chain in table.chains.values():
+            have = ([normalize(r, comments=False) for r in now.chain(table.name, chain.name).rules]
+                    if now.has_chain(table.name, chain.name) else [])
+            at = 0
+            for number, rule in enumerate(chain.rules, 1):
+                if rule.text in concerned:
+                    continue
+                key = normalize(rule, comments=False)
+                found = next((i for i in range(at, len(have)) if have[i] == key), None)
+                if found is None:
+                    lost.append((chain.name, number, rule))
+                else:
+                    at = found + 1
+    return lost
+
+
+# -- words ---------------------------------------------------------------------------------------
+
+def caller_words(sandbox, cls: PacketClass) -> str:
+    ip = sandbox.caller_ip(cls.caller)
+    if cls.caller == "node":
+        who = f"the node's own processes ({ip})"
+    elif sandbox.pod_at(ip) == cls.caller:
+        who = f"pod {cls.caller} ({ip})"
+    else:
+        who = f"the {cls.caller} ({ip})" if cls.caller == "client" else f"{cls.caller} ({ip})"
+    if cls.premark:
+        who += f", whose packets already carried the mark {cls.premark:#x},"
+    return who
+
+
+def _saw(sandbox, cls: PacketClass, fate: Fate) -> str:
+    if fate.saw_src == sandbox.caller_ip(cls.caller):
+        return "its own address" if fate.pod == cls.caller else "the caller's own address"
+    if fate.saw_src == str(sandbox.model.nodes[0].bridge_address.ip):
+        return f"the node's address {fate.saw_src}"
+    return fate.saw_src
+
+
+def _should(sandbox, cls: PacketClass, fate: Fate) -> str:
+    node = str(sandbox.model.nodes[0].bridge_address.ip)
+    if fate.saw_src == node:
+        return f"it should arrive masqueraded (with the node's address {node} as source)"
+    return f"it should arrive with {_saw(sandbox, cls, fate)} as source"
+
+
+def difference(sandbox, cls: PacketClass, want: Outcome, got: Outcome) -> str | None:
+    """The first way `got` differs from `want`, in the student's terms; None when it does not."""
+    via = f"{cls.target.ip}:{cls.target.port}"
+    who = caller_words(sandbox, cls)
+    missing, extra = sorted(want.fates - got.fates), sorted(got.fates - want.fates)
+    for w in missing:
+        to = f"A connection from {who} to itself through {via}" if w.pod == cls.caller else \
+            f"A connection from {who} through {via} to pod {w.pod}"
+        same = next((g for g in extra if g.pod == w.pod), None)
+        if same is not None and same.saw_src == w.saw_src:
+            return (f"{to} arrived masqueraded, but was never marked for masquerading on its way "
+                    "back to its sender: with a cluster CIDR that covers the pods it would arrive "
+                    "with its own address as source and get no answer. It should be marked.")
+        if same is not None:
+            return f"{to} reached it with {_saw(sandbox, cls, same)} as source; {_should(sandbox, cls, w)}."
+        if NO_ANSWER in extra:
+            return f"{to} got no answer; {_should(sandbox, cls, w)}."
+        itself = "itself" if w.pod == cls.caller else f"pod {w.pod}"
+        return (f"No connection from {who} through {via} reached {itself}; connections should "
+                f"reach it, and {_should(sandbox, cls, w)}.")
+    for g in extra:
+        if not g.answered:
+            return (f"A connection from {who} to {via} got no answer. It should be answered by "
+                    "one of the Service's pods.")
+        itself = "itself" if g.pod == cls.caller else f"pod {g.pod}"
+        return (f"A connection from {who} through {via} reached {itself}, which saw "
+                f"{_saw(sandbox, cls, g)} as source. It should never get there: {g.pod} is not "
+                "one of the Service's endpoints.")
+    if got.bits_kept != want.bits_kept:
+        bits = cls.premark & ~MASQ_BIT
+        return (f"A connection from {who} to {via} left the node's rules without the mark bit "
+                f"{bits:#x} it came with. Marking a packet for masquerading should keep its other "
+                "mark bits.")
+    return None
