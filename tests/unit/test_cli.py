@@ -58,3 +58,15 @@ def test_exercises_are_listed_with_points():
     result = run("exercises", "lab-3")
     assert result.returncode == 0
     assert "Matching" in result.stdout and "Random selection" in result.stdout
+
+
+def test_grade_with_out_alone_writes_result_json(tmp_path):
+    """--out without a file format still writes a file: the terminal report alone left it empty."""
+    answer = ROOT / "labs/lab-3-clusterip/solutions/ex3-random-selection.rules"
+    result = run("grade", "lab-3", "-e", "3", str(answer), "--static", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    import json
+
+    written = json.loads((tmp_path / "result.json").read_text())
+    assert written["score"] == written["max_score"] > 0
+    assert "report:" in result.stdout and result.stdout.rstrip().endswith("5 passed, 0 failed")

@@ -1,7 +1,8 @@
 """Exercise 1 (matching): the KUBE-SERVICES rule catches the Service's traffic and nothing else."""
 
 import pytest
-from conftest import SERVICE, SVC_CHAIN, jumps_into, seen
+from conftest import SERVICE, SVC_CHAIN, every_caller_check, jumps_into, seen
+from conftest import test_nothing_else_changed  # noqa: F401  (a check shared by the exercises)
 
 from lab_runner.evidence.probing import Target
 
@@ -21,6 +22,9 @@ def test_enters_service_chain(sandbox):
     assert jumps_into(hit, SVC_CHAIN, "KUBE-SERVICES"), (
         f"No rule in KUBE-SERVICES sent the connection to {SERVICE.ip}:{SERVICE.port} into "
         f"{SVC_CHAIN} (its counters did not move). Expected: a KUBE-SERVICES rule that jumps there.")
+
+
+test_every_caller = every_caller_check()
 
 
 def _not_sent(sandbox, target: Target, what: str) -> None:

@@ -1,7 +1,10 @@
 """Exercise 2 (marking): outside callers and hairpin are masqueraded; pod-to-pod keeps its source."""
 
 import pytest
-from conftest import SERVICE, seen
+from conftest import SERVICE, caller_problem, not_to_itself, seen, to_itself
+from conftest import test_nothing_else_changed  # noqa: F401  (a check shared by the exercises)
+
+from lab_runner.grading.outcomes import PREMARK, caller_classes
 
 CALLER = "my-app-7f569f66d9-dfrdh"  # 172.17.0.2, one of the Service's own pods
 
@@ -12,6 +15,8 @@ def _node_address(sandbox) -> str:
 
 @pytest.mark.check("outside-caller-masqueraded")
 def test_outside_caller_masqueraded(sandbox):
+    problem = caller_problem(sandbox, SERVICE, callers=("node",))
+    assert problem is None, problem
     observations = sandbox.connect("client", SERVICE)
     node = _node_address(sandbox)
     assert observations and all(o.answered and o.saw_src == node for o in observations), (
@@ -29,6 +34,10 @@ def test_pod_caller_keeps_address(sandbox):
         f"{CALLER} ({caller_ip}) connected to the Service: {seen(observations)}. Expected: "
         f"every other pod sees {caller_ip}, the caller's own address; it is inside the cluster "
         "CIDR and needs no masquerading.")
+    pods = [p.name for p in sandbox.model.pods]
+    problem = caller_problem(sandbox, SERVICE, callers=pods, focus=lambda c, f: f.answered
+                             and not_to_itself(c, f))
+    assert problem is None, problem
 
 
 @pytest.mark.check("hairpin-masqueraded")
@@ -40,6 +49,9 @@ def test_hairpin_masqueraded(sandbox):
         f"{CALLER} connected to the Service until the Service sent it to itself: "
         f"{seen(observations) if own else seen(observations) + '; it never got an answer from itself'}. "
         f"Expected: when a pod reaches itself it is answered and sees the node's address {node}.")
+    problem = caller_problem(sandbox, SERVICE, callers=[p.name for p in sandbox.model.pods],
+                             focus=to_itself)
+    assert problem is None, problem
 
 
 @pytest.mark.check("mark-sets-bit")
@@ -48,3 +60,6 @@ def test_mark_sets_bit(sandbox):
     marks = [spec for chain, spec in hit if chain == "KUBE-MARK-MASQ" and "MARK" in spec]
     assert marks, ("The client's connection to the Service matched no rule of KUBE-MARK-MASQ "
                    "that sets a mark (its counters stayed 0). Expected: KUBE-MARK-MASQ marks it.")
+    premarked = [c for c in caller_classes(sandbox.model, SERVICE) if c.premark == PREMARK]
+    problem = next(filter(None, (sandbox.differs(c) for c in premarked)), None)
+    assert problem is None, problem

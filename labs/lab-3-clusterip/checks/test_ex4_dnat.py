@@ -1,7 +1,10 @@
 """Exercise 4 (DNAT): each KUBE-SEP chain sends the connection to its own pod's port."""
 
 import pytest
-from conftest import SERVICE, seen
+from conftest import SERVICE, every_caller_check, seen
+from conftest import test_nothing_else_changed  # noqa: F401  (a check shared by the exercises)
+
+test_every_caller = every_caller_check()
 
 
 @pytest.mark.check("pod-sees-its-own-port")
@@ -33,3 +36,12 @@ def test_every_endpoint_reached(sandbox):
     assert wanted <= reached, (
         f"Connections to the Service: {seen(observations)}. Never reached: "
         f"{', '.join(sorted(wanted - reached))}. Expected: all {len(wanted)} pods answer.")
+    got = sandbox.endpoint_chains("client", SERVICE)
+    want = sandbox.reference_endpoint_chains("client", SERVICE)
+    pods = sandbox.endpoints(SERVICE)
+    wrong = sorted(chain for chain in want if got.get(chain, want[chain]) != want[chain])
+    assert not wrong, "; ".join(
+        f"{chain} sent its connections to " + ", ".join(f"{d} ({pods.get(d, 'no pod')})"
+                                                        for d in sorted(got[chain]))
+        for chain in wrong) + (". Expected: each KUBE-SEP chain sends to the endpoint it belongs "
+                               "to (the one its hairpin rule names).")

@@ -5,7 +5,9 @@ address, port and pod comes from sandbox.model, never from the answer.
 """
 
 import pytest
-from conftest import jumps_into, node_address, unanswering_pods, unmasqueraded
+from conftest import (caller_problem, every_caller_check, jumps_into, node_address, not_to_itself,
+                      shares, to_itself, unanswering_pods, unmasqueraded)
+from conftest import test_nothing_else_changed  # noqa: F401  (a check shared by the exercises)
 
 from lab_runner.endpoints import selects
 from lab_runner.evidence.probing import Target
@@ -21,6 +23,16 @@ def _service(sandbox):
 def _target(sandbox) -> Target:
     svc, port = _service(sandbox)
     return Target(str(svc.cluster_ip), port.port, port.protocol.lower())
+
+
+test_every_caller = every_caller_check(_target, focus=not_to_itself)
+
+
+@pytest.mark.check("hairpin-masqueraded")
+def test_hairpin_masqueraded(sandbox):
+    problem = caller_problem(sandbox, _target(sandbox), focus=to_itself,
+                             callers=[p.name for p in sandbox.model.pods])
+    assert problem is None, problem
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +90,9 @@ def test_not_ready_pod_gets_nothing(sandbox, spread):
 
 @pytest.mark.check("spread-even")
 def test_spread_even(sandbox, spread):
-    shares = ", ".join(f"{k} {v * 100:.1f} %" for k, v in sorted(spread.observed.items()))
     count = len([k for k in spread.expected if spread.expected[k] > 0])
     assert spread.passed, (
-        f"Observed shares of new connections by pod address: {shares} ({spread.detail}). "
+        f"Observed shares of new connections by pod address: {shares(spread)}; {spread.detail}. "
         f"Expected: the {count} ready pods get one share each, as evenly as kube-proxy's "
         "probabilities make it.")
 
