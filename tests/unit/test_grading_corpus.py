@@ -1,0 +1,78 @@
+"""The grading corpus, static mode (no root): every answer in fixtures/submissions/lab-2..4 scores
+what its name declares, and every reference solution scores full marks.
+
+An answer is named `ex<N>-<what>.lose-<points>.rules` and starts with `# fails: check, …`
+(empty for a right answer written differently: `lose-0`). The same files are graded live by
+tests/integration/test_grading_fixtures.py (lab 3), test_lab2.py and test_lab4.py.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from lab_runner.grading import exercise as exercises
+from lab_runner.grading.grade import grade
+
+ROOT = Path(__file__).resolve().parents[2]
+LABS = {"lab-2": "lab-2-nat", "lab-3": "lab-3-clusterip", "lab-4": "lab-4-endpoints"}
+NAME = re.compile(r"^ex(?P<ex>\w+?)-[\w-]+\.lose-(?P<lose>\d+)\.rules$")
+
+
+def _corpus() -> list[tuple[str, Path]]:
+    return [(lab, path) for lab in LABS
+            for path in sorted((ROOT / "fixtures" / "submissions" / lab).glob("*.rules"))]
+
+
+def _solutions() -> list[tuple[str, str, Path]]:
+    out = []
+    for lab, directory in LABS.items():
+        for ex in exercises.all_exercises(lab):
+            out.append((lab, ex.number, ROOT / "labs" / directory / "solutions" / f"{ex.slug}.rules"))
+    return out
+
+
+CORPUS = _corpus()
+TIMES: list[float] = []
+
+
+def _declared(path: Path) -> tuple[str, int, set[str]]:
+    name = NAME.match(path.name)
+    assert name, f"{path.name}: name it ex<N>-<what>.lose-<points>.rules"
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# fails:"), f"{path.name}: line 1 must be `# fails: check, …`"
+    return name["ex"], int(name["lose"]), {c.strip() for c in first.split(":", 1)[1].split(",")
+                                           if c.strip()}
+
+
+@pytest.mark.parametrize("lab,path", CORPUS, ids=[f"{lab}/{p.name}" for lab, p in CORPUS])
+def test_static_grade_is_the_declared_one(lab, path):
+    number, lose, fails = _declared(path)
+    started = time.monotonic()
+    result = grade(lab, number, path, "static")
+    TIMES.append(time.monotonic() - started)
+    failed = {c.id for c in result.checks if not c.passed}
+    report = "\n".join(f"  {c.status} {c.id}: {c.output}" for c in result.checks)
+    assert (result.max_score - result.score, failed) == (lose, fails), f"{path.name}\n{report}"
+
+
+@pytest.mark.parametrize("lab,number,path", _solutions(), ids=[f"{lab}/{p.name}" for lab, _, p in _solutions()])
+def test_reference_solution_scores_full_marks_statically(lab, number, path):
+    result = grade(lab, number, path, "static")
+    assert result.score == result.max_score > 0 and not result.error, result.to_dict()["checks"]
+
+
+def test_the_corpus_has_right_answers_written_differently_and_wrong_ones():
+    right = [p for _, p in CORPUS if ".lose-0." in p.name]
+    wrong = [p for _, p in CORPUS if ".lose-0." not in p.name]
+    assert len(right) >= 20 and len(wrong) >= 60, (len(right), len(wrong))
+
+
+def test_static_grading_is_fast():
+    if len(TIMES) < 10:
+        pytest.skip("run with the corpus tests")
+    assert statistics.median(TIMES) < 0.5 and max(TIMES) < 5, (statistics.median(TIMES), max(TIMES))
