@@ -73,7 +73,8 @@ def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worke
     A class:     sudo lab-runner grade lab-3 --exercise 3 submissions/ --jobs 2 --out reports/
 
     \b
-    Formats: terminal (the default), json (result.json; alone and without --out: printed),
+    Formats: terminal (the default), json (result.json; alone and without --out: printed;
+    written to --out when no other file format is asked for),
     junit (junit.xml), gradescope and prairielearn (results.json, the file each platform
     reads: give them different --out directories), html (report.html, one self-contained page
     with the endpoint shares and the nat chains with their counters).
@@ -113,6 +114,8 @@ def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worke
     from lab_runner.grading.grade import grade as grade_one
 
     files = [name for name in formats if name in fmt.FILE_NAMES]
+    if out_dir and not files:
+        files = ["json"]  # --out asks for a file: the terminal report alone would leave it empty
     if files and not out_dir and files != ["json"]:
         raise click.UsageError(f"--format {' '.join(f for f in files if f != 'json')} writes "
                                "files: give --out DIR")
