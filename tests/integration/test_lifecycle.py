@@ -14,7 +14,7 @@ import pytest
 
 from lab_runner.backends.netns import list_netns
 from lab_runner.lab import LiveLab
-from lab_runner.runs import list_runs, state_root
+from lab_runner.runs import list_runs, run_id_of, state_root
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_GET = ("import socket,sys;s=socket.create_connection((sys.argv[1],int(sys.argv[2])),3);"
@@ -100,24 +100,37 @@ def test_two_labs_at_once_do_not_disturb_each_other():
         assert http_from(first, "client", "172.17.0.5")["pod"] == "my-app-7f569f66d9-qtc2q"
 
 
+def our_run_ids() -> set[str]:
+    """Run ids recorded in this test's own state directory (see private_state)."""
+    state = Path(os.environ["KPLAB_STATE_DIR"])
+    return {p.name for p in state.iterdir()} if state.is_dir() else set()
+
+
+def our_namespaces(run_ids: set[str]) -> list[str]:
+    """Namespaces of these runs only: labs others start on this machine meanwhile are not ours."""
+    return [ns for ns in list_netns() if run_id_of(ns) in run_ids]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_up_leaves_nothing(sig):
-    before = set(list_netns())
     proc = subprocess.Popen([sys.executable, "-m", "lab_runner", "up", "lab-3"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Interrupt while it builds: as soon as its first namespace exists.
+    # Interrupt while it builds: as soon as its first namespace exists (its run directory, made
+    # first, says which namespaces are its own).
+    seen: set[str] = set()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (set(list_netns()) - before) and proc.poll() is None:
+    while time.monotonic() < deadline and proc.poll() is None:
+        seen |= our_run_ids()
+        if our_namespaces(seen):
+            break
         time.sleep(0.002)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
-    new = set(list_netns()) - before
     if proc.returncode == 0:  # it finished before the signal landed: then down must clean it
-        cli("down", "--all")
-        new = set(list_netns()) - before
+        cli("down", "--all")  # this test's state directory: only its own lab
     else:
         assert proc.returncode == 130, err
-    assert new == set()
+    assert our_namespaces(seen | our_run_ids()) == []
     assert not [r for r in list_runs() if r.owner_pid == proc.pid]
 
 
@@ -176,7 +189,6 @@ def _alive(pid: int) -> bool:
 
 def test_ctrl_c_during_a_walkthrough_tears_the_lab_down():
     """`walk` builds its own lab; Ctrl-C in the middle of a step removes it (unless --keep)."""
-    before = set(list_netns())
     proc = subprocess.Popen([sys.executable, "-m", "lab_runner", "walk", "lab-3", "--no-pause"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = ""
@@ -187,10 +199,12 @@ def test_ctrl_c_during_a_walkthrough_tears_the_lab_down():
             break
         seen += line
     assert "Step 2/" in seen, seen
+    run_ids = our_run_ids()
+    assert run_ids, "the walk's lab should be recorded in this test's state directory"
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, seen + rest
-    assert set(list_netns()) - before == set()
+    assert our_namespaces(run_ids) == []
 
 
 def test_a_sigkilled_walkthrough_leaves_a_lab_that_clean_removes(tmp_path, monkeypatch):
@@ -198,7 +212,7 @@ def test_a_sigkilled_walkthrough_leaves_a_lab_that_clean_removes(tmp_path, monke
     `finally` runs), its lab is an orphan, which plain `clean` removes (issue 14)."""
     from lab_runner import cleanup
     from lab_runner.backends import docker
-    from lab_runner.runs import RunRecord, run_id_of
+    from lab_runner.runs import RunRecord
 
     proc = subprocess.Popen([sys.executable, "-m", "lab_runner", "walk", "lab-3", "--no-pause"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
