@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import secrets
 import subprocess
 from dataclasses import dataclass
 
-from lab_runner import PREFIX, system_deps
+from lab_runner import PREFIX, runs, system_deps
 
 APT = "sudo apt-get install -y"
 CAP_NET_ADMIN = 12
@@ -83,7 +82,7 @@ def check_kernel() -> list[Finding]:
             and system_deps.find_tool("iptables-nft-restore")):
         return [Finding("kernel features", False, "not checked (needs root and iptables)",
                         "run `sudo lab-runner doctor`")]
-    ns = f"{PREFIX}-{secrets.token_hex(3)}-doctor"
+    ns = f"{PREFIX}-{runs.scratch_run_id()}-doctor"
     findings = []
     try:
         subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)

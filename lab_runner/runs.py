@@ -216,14 +216,35 @@ def new_run_id() -> str:
     if requested:
         run_dir(requested)  # refuses anything but a run id
         _make_run_dir(root / requested)
-        return requested
+        return journal(requested)
     while True:
         run_id = secrets.token_hex(3)
         try:
             _make_run_dir(root / run_id)
-            return run_id
+            return journal(run_id)
         except FileExistsError:
             continue
+
+
+def scratch_run_id() -> str:
+    """A run id for record-less scratch namespaces (doctor's probe, a probe minilab)."""
+    return journal(secrets.token_hex(3))
+
+
+def journal(run_id: str) -> str:
+    """Append run_id to the file KPLAB_RUN_JOURNAL names, if set, and return it.
+
+    The test suite sets it so that, on a machine others share, it checks for leftovers among
+    the runs it made itself (subprocesses included) and never blames another user's lab.
+    """
+    path = os.environ.get("KPLAB_RUN_JOURNAL")
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, f"{run_id}\n".encode())
+        finally:
+            os.close(fd)
+    return run_id
 
 
 def _make_run_dir(path: Path) -> None:

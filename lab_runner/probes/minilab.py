@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -154,7 +153,9 @@ def _teardown(lab: MiniLab) -> None:
 @contextmanager
 def mini_lab(runner: Runner | None = None) -> Iterator[MiniLab]:
     """Build the topology under a fresh run id; tear it all down however the block ends."""
-    lab = MiniLab(run_id=secrets.token_hex(3), runner=runner or Runner())
+    from lab_runner.runs import scratch_run_id
+
+    lab = MiniLab(run_id=scratch_run_id(), runner=runner or Runner())
     try:
         _build(lab)
         yield lab

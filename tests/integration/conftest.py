@@ -7,7 +7,6 @@ import pytest
 from lab_runner import hostcheck
 
 HOST_BEFORE: dict[str, str] = {}
-LAB_NAMESPACES_BEFORE: set[str] = set()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -22,17 +21,20 @@ def host_snapshot_before():
     import os
 
     if os.geteuid() == 0 and not HOST_BEFORE:
-        from lab_runner.backends.netns import list_netns
-
         HOST_BEFORE.update(hostcheck.snapshot())
-        # Labs someone else runs on this machine are not this test session's leftovers.
-        LAB_NAMESPACES_BEFORE.update(ns for ns in list_netns() if ns.startswith("kplab-"))
     yield HOST_BEFORE
 
 
-@pytest.fixture(scope="session")
-def lab_namespaces_before(host_snapshot_before):
-    return LAB_NAMESPACES_BEFORE
+@pytest.fixture(scope="session", autouse=True)
+def runs_made_by_this_session(tmp_path_factory):
+    """Every run id this session's processes make is appended to one journal (runs.journal)."""
+    import os
+
+    journal = tmp_path_factory.mktemp("journal") / "run-ids"
+    journal.touch(mode=0o600)
+    os.environ["KPLAB_RUN_JOURNAL"] = str(journal)  # inherited by every subprocess
+    yield lambda: set(journal.read_text().split())
+    os.environ.pop("KPLAB_RUN_JOURNAL", None)
 
 
 @pytest.fixture(scope="module")
