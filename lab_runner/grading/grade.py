@@ -95,6 +95,10 @@ def run_checks(ex: exercises.Exercise, sandbox) -> list[CheckResult]:
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output), \
             _own_check_modules():
         code = pytest.main(args, plugins=[plugin])
+    if code == pytest.ExitCode.INTERRUPTED:
+        # pytest swallowed a Ctrl-C or SIGTERM (cli.Terminated): pass it on, so the sandbox is
+        # taken down and the command says "interrupted" and exits 130, as anywhere else.
+        raise KeyboardInterrupt()
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         raise LabError(f"the checks of exercise {ex.number} could not run (pytest exit "
                        f"{int(code)}):\n{output.getvalue()[-2000:]}")
