@@ -6,6 +6,7 @@
                              replaced, never followed, and a reader never sees half a file
     read_regular(path, n)    one open with O_NOFOLLOW | O_NONBLOCK, checked with fstat, read from
                              that descriptor: a link, FIFO or device is refused, never waited on
+    read_below(root, rel, n) the same, reaching rel from root one directory at a time, no links
 
 Every refusal is an UnsafePath naming the path and what to do.
 """
@@ -147,12 +148,39 @@ def read_regular(path: Path, limit: int, *, owner: int | None = None) -> bytes:
     a file of another user is refused too. Raises UnsafePath, or OSError when it cannot be opened.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+    return _read_open_file(fd, str(path), limit, owner)
+
+
+def read_below(root: Path, relative: Path, limit: int) -> bytes:
+    """read_regular for root/relative, where no component below root may be a link.
+
+    Each directory is opened by descriptor from the one above it with O_NOFOLLOW, so a student's
+    sub-directory swapped for a link after it was looked at is refused, not followed. root
+    itself is the caller's (an instructor's directory) and may be reached through links.
+    """
+    parts = Path(relative).parts
+    if not parts or any(part in ("", ".", "..") or "/" in part for part in parts):
+        raise UnsafePath(f"{relative}: not a plain path below {root}")
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW, dir_fd=directory)
+            os.close(directory)
+            directory = inner
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW, dir_fd=directory)
+    finally:
+        os.close(directory)
+    return _read_open_file(fd, str(relative), limit, None)
+
+
+def _read_open_file(fd: int, shown: str, limit: int, owner: int | None) -> bytes:
+    """Judge the open descriptor by fstat, read at most limit + 1 bytes from it, close it."""
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise UnsafePath(f"{Path(path).name}: not a regular file")
+            raise UnsafePath(f"{Path(shown).name}: not a regular file")
         if owner is not None and info.st_uid != owner:
-            raise UnsafePath(f"{path}: owned by uid {info.st_uid}, not {owner}: not read")
+            raise UnsafePath(f"{shown}: owned by uid {info.st_uid}, not {owner}: not read")
         chunks, left = [], limit + 1
         while left > 0:
             chunk = os.read(fd, min(left, 1 << 20))

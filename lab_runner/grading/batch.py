@@ -28,7 +28,9 @@ followed) and a per-student directory that is a link is refused.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -38,6 +40,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unicodedata
@@ -55,7 +58,7 @@ from lab_runner.errors import LabError
 from lab_runner.grading import exercise as exercises
 from lab_runner.grading import formats as fmt
 from lab_runner.grading.results import CheckResult, GradeResult
-from lab_runner.safe_files import make_dirs, read_regular, write_file
+from lab_runner.safe_files import UnsafePath, make_dirs, read_below, read_regular, write_file
 
 DEFAULT_TIMEOUT = 120.0  # seconds per submission; a live exercise takes a few
 TERM_GRACE = 20.0  # seconds a timed-out grader gets to tear its sandbox down before SIGKILL
@@ -66,6 +69,7 @@ NAME_BYTES = 100
 HIDDEN_REFUSAL = ('a hidden entry (its name starts with "."): not graded; rename it without the '
                   'leading "." to have it graded')
 RESULT_LIMIT = 16 << 20  # bytes of a grader's result.json read back
+COPY_LIMIT = 1 << 20  # bytes of a submission copied for its grader (more: the grader refuses it)
 WARM_SPARES = 1  # grader processes started ahead, per job (0: start each when its turn comes)
 
 
@@ -327,14 +331,38 @@ def grader_argv(lab_dir: str, ex: exercises.Exercise, mode: str) -> list[str]:
             "--worker", "--format", "json"] + (["--static"] if mode == "static" else [])
 
 
+def _private_copy(entry: Entry, root: Path, scratch: Path, limit: int) -> tuple[Path | None, str]:
+    """(a copy of the submission in the batch's own 0700 directory, "") or (None, why not).
+
+    The file is read once from the submissions directory, one directory at a time and never
+    through a link (safe_files.read_below): a student who swaps a file or a sub-directory for a
+    link after discovery gets a refusal, and the grader only ever reads what root copied.
+    """
+    try:
+        raw = read_below(root, entry.path.relative_to(root), limit)
+    except UnsafePath:
+        return None, "no longer a regular file when it was read: refused"
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return None, ("a symbolic link appeared where the submission was: links are refused "
+                          "and never followed")
+        return None, f"cannot be read ({exc.strerror})"
+    folder = scratch / entry.report
+    os.mkdir(folder, 0o700)
+    return write_file(folder / entry.path.name, raw, 0o600), ""
+
+
 def _grade_one(entry: Entry, ex: exercises.Exercise, mode: str, report_dir: Path,
-               timeout: float, graders: _Graders) -> GradeResult:
+               timeout: float, graders: _Graders, root: Path, scratch: Path) -> GradeResult:
     """The result of one submission; any failure of the grader itself becomes an error result."""
     for name in set(fmt.FILE_NAMES.values()):  # no report of an earlier run may stay behind
         (report_dir / name).unlink(missing_ok=True)
     if entry.path is None:
         return error_result(ex, mode, entry.file, entry.refusal)
-    job = json.dumps({"submission": str(entry.path), "out": str(report_dir)}) + "\n"
+    copy, refusal = _private_copy(entry, root, scratch, max(COPY_LIMIT, ex.max_bytes))
+    if copy is None:
+        return error_result(ex, mode, entry.file, refusal)
+    job = json.dumps({"submission": str(copy), "out": str(report_dir)}) + "\n"
     started = time.monotonic()
     proc = graders.take()
     if proc is None:
@@ -387,6 +415,7 @@ def grade_directory(lab: str, which: str | int, directory: Path, *, mode: str, j
     if not directory.is_dir():
         raise LabError(f"{directory}: not a directory of submissions")
     entries = discover(directory, out_dir)
+    root = directory.resolve()
     if not entries:
         raise LabError(f"{directory}: no submissions (a submission is a file directly in the "
                        f"directory, or a sub-directory holding one submission file)")
@@ -405,7 +434,7 @@ def grade_directory(lab: str, which: str | int, directory: Path, *, mode: str, j
                 return _row(entry, error_result(ex, mode, entry.file, f"the report directory "
                                                 f"{entry.report} is not a plain directory in "
                                                 f"{out_root}: not graded"))
-            result = _grade_one(entry, ex, mode, report_dir, timeout, graders)
+            result = _grade_one(entry, ex, mode, report_dir, timeout, graders, root, scratch)
             for name in ["json", *extra]:  # json again: with the submission named as found
                 fmt.write(result, name, report_dir, follow_dir_link=False)
         except Exception as exc:  # noqa: BLE001 - one submission never stops the batch
@@ -414,7 +443,8 @@ def grade_directory(lab: str, which: str | int, directory: Path, *, mode: str, j
 
     columns = (SpinnerColumn(), TextColumn("grading {task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    scratch = Path(tempfile.mkdtemp(prefix="kplab-batch-"))  # 0700: the copies graders read
+    with Progress(*columns, console=console, transient=False) as progress, _removed(scratch):
         task = progress.add_task(f"{len(entries)} submissions, {jobs} at a time ({mode})",
                                  total=len(entries))
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
@@ -436,6 +466,15 @@ def grade_directory(lab: str, which: str | int, directory: Path, *, mode: str, j
     gradebook = write_gradebook(ordered, out_root / "gradebook.csv")
     _summary(ordered, console, out_root, gradebook)
     return BatchOutcome(any(not r.full_marks for r in ordered), ordered, out_root, gradebook)
+
+
+@contextlib.contextmanager
+def _removed(folder: Path):
+    """Remove folder when the block ends, however it ends."""
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _row(entry: Entry, result: GradeResult) -> Row:

@@ -272,6 +272,37 @@ def test_a_fifo_submission_is_refused_without_waiting(tmp_path):
     assert time.monotonic() - started < 2
 
 
+def test_a_student_directory_swapped_for_a_link_after_discovery_is_refused(tmp_path):
+    """The batch grades a private copy read one directory at a time: `bob/` becoming a link to
+    a directory holding a file of the same name never lets the grader read that file."""
+    submissions, secret = tmp_path / "submissions", tmp_path / "secret"
+    (submissions / "bob").mkdir(parents=True)
+    (submissions / "bob" / "answer.rules").write_text("*nat\nCOMMIT\n")
+    secret.mkdir()
+    (secret / "answer.rules").write_text("TOPSECRET\n")
+    [entry] = batch.discover(submissions)
+    (submissions / "bob" / "answer.rules").unlink()
+    (submissions / "bob").rmdir()
+    (submissions / "bob").symlink_to(secret)  # the swap, after discovery
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    copy, why = batch._private_copy(entry, submissions.resolve(), scratch, 1000)
+    assert copy is None and "symbolic link" in why
+    assert list(scratch.iterdir()) == []
+
+
+def test_the_grader_reads_a_private_copy_of_what_was_discovered(tmp_path):
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    (submissions / "alice.rules").write_text("*nat\nCOMMIT\n")
+    [entry] = batch.discover(submissions)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    copy, why = batch._private_copy(entry, submissions.resolve(), scratch, 1000)
+    assert why == "" and copy.name == "alice.rules" and copy.read_text() == "*nat\nCOMMIT\n"
+    assert mode(copy) == 0o600 and mode(copy.parent) == 0o700
+
+
 # -- 4. report files never follow a planted link ---------------------------------------------------
 def result() -> GradeResult:
     return GradeResult(lab="lab-3", exercise="3", exercise_title="t", submission="a.rules",
