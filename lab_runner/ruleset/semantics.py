@@ -344,6 +344,29 @@ def _mark_target(rule: Rule, state: State) -> Branch:
     return Branch(ONE, replace(state, mark=(state.mark & ~mask & 0xFFFFFFFF) ^ value), None)
 
 
+def dnat_destination(rule: Rule) -> tuple[str, int | None]:
+    """(address, port or None) a DNAT rule sends to, however the option is spelled."""
+    return _address_port(rule, _target_option(rule, "--to-destination", "--to"), None)
+
+
+def dnat_mistake(got: tuple[str, int | None], want: tuple[str, int | None]) -> str | None:
+    """What is wrong with DNAT to `got` where `want` was meant, in a student's words; None if
+    nothing is. A missing or other port is named as such, not as another endpoint."""
+    if got == want:
+        return None
+    (address, port), (right_address, right_port) = got, want
+    if address != right_address:
+        return f"DNATs to {_endpoint(got)}, another address than its endpoint's"
+    if port is None:
+        return (f"DNATs to its endpoint's address {address} without a port, so the connection "
+                f"keeps the port it was sent to instead of {right_port}")
+    return f"DNATs to port {port} of its endpoint's address instead of port {right_port}"
+
+
+def _endpoint(where: tuple[str, int | None]) -> str:
+    return where[0] if where[1] is None else f"{where[0]}:{where[1]}"
+
+
 def _dnat(rule: Rule, state: State) -> Branch:
     address, port = _address_port(rule, _target_option(rule, "--to-destination", "--to"), state.dport)
     assert port is not None

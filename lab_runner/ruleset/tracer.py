@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+import weakref
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -29,11 +30,26 @@ NAT_TARGETS = frozenset({"DNAT", "SNAT", "MASQUERADE"})
 
 @dataclass(frozen=True)
 class Limits:
-    """How far one trace may go. Distinct packet states bound its memory (each is small); the
-    seconds bound its time. Hitting either raises TraceLimit naming it."""
+    """How far tracing may go. Distinct packet states at one rule bound a trace's memory (each
+    state is small, and their paths share their steps); `seconds` bound one trace, and
+    `ruleset_seconds` all traces over one ruleset object, which is one submission's grade (a
+    grade traces some 20-30 packets). Hitting any raises TraceLimit naming it."""
 
     max_states: int = 20_000
     seconds: float = 5.0
+    ruleset_seconds: float = 15.0
+
+
+# Seconds traced so far over each live Ruleset object (by id; an entry goes with its ruleset).
+_SPENT: dict[int, float] = {}
+
+
+def _spent(ruleset: Ruleset) -> float:
+    key = id(ruleset)
+    if key not in _SPENT:
+        _SPENT[key] = 0.0
+        weakref.finalize(ruleset, _SPENT.pop, key, None)
+    return _SPENT[key]
 
 
 DEFAULT_LIMITS = Limits()
@@ -118,28 +134,34 @@ def trace(ruleset: Ruleset, packet: Packet, limits: Limits = DEFAULT_LIMITS) -> 
     when `limits` are reached.
     """
     start = State(packet.src, packet.dst, packet.sport, packet.dport, packet.mark)
-    return Trace(packet, tuple(_Tracer(ruleset, packet, limits).run(start)))
+    began = time.monotonic()
+    try:
+        return Trace(packet, tuple(_Tracer(ruleset, packet, limits).run(start)))
+    finally:
+        _SPENT[id(ruleset)] = _spent(ruleset) + time.monotonic() - began
 
 
 class _Ways:
     """A distribution over states: each state's probability and the steps that led to it.
 
-    A step's key is where the packet met it: (hook number, rule index in each calling chain…),
-    so sorting the union of merged ways' steps gives the order of traversal."""
+    The steps are a shared graph, so that adding one or merging two ways costs the same however
+    long the paths are: None (no step), ("step", before, key, Step) or ("join", one, other).
+    A step's key is where the packet met it (hook number, rule index in each calling chain…),
+    so sorting the union of merged ways' steps gives the order of traversal (_path)."""
 
     __slots__ = ("mass",)
 
     def __init__(self):
-        self.mass: dict = {}  # key -> [probability, {order key: Step}]
+        self.mass: dict = {}  # key -> [probability, steps]
 
-    def add(self, key, p: Fraction, steps: dict) -> None:
+    def add(self, key, p: Fraction, steps) -> None:
         found = self.mass.get(key)
         if found is None:
             self.mass[key] = [p, steps]
         else:
             found[0] += p
             if steps is not found[1]:
-                found[1] = {**found[1], **steps}
+                found[1] = ("join", found[1], steps)
 
     def merge(self, other: "_Ways") -> None:
         for key, (p, steps) in other.mass.items():
@@ -147,6 +169,24 @@ class _Ways:
 
     def __len__(self) -> int:
         return len(self.mass)
+
+
+def _path(steps) -> tuple[Step, ...]:
+    """The steps of a (merged) way in the order a packet meets them, each once."""
+    found: dict = {}
+    seen: set[int] = set()
+    todo = [steps]
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node[0] == "step":
+            found[node[2]] = node[3]
+            todo.append(node[1])
+        else:
+            todo += node[1:]
+    return tuple(found[key] for key in sorted(found))
 
 
 class _Tracer:
@@ -158,7 +198,9 @@ class _Tracer:
         self.proto = packet.protocol.lower()
         self.local_nets = [ipaddress.ip_network(a) for a in packet.local_addresses] + [LOOPBACK]
         self.limits = limits
-        self.deadline = time.monotonic() + limits.seconds
+        left = limits.ruleset_seconds - _spent(ruleset)
+        self.deadline = time.monotonic() + min(limits.seconds, left)
+        self.deadline_is_the_grades = left < limits.seconds
 
     # -- hooks -------------------------------------------------------------------------------
     def is_local(self, address: str) -> bool:
@@ -184,7 +226,7 @@ class _Tracer:
 
     def run(self, start: State) -> list[Outcome]:
         ways = _Ways()
-        ways.add((start, "ACCEPT"), ONE, {})
+        ways.add((start, "ACCEPT"), ONE, None)
         ways = self.hooks(ways, self.first_hooks(), 0)
         outcomes: list[Outcome] = []
         by_route: dict[str, tuple[list, _Ways]] = {}
@@ -219,13 +261,12 @@ class _Tracer:
         fell, ended = self.chain(ways, table, chain, 0, (number,))
         for state, (p, steps) in fell.mass.items():
             if policy != "ACCEPT":
-                steps = {**steps, (number, 1 << 30): Step(table, chain, 0, f"policy {policy}")}
+                steps = ("step", steps, (number, 1 << 30), Step(table, chain, 0, f"policy {policy}"))
             ended.add((state, policy), p, steps)
         return ended
 
-    def outcome(self, p: Fraction, st: State, verdict: str, route: str, steps: dict) -> Outcome:
-        path = tuple(steps[key] for key in sorted(steps))
-        return Outcome(p, verdict, st.dnat, st.masquerade, st.snat, st.mark, route, path)
+    def outcome(self, p: Fraction, st: State, verdict: str, route: str, steps) -> Outcome:
+        return Outcome(p, verdict, st.dnat, st.masquerade, st.snat, st.mark, route, _path(steps))
 
     # -- chains and rules --------------------------------------------------------------------
     def chain(self, ways: _Ways, table: str, name: str, depth: int,
@@ -248,7 +289,7 @@ class _Tracer:
                 if chance != ONE:
                     nxt.add(missed, p * (ONE - chance), steps)
                 if chance:
-                    going.add(after, p * chance, {**steps, key: step})
+                    going.add(after, p * chance, ("step", steps, key, step))
             if going.mass:
                 self.target(rule, going, depth, key, nxt, returned, ended)
             ways = nxt
@@ -260,6 +301,10 @@ class _Tracer:
             raise TraceLimit(rule, f"more than {self.limits.max_states} distinct packet states "
                                    "at one rule (the tracer's state limit, Limits.max_states)")
         if time.monotonic() > self.deadline:
+            if self.deadline_is_the_grades:
+                raise TraceLimit(rule, f"tracing these rules took more than "
+                                       f"{self.limits.ruleset_seconds:g} s in all (the time "
+                                       "limit of one grade, Limits.ruleset_seconds)")
             raise TraceLimit(rule, f"the trace took more than {self.limits.seconds:g} s (the "
                                    "tracer's time limit, Limits.seconds)")
 

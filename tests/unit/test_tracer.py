@@ -277,6 +277,16 @@ def test_states_that_differ_are_capped_and_the_limit_is_named():
         trace(custom(*rules), PACKET, Limits(seconds=0))
 
 
+def test_all_traces_over_one_ruleset_share_one_time_limit():
+    ruleset = custom("-A PREROUTING -j KUBE-X", "-A KUBE-X -j DNAT --to-destination 9.9.9.9")
+    limits = Limits(ruleset_seconds=0.05)
+    trace(ruleset, PACKET, limits)
+    with pytest.raises(TraceLimit, match=r"in all .*one grade, Limits.ruleset_seconds"):
+        for _ in range(100_000):
+            trace(ruleset, PACKET, limits)
+    trace(custom("-A PREROUTING -j KUBE-X", "-A KUBE-X -j RETURN"), PACKET, limits)  # its own
+
+
 def test_nth_round_robin_gives_each_rule_its_share_over_a_cycle():
     ruleset = custom("-A PREROUTING -m statistic --mode nth --every 3 --packet 0 "
                      "-j DNAT --to-destination 9.9.9.1",
@@ -375,3 +385,17 @@ def test_equivalent_spellings_trace_alike_and_steps_carry_the_parsed_rule(spelli
     assert outcome.dnat == ("9.9.9.9", 81)
     (step,) = outcome.path
     assert step.rule.target == "DNAT" and step.text == spelling
+
+
+def test_dnat_mistakes_are_named_for_what_they_are():
+    from lab_runner.ruleset.semantics import dnat_destination, dnat_mistake
+
+    ruleset = custom("-A KUBE-X -p tcp -j DNAT --to-destination=172.17.0.2",
+                     "-A KUBE-X -p tcp -j DNAT --to 172.17.0.2:81")
+    first, second = (dnat_destination(r) for r in ruleset.chain("nat", "KUBE-X").rules)
+    assert first == ("172.17.0.2", None) and second == ("172.17.0.2", 81)
+    right = ("172.17.0.2", 80)
+    assert "without a port" in dnat_mistake(first, right)
+    assert "port 81 of its endpoint's address instead of port 80" in dnat_mistake(second, right)
+    assert "another address" in dnat_mistake(("172.17.0.5", 80), right)
+    assert dnat_mistake(right, right) is None
