@@ -352,11 +352,24 @@ def _private_copy(entry: Entry, root: Path, scratch: Path, limit: int) -> tuple[
     return write_file(folder / entry.path.name, raw, 0o600), ""
 
 
+def _clear_reports(report_dir: Path) -> None:
+    """No report of an earlier batch may stay behind; removed through the directory's own
+    descriptor, opened without following a link (it may have become one since it was checked)."""
+    directory = os.open(report_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for name in set(fmt.FILE_NAMES.values()):
+            try:
+                os.unlink(name, dir_fd=directory)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(directory)
+
+
 def _grade_one(entry: Entry, ex: exercises.Exercise, mode: str, report_dir: Path,
                timeout: float, graders: _Graders, root: Path, scratch: Path) -> GradeResult:
     """The result of one submission; any failure of the grader itself becomes an error result."""
-    for name in set(fmt.FILE_NAMES.values()):  # no report of an earlier run may stay behind
-        (report_dir / name).unlink(missing_ok=True)
+    _clear_reports(report_dir)
     if entry.path is None:
         return error_result(ex, mode, entry.file, entry.refusal)
     copy, refusal = _private_copy(entry, root, scratch, max(COPY_LIMIT, ex.max_bytes))
