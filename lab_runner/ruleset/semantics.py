@@ -277,12 +277,30 @@ MODELLED_OPTIONS: dict[str, frozenset[str]] = {
 
 def unsupported(ruleset) -> UnsupportedRule | None:
     """The first rule (in table and chain order) the tracer cannot model, as the error it would
-    raise when a packet reached it; None when it can model every rule. Reads every rule."""
-    for rule in ruleset.rules():
-        what = _unsupported_rule(rule, ruleset)
-        if what:
-            return UnsupportedRule(rule, what)
+    raise when a packet reached it; None when it can model every rule a built-in chain reaches
+    (a rule in a chain nothing jumps to never meets a packet, in the tracer or the kernel)."""
+    for table in ruleset.tables.values():
+        reached = _reached(table)
+        for chain in table.chains.values():
+            if chain.name not in reached:
+                continue
+            for rule in chain.rules:
+                what = _unsupported_rule(rule, ruleset)
+                if what:
+                    return UnsupportedRule(rule, what)
     return None
+
+
+def _reached(table) -> set[str]:
+    """The chains of a table that its built-in chains reach, by jumps and gotos."""
+    reached = {name for name, chain in table.chains.items() if chain.builtin}
+    todo = list(reached)
+    while todo:
+        for rule in table.chains[todo.pop()].rules:
+            if rule.target in table.chains and rule.target not in reached:
+                reached.add(rule.target)
+                todo.append(rule.target)
+    return reached
 
 
 def _unsupported_rule(rule: Rule, ruleset) -> str | None:

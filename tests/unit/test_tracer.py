@@ -399,3 +399,9 @@ def test_dnat_mistakes_are_named_for_what_they_are():
     assert "port 81 of its endpoint's address instead of port 80" in dnat_mistake(second, right)
     assert "another address" in dnat_mistake(("172.17.0.5", 80), right)
     assert dnat_mistake(right, right) is None
+
+
+def test_a_rule_no_packet_can_reach_is_no_reason_to_refuse_the_file():
+    assert unsupported(custom("-A KUBE-X -m string --string foo --algo bm -j RETURN")) is None
+    assert unsupported(custom("-A PREROUTING -j KUBE-Y", "-A KUBE-Y -g KUBE-X",
+                              "-A KUBE-X -m string --string foo --algo bm -j RETURN")) is not None
