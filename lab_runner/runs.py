@@ -158,7 +158,8 @@ class RunRecord:
     def load(cls, run_id: str) -> "RunRecord":
         path = run_dir(run_id) / "run.json"
         try:
-            data = json.loads(read_regular(path, RECORD_LIMIT, owner=os.geteuid()))
+            owner = os.geteuid() if hasattr(os, "geteuid") else None  # native Windows: no owners
+            data = json.loads(read_regular(path, RECORD_LIMIT, owner=owner))
         except (OSError, ValueError, LabError) as exc:
             raise RunNotFound(f"no record for run {run_id} ({exc})") from exc
         problem = record_problem(data, run_id)

@@ -27,18 +27,17 @@ class UnsafePath(EnvironmentProblem):
     """A file or directory the kit will not act on: not its own, open to others, or a link."""
 
 
-def private_dir(path: Path, mode: int = 0o700, *, create: bool = True) -> Path:
+def private_dir(path: Path, mode: int = 0o700) -> Path:
     """path as a directory of this user, writable by no one else; made (with `mode`) if missing.
 
     mkdir fails on anything already there, so a directory someone else made first is found by
     the check below and refused, never adopted.
     """
-    if create:
-        try:
-            os.mkdir(path, mode)
-            os.chmod(path, mode)  # the umask may have taken bits away, or (umask 0) none
-        except FileExistsError:
-            pass
+    try:
+        os.mkdir(path, mode)
+        os.chmod(path, mode)  # the umask may have taken bits away, or (umask 0) none
+    except FileExistsError:
+        pass
     check_own_dir(path)
     return path
 
@@ -53,7 +52,7 @@ def make_dirs(path: Path, mode: int = 0o755) -> Path:
     for directory in reversed(missing):
         try:
             os.mkdir(directory, mode)
-            os.chmod(directory, mode, follow_symlinks=False)
+            os.chmod(directory, mode)
         except FileExistsError:
             pass  # made meanwhile by someone else: the caller's checks judge it
     return wanted
@@ -61,6 +60,8 @@ def make_dirs(path: Path, mode: int = 0o755) -> Path:
 
 def check_own_dir(path: Path) -> None:
     """Refuse path unless it is a real directory owned by us that group and others cannot write."""
+    if not hasattr(os, "geteuid"):
+        return  # no owners to compare (native Windows): the docker backend's state only
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -74,8 +75,9 @@ def check_own_dir(path: Path) -> None:
                          "someone else made it, so its contents cannot be trusted. Remove it, or "
                          "set KPLAB_STATE_DIR (or XDG_RUNTIME_DIR) to a directory of your own.")
     if info.st_mode & 0o022:
-        raise UnsafePath(f"{path}: writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
-                         f": anyone could plant records there. `chmod 700 {path}`, or remove it.")
+        raise UnsafePath(f"{path}: writable by group or others (mode "
+                         f"{stat.S_IMODE(info.st_mode):04o}): anyone could plant files there. "
+                         f"`chmod 700 {path}`, or remove it.")
 
 
 def write_file(path: Path, data: bytes | str, mode: int = 0o644, *,
