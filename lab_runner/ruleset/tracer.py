@@ -26,6 +26,7 @@ __all__ = ["Limits", "Outcome", "Packet", "Step", "Trace", "TraceError", "TraceL
 MAX_DEPTH = 64
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 NAT_TARGETS = frozenset({"DNAT", "SNAT", "MASQUERADE"})
+FATE_FIELDS = ("verdict", "dnat", "masquerade", "snat", "route")
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,20 @@ class Trace:
         for o in self.outcomes:
             out[o.dnat] = out.get(o.dnat, Fraction(0)) + o.probability
         return out
+
+    def fates(self, fields: tuple[str, ...] = FATE_FIELDS) -> tuple[Outcome, ...]:
+        """The outcomes merged wherever they agree on `fields` (by default what a caller and a
+        pod can see: verdict, DNAT, masquerade, SNAT, route; not the mark), probabilities
+        summed and paths joined: one line of feedback per fate, however many ways lead there."""
+        merged: dict[tuple, Outcome] = {}
+        for o in self.outcomes:
+            key = tuple(getattr(o, name) for name in fields)
+            if key in merged:
+                had = merged[key]
+                path = tuple(dict.fromkeys(had.path + o.path))  # each step once, first first
+                o = replace(had, probability=had.probability + o.probability, path=path)
+            merged[key] = o
+        return tuple(merged.values())
 
 
 def trace(ruleset: Ruleset, packet: Packet, limits: Limits = DEFAULT_LIMITS) -> Trace:

@@ -405,3 +405,16 @@ def test_a_rule_no_packet_can_reach_is_no_reason_to_refuse_the_file():
     assert unsupported(custom("-A KUBE-X -m string --string foo --algo bm -j RETURN")) is None
     assert unsupported(custom("-A PREROUTING -j KUBE-Y", "-A KUBE-Y -g KUBE-X",
                               "-A KUBE-X -m string --string foo --algo bm -j RETURN")) is not None
+
+
+def test_fates_merge_outcomes_a_caller_cannot_tell_apart():
+    # Twelve coin flips each set another mark bit: 4096 outcomes that differ in the mark
+    # alone, one fate to report (not 4096 lines of the same feedback).
+    rules = ["-A PREROUTING -j KUBE-X"] + [
+        f"-A KUBE-X -m statistic --mode random --probability 0.5 -j MARK --or-mark {1 << i:#x}"
+        for i in range(12)] + ["-A KUBE-X -j DNAT --to-destination 9.9.9.9"]
+    result = trace(custom(*rules), PACKET)
+    assert len(result.outcomes) == 4096
+    (fate,) = result.fates()
+    assert fate.probability == 1 and fate.dnat == ("9.9.9.9", 80)
+    assert len(fate.path) == 14  # the jump, twelve MARK rules, the DNAT
