@@ -287,3 +287,39 @@ def test_hairpin_pod_reaches_itself_masqueraded(pool):
         seen = probe_and_check(lab, trace, "api-0", target)
         assert (seen.pod, seen.hairpin, seen.masqueraded) == ("api-0", True, True)
 
+
+
+# -- 4. round robin: --mode nth over whole cycles --------------------------------------------
+
+def with_round_robin(document: str, chain: str) -> str:
+    """The document with `chain`'s i-th of n endpoint rules at `--mode nth --every n-i`."""
+    lines, i = [], 0
+    for line in document.split("\n"):
+        if line.startswith(f"-A {chain} ") and "--probability" in line:
+            n = len(chain_probabilities(document, chain)) + 1
+            line = re.sub(r"--mode random --probability \S+",
+                          f"--mode nth --every {n - i} --packet 0", line)
+            i += 1
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def test_nth_round_robin_spreads_whole_cycles_exactly_as_the_tracer_says(pool):
+    """The tracer gives an nth rule 1/N of what reaches it; over whole cycles of new flows the
+    kernel's counters give each endpoint exactly that share, not only on average."""
+    lab = pool.get("lab-3")
+    port_name = "stateful-apps/my-app:http-svc"
+    target = sampling.service_target(lab.model, port_name)
+    chain = names.service_chain(port_name, "tcp")
+    document = render(lab.model, base_jumps=False)
+    round_robin = with_round_robin(document, chain)
+    assert round_robin.count("--mode nth") == 3
+    lab.restore(round_robin)
+    try:
+        expected = expected_spread(lab, node_ruleset(lab), "client", target)
+        assert set(expected.values()) == {Fraction(1, 4)}
+        cycles = 100
+        report = sampling.sample(lab, target, 4 * cycles)
+    finally:
+        lab.restore(document)
+    assert report.observed == {dest: cycles for dest in expected}, report.observed
