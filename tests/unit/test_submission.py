@@ -222,3 +222,21 @@ def test_confine_refuses_a_command_without_a_chain(ex6, command):
     message = confined(f"*nat\n{command}\nCOMMIT\n", ex6)
     assert message == (f"answer.rules, line 2: `{command}` without a chain acts on every chain "
                        "of table 'nat'; name the chain")
+
+
+def test_a_rule_the_tracer_cannot_model_is_refused_for_both_modes_with_its_line(ex1):
+    message = refused(b"*nat\n-I KUBE-SERVICES 1 -p tcp -j REDIRECT --to-ports 80\nCOMMIT\n", ex1)
+    assert message.startswith("answer.rules, line 2: the kit cannot model target REDIRECT")
+    assert "neither grading mode" in message
+
+
+def test_the_intake_reads_lines_as_iptables_restore_does(ex1):
+    crlf = f"*nat\r\n{RULE}\r\nCOMMIT\r\n".encode()
+    assert refused(crlf, ex1).startswith("answer.rules, line 1: a carriage return")
+    separator = f'*nat\n{RULE} -m comment --comment "a\u2028b"\nCOMMIT\n'.encode()
+    assert "line 2: a Unicode line separator (U+2028)" in refused(separator, ex1)
+
+
+def test_kernel_refusals_come_before_any_sandbox(ex6):
+    loop = b"*nat\n-A KUBE-SERVICES -j KUBE-MARK-MASQ\n-A KUBE-MARK-MASQ -j KUBE-SERVICES\nCOMMIT\n"
+    assert "makes a loop of jumps" in refused(loop, ex6)
