@@ -28,6 +28,7 @@ from lab_runner.ruleset.parse import Rule
 
 ONE = Fraction(1)
 TWO_31 = 1 << 31
+RECENT_NAME_KEPT = 199
 NO_OP_TARGETS = frozenset({"LOG", "NFLOG", "ULOG", "TRACE", "AUDIT", "CONNMARK"})
 
 
@@ -239,7 +240,9 @@ def recent_entry(args, state: State) -> tuple[str, str]:
     address = state.dst if "--rdest" in opts else state.src
     mask = opts.get("--mask", ("255.255.255.255",))[0]
     kept = ipaddress.ip_network(f"{address}/{mask}", strict=False).network_address
-    return opts.get("--name", ("DEFAULT",))[0], str(kept)
+    # iptables keeps 199 characters of a longer name (XT_RECENT_NAME_LEN), so two names alike
+    # that far are one list in the kernel.
+    return opts.get("--name", ("DEFAULT",))[0][:RECENT_NAME_KEPT], str(kept)
 
 
 def recent_update(args, state: State) -> State:

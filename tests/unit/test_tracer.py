@@ -418,3 +418,11 @@ def test_fates_merge_outcomes_a_caller_cannot_tell_apart():
     (fate,) = result.fates()
     assert fate.probability == 1 and fate.dnat == ("9.9.9.9", 80)
     assert len(fate.path) == 14  # the jump, twelve MARK rules, the DNAT
+
+
+def test_recent_names_are_cut_where_iptables_cuts_them():
+    long = "r" * 199
+    ruleset = custom(f"-A PREROUTING -m recent --set --name {long}a",
+                     f"-A PREROUTING -m recent --rcheck --name {long}b "
+                     "-j DNAT --to-destination 9.9.9.9")
+    assert trace(ruleset, PACKET).outcomes[0].dnat == ("9.9.9.9", 80)
