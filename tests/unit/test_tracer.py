@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -426,3 +427,86 @@ def test_recent_names_are_cut_where_iptables_cuts_them():
                      f"-A PREROUTING -m recent --rcheck --name {long}b "
                      "-j DNAT --to-destination 9.9.9.9")
     assert trace(ruleset, PACKET).outcomes[0].dnat == ("9.9.9.9", 80)
+
+
+# -- student-like edits of lab 3's rules: the intake or the tracer answers, never a crash -------
+
+MARK_SPELLINGS = ["--set-xmark 0x4000/0x4000", "--set-mark 0x4000", "--or-mark 0x4000",
+                  "--xor-mark 0x4000", "--set-mark 0x4000/0x4000", "--and-mark 0x4000",
+                  "--set-xmark 16384/16384"]
+
+
+def _edit(rules: list[str], rng) -> list[str]:
+    """One edit a student might make to the nat table's rules."""
+    rules = list(rules)
+    at = rng.randrange(len(rules))
+    rule = rules[at]
+    chain = rule.split()[1]
+    kind = rng.randrange(10)
+    if kind == 0:
+        del rules[at]
+    elif kind == 1:
+        rules.insert(rng.randrange(len(rules) + 1), rule)
+    elif kind == 2 and "--probability" in rule:
+        rules[at] = re.sub(r"--probability \S+", f"--probability {rng.random():.4f}", rule)
+    elif kind == 3 and "-j MARK" in rule:
+        rules[at] = rule.split("-j MARK")[0] + "-j MARK " + rng.choice(MARK_SPELLINGS)
+    elif kind == 4:
+        every = rng.randrange(1, 5)
+        rules.insert(at, f"-A {chain} -m statistic --mode nth --every {every} --packet "
+                         f"{rng.randrange(every)} -j LOG")
+    elif kind == 5:
+        rules.insert(at, f"-A {chain} -m statistic --mode random --probability 0.5 -j MARK "
+                         f"{rng.choice(MARK_SPELLINGS)}")
+    elif kind == 6 and "--to-destination" in rule:
+        rules[at] = rule.rsplit(":", 1)[0]  # DNAT without the port
+    elif kind == 7:
+        rules[at] = rule.replace(" -j ", " --jump ").replace("-A ", "--append ", 1)
+    elif kind == 8 and " -s " in rule:
+        rules[at] = rule.replace(" -s ", " ! -s ")
+    elif kind == 9:
+        rules.insert(at, f"-A {chain} -m recent --set --name L{rng.randrange(2)} -j LOG")
+        rules.insert(at, f"-A {chain} -m recent --rcheck --name L{rng.randrange(2)} -j RETURN")
+    return rules
+
+
+def test_edited_rulesets_are_refused_or_traced_to_a_whole_distribution():
+    import random
+
+    from lab_runner.errors import SubmissionError
+    from lab_runner.grading.submission import as_iptables_restore
+
+    document = render(lab_file.load("lab-3"), "v1.23")
+    head, nat, tail = document.partition("*nat\n")
+    declared = [line for line in tail.split("\n") if line.startswith(":")]
+    rules = [line for line in tail.split("\n") if line.startswith("-A ")]
+    rng = random.Random(20261204)
+    packets = [from_outside(), from_outside(src="172.17.0.2", **{"out_interface": "docker0"}),
+               Packet("192.168.49.2", VIP, "tcp", 40000, 8080, out_interface="docker0",
+                      local_addresses=NODE_ADDRESSES)]
+    traced = refused = 0
+    for _ in range(150):
+        edited = rules
+        for _ in range(rng.randrange(1, 4)):
+            edited = _edit(edited, rng)
+        text = head + nat + "\n".join(declared + edited) + "\nCOMMIT\n"
+        try:
+            ruleset = as_iptables_restore(text, "variant.rules")
+        except SubmissionError:
+            refused += 1
+            continue
+        if unsupported(ruleset):
+            refused += 1
+            continue
+        for packet in packets:
+            try:
+                result = trace(ruleset, packet, Limits(max_states=5000, seconds=2))
+            except UnsupportedRule as exc:  # said plainly: a limit, or an nth rule met twice
+                assert "line" in str(exc)
+                continue
+            assert sum(o.probability for o in result.outcomes) == 1, text
+            assert all(o.probability > 0 and o.verdict in ("ACCEPT", "DROP", "REJECT")
+                       for o in result.outcomes), text
+            assert sum(f.probability for f in result.fates()) == 1
+        traced += 1
+    assert traced > 100 and refused < 40, (traced, refused)
