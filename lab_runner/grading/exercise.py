@@ -16,7 +16,7 @@ from lab_runner.model import Lab
 from lab_runner.ruleset.render import render
 
 KEYS = {"number", "title", "task", "hints", "lab", "cluster_cidr", "start", "allowed", "checks",
-        "max_bytes", "checks_of", "tolerance", "round_robin"}
+        "max_bytes", "checks_of", "tolerance", "round_robin", "concerns"}
 CHECK_KEYS = {"points", "title", "static"}
 STATIC_POLICIES = ("decided", "full", "zero")  # `full`/`zero`: not decidable without a kernel
 DEFAULT_MAX_BYTES = 64 * 1024
@@ -50,7 +50,7 @@ class Exercise:
     check_files: tuple[Path, ...] = field(default=())
     tolerance: float = DEFAULT_TOLERANCE / 100  # as a share: 0.005
     round_robin: str = "refuse"
-    concerned: tuple[str, ...] = ()  # starting-state lines the task is about (start.replace made)
+    concerned: tuple[str, ...] = ()  # starting-state lines the task is about (rewrites may drop)
 
     @property
     def max_score(self) -> int:
@@ -133,6 +133,7 @@ def load(directory: Path) -> Exercise:
     round_robin = data.get("round_robin", "refuse")
     if round_robin not in ROUND_ROBIN:
         problems.append(f"round_robin: choose one of {', '.join(ROUND_ROBIN)}")
+    concerned = _concerned(lab, data, start, problems)
     if problems:
         raise LabFileError(str(path), problems)
     number = str(data.get("number", re.match(r"ex(\w+?)-", directory.name + "-").group(1)))
@@ -144,7 +145,7 @@ def load(directory: Path) -> Exercise:
                     directory=directory, max_bytes=int(data.get("max_bytes", DEFAULT_MAX_BYTES)),
                     check_files=tuple(sorted(checks_dir.glob(f"test_ex{_check_prefix(data, number)}_*.py"))),
                     tolerance=float(tolerance) / 100, round_robin=round_robin,
-                    concerned=_replaced_lines(lab, data.get("start") or {}, start))
+                    concerned=concerned)
 
 
 def _check_prefix(data: dict, number: str) -> str:
@@ -152,12 +153,21 @@ def _check_prefix(data: dict, number: str) -> str:
     return str(data.get("checks_of", re.match(r"\d+", number).group(0)))
 
 
-def _replaced_lines(lab: Lab, start: dict, document: str) -> tuple[str, ...]:
-    """The starting state's lines that start.replace changed: the faults a break-fix is about."""
-    if not start.get("replace"):
-        return ()
-    untouched = set(start_document(lab, {"remove": start.get("remove") or []}, []).splitlines())
-    return tuple(line for line in document.splitlines() if line not in untouched)
+def _concerned(lab: Lab, data: dict, document: str, problems: list[str]) -> tuple[str, ...]:
+    """The starting state's lines the task is about, which an answer may rewrite or drop: those
+    start.replace changed (a break-fix's faults) and those matching a `concerns` pattern."""
+    start = data.get("start") or {}
+    lines = document.splitlines()
+    untouched = set(start_document(lab, {"remove": start.get("remove") or []}, []).splitlines()) \
+        if start.get("replace") else set(lines)
+    patterns = []
+    for i, pattern in enumerate(data.get("concerns") or []):
+        try:
+            patterns.append(re.compile(pattern))
+        except re.error as exc:
+            problems.append(f"concerns[{i}]: {pattern!r} is not a regular expression: {exc}")
+    return tuple(line for line in lines
+                 if line not in untouched or any(p.search(line) for p in patterns))
 
 
 def start_document(lab: Lab, start: dict, problems: list[str]) -> str:

@@ -74,13 +74,13 @@ def traced(sandbox, ruleset: Ruleset, cls: PacketClass) -> Outcome:
     for o in tracer.trace(ruleset, packet).outcomes:
         if o.probability == 0:
             continue
-        fates.add(_fate(sandbox, ruleset, cls, o))
+        fates.add(_fate(sandbox, cls, o))
         if cls.premark and o.verdict == "ACCEPT":
             kept.add(o.mark & cls.premark & ~MASQ_BIT == cls.premark & ~MASQ_BIT)
     return Outcome(frozenset(fates), frozenset(kept))
 
 
-def _fate(sandbox, ruleset: Ruleset, cls: PacketClass, o: tracer.Outcome) -> Fate:
+def _fate(sandbox, cls: PacketClass, o: tracer.Outcome) -> Fate:
     if o.verdict != "ACCEPT":
         return NO_ANSWER
     ip, port = o.dnat or (cls.target.ip, cls.target.port)
@@ -92,24 +92,17 @@ def _fate(sandbox, ruleset: Ruleset, cls: PacketClass, o: tracer.Outcome) -> Fat
         # A pod that gets its own packet back with its own address as source drops it (a
         # martian source): the connection is never answered.
         return NO_ANSWER
-    return Fate(True, pod, saw, _marked_in_endpoint_chain(ruleset, o) if pod == cls.caller else None)
+    return Fate(True, pod, saw, _marked_in_endpoint_chain(o) if pod == cls.caller else None)
 
 
-def _marked_in_endpoint_chain(ruleset: Ruleset, o: tracer.Outcome) -> bool:
+def _marked_in_endpoint_chain(o: tracer.Outcome) -> bool:
     """Whether, in the chain whose rule DNATed the connection, a rule before it marked it."""
-    rules = [(step, _rule(ruleset, step)) for step in o.path if step.table == "nat" and step.number]
-    dnat = next((i for i, (_, rule) in enumerate(rules) if rule is not None and rule.target == "DNAT"),
-                None)
+    steps = [s for s in o.path if s.table == "nat" and s.rule is not None]
+    dnat = next((i for i, s in enumerate(steps) if s.rule.target == "DNAT"), None)
     if dnat is None:
         return False
-    chain = rules[dnat][0].chain
-    return any(step.chain == chain and rule is not None and marks(rule.target, rule.target_args)
-               for step, rule in rules[:dnat])
-
-
-def _rule(ruleset: Ruleset, step) -> Rule | None:
-    chain = ruleset.chain(step.table, step.chain)
-    return chain.rules[step.number - 1] if step.number <= len(chain.rules) else None
+    return any(s.chain == steps[dnat].chain and marks(s.rule.target, s.rule.target_args)
+               for s in steps[:dnat])
 
 
 def marks(target: str | None, args) -> bool:

@@ -378,7 +378,10 @@ class LiveSandbox(Sandbox):
 
     def _probe(self, source, target):
         pods = set(self.endpoints(target).values())
-        reports, counters = probing.connections(self.lab, source, target, timeout=0.5,
+        # Where no pod should answer, the counters say what the probe met; a shorter wait for
+        # the answer that should not come keeps negative checks cheap (answers take ~1 ms).
+        reports, counters = probing.connections(self.lab, source, target,
+                                                timeout=0.5 if pods else 0.25,
                                                 count=_tries(pods), until_pods=pods)
         return reports, probing.moved(counters)
 

@@ -55,3 +55,55 @@ def test_allowed_chains_must_be_a_list(tmp_path):
     with pytest.raises(LabFileError) as caught:
         exercises.load(_exercise_with(tmp_path, allowed={"nat": "KUBE-SVC-*"}))
     assert "allowed.nat: a list of chain names or globs" in str(caught.value)
+
+
+# -- random selection and the rules a task concerns ----------------------------------------------
+
+def test_tolerance_is_in_percentage_points_with_a_default(tmp_path):
+    assert exercises.load(_exercise_with(tmp_path, tolerance=MISSING)).tolerance == pytest.approx(0.005)
+    assert exercises.load(_exercise_with(tmp_path / "b", tolerance=2)).tolerance == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("value", ["2", 0, 75], ids=["text", "zero", "too large"])
+def test_tolerance_must_be_a_small_positive_number(tmp_path, value):
+    with pytest.raises(LabFileError) as caught:
+        exercises.load(_exercise_with(tmp_path, tolerance=value))
+    assert "tolerance: percentage points" in str(caught.value)
+
+
+def test_round_robin_is_refused_unless_the_exercise_accepts_it(tmp_path):
+    assert exercises.load(_exercise_with(tmp_path, round_robin=MISSING)).round_robin == "refuse"
+    assert exercises.load(_exercise_with(tmp_path / "b", round_robin="accept")).round_robin == "accept"
+    with pytest.raises(LabFileError) as caught:
+        exercises.load(_exercise_with(tmp_path / "c", round_robin="maybe"))
+    assert "round_robin: choose one of refuse, accept" in str(caught.value)
+
+
+def test_a_break_fix_concerns_the_lines_its_start_replaced():
+    ex = exercises.find("lab-3", "6")
+    assert len(ex.concerned) == 4 and all(line in ex.start_document for line in ex.concerned)
+    assert any("--probability 0.5000000000 -j KUBE-SEP-LCP7KINQA756A5JS" in c for c in ex.concerned)
+
+
+def test_concerns_patterns_add_lines(tmp_path):
+    ex = exercises.load(_exercise_with(tmp_path, concerns=[r"-j KUBE-NODEPORTS$"]))
+    assert [line for line in ex.concerned] == [
+        line for line in ex.start_document.splitlines() if line.endswith("-j KUBE-NODEPORTS")]
+    with pytest.raises(LabFileError) as caught:
+        exercises.load(_exercise_with(tmp_path / "b", concerns=["("]))
+    assert "concerns[0]" in str(caught.value)
+
+
+def test_every_shipped_tolerance_is_decidable_live():
+    """Live mode needs flows_for_tolerance new flows from one caller: at most one per port."""
+    from fractions import Fraction
+
+    from lab_runner.grading.sandbox import MAX_LIVE_FLOWS
+    from lab_runner.probes.stats import flows_for_tolerance
+
+    for lab in ("lab-2", "lab-3", "lab-4"):
+        for ex in exercises.all_exercises(lab):
+            if any(c.id == "spread-even" for c in ex.checks):
+                for n in range(2, 7):
+                    shares = {str(i): Fraction(1, n) for i in range(n)}
+                    assert flows_for_tolerance(shares, ex.tolerance) <= MAX_LIVE_FLOWS, (lab, ex.number)

@@ -7,7 +7,6 @@ import shlex
 import pytest
 
 from lab_runner.evidence.probing import Target
-from lab_runner.grading.outcomes import caller_classes
 
 SERVICE = Target("10.104.5.205", 8080, "tcp")
 SVC_CHAIN = "KUBE-SVC-Q7IJ732UBZY4AJKA"
@@ -56,43 +55,6 @@ def unanswering_pods(sandbox, target: Target) -> tuple[list[str], str]:
     return sorted(set(addresses.values()) - right), account
 
 
-def caller_problem(sandbox, target: Target, *, callers=None, focus=None) -> str | None:
-    """The first packet class (caller, and mark bits it came with) whose outcome differs from
-    what kube-proxy's rules make of it, in words; None when every class is as it should be.
-    callers: the caller names to try (default: every caller of the lab)."""
-    for cls in caller_classes(sandbox.model, target):
-        if callers is None or cls.caller in callers:
-            problem = sandbox.differs(cls, focus)
-            if problem:
-                return problem
-    return None
-
-
-def not_to_itself(cls, fate) -> bool:
-    """Fates other than a pod reaching itself (a check of its own judges hairpin)."""
-    return fate.pod != cls.caller
-
-
-def to_itself(cls, fate) -> bool:
-    return fate.pod == cls.caller or not fate.answered
-
-
-def lost_rules_message(sandbox) -> str | None:
-    """What a submission removed that its task did not concern, in words; None when nothing."""
-    lost = sandbox.lost_rules()
-    if not lost:
-        return None
-    parts = []
-    for chain, number, rule in lost:
-        comment = rule.match("comment")
-        what = (f"the one that jumps to {rule.target}" if rule.target and rule.target.startswith("KUBE-")
-                else f"a {rule.target or 'counting'} rule")
-        parts.append(f"{chain} lost rule {number} of the starting state ({what}"
-                     + (f", kube-proxy's comment \"{comment.args[-1]}\"" if comment and comment.args else "")
-                     + ")")
-    return "; ".join(parts) + ". Expected: rules the task does not concern stay as they were."
-
-
 def shares(spread) -> str:
     """A spread's observed shares, for feedback (the detail names any share outside the tolerance)."""
     return ", ".join(f"{k} {v * 100:.2f} %" for k, v in sorted(spread.observed.items()))
@@ -114,19 +76,3 @@ def jump_target(spec: str) -> str | None:
 def service():
     return SERVICE
 
-
-def every_caller_check(target=lambda sandbox: SERVICE, focus=None):
-    """The `every-caller` check: each caller class meets what kube-proxy's rules make of it."""
-
-    @pytest.mark.check("every-caller")
-    def test_every_caller(sandbox):
-        problem = caller_problem(sandbox, target(sandbox), focus=focus)
-        assert problem is None, problem
-
-    return test_every_caller
-
-
-@pytest.mark.check("nothing-else-changed")
-def test_nothing_else_changed(sandbox):
-    problem = lost_rules_message(sandbox)
-    assert problem is None, problem

@@ -1,10 +1,10 @@
 """Exercise 1 (matching): the KUBE-SERVICES rule catches the Service's traffic and nothing else."""
 
 import pytest
-from conftest import SERVICE, SVC_CHAIN, every_caller_check, jumps_into, seen
-from conftest import test_nothing_else_changed  # noqa: F401  (a check shared by the exercises)
+from conftest import SERVICE, SVC_CHAIN, jumps_into, seen
 
 from lab_runner.evidence.probing import Target
+from lab_runner.grading.common_checks import every_caller_check, nothing_else_changed_check
 
 
 @pytest.mark.check("reaches-service")
@@ -24,7 +24,7 @@ def test_enters_service_chain(sandbox):
         f"{SVC_CHAIN} (its counters did not move). Expected: a KUBE-SERVICES rule that jumps there.")
 
 
-test_every_caller = every_caller_check()
+test_every_caller = every_caller_check(SERVICE)
 
 
 def _not_sent(sandbox, target: Target, what: str) -> None:
@@ -50,3 +50,6 @@ def test_udp_not_matched(sandbox):
 @pytest.mark.check("other-address-not-matched")
 def test_other_address_not_matched(sandbox):
     _not_sent(sandbox, Target("10.104.5.206", SERVICE.port, "tcp"), "TCP to another address")
+
+
+test_nothing_else_changed = nothing_else_changed_check()

@@ -1,9 +1,10 @@
 """Exercise 2 (marking): outside callers and hairpin are masqueraded; pod-to-pod keeps its source."""
 
 import pytest
-from conftest import SERVICE, caller_problem, not_to_itself, seen, to_itself
-from conftest import test_nothing_else_changed  # noqa: F401  (a check shared by the exercises)
+from conftest import SERVICE, seen
 
+from lab_runner.grading.common_checks import (caller_problem, not_to_itself,
+                                              nothing_else_changed_check, to_itself)
 from lab_runner.grading.outcomes import PREMARK, caller_classes
 
 CALLER = "my-app-7f569f66d9-dfrdh"  # 172.17.0.2, one of the Service's own pods
@@ -63,3 +64,6 @@ def test_mark_sets_bit(sandbox):
     premarked = [c for c in caller_classes(sandbox.model, SERVICE) if c.premark == PREMARK]
     problem = next(filter(None, (sandbox.differs(c) for c in premarked)), None)
     assert problem is None, problem
+
+
+test_nothing_else_changed = nothing_else_changed_check()

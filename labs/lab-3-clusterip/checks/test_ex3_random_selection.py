@@ -1,10 +1,10 @@
 """Exercise 3 (random selection): every endpoint gets its even share of new connections."""
 
 import pytest
-from conftest import every_caller_check, seen, shares
-from conftest import test_nothing_else_changed  # noqa: F401  (a check shared by the exercises)
+from conftest import seen, shares
 
 from lab_runner.evidence.probing import Target
+from lab_runner.grading.common_checks import every_caller_check, nothing_else_changed_check
 
 
 def _service(sandbox) -> Target:
@@ -44,3 +44,6 @@ def test_one_rule_per_endpoint(sandbox):
     assert sorted(jumps) == seps, (
         f"{chain} jumps to: {', '.join(jumps) or 'no KUBE-SEP chain'}. Expected: exactly one "
         f"rule into each of the {len(seps)} KUBE-SEP chains.")
+
+
+test_nothing_else_changed = nothing_else_changed_check()

@@ -1,10 +1,11 @@
 """Exercise 4 (DNAT): each KUBE-SEP chain sends the connection to its own pod's port."""
 
 import pytest
-from conftest import SERVICE, every_caller_check, seen
-from conftest import test_nothing_else_changed  # noqa: F401  (a check shared by the exercises)
+from conftest import SERVICE, seen
 
-test_every_caller = every_caller_check()
+from lab_runner.grading.common_checks import every_caller_check, nothing_else_changed_check
+
+test_every_caller = every_caller_check(SERVICE)
 
 
 @pytest.mark.check("pod-sees-its-own-port")
@@ -45,3 +46,6 @@ def test_every_endpoint_reached(sandbox):
                                                         for d in sorted(got[chain]))
         for chain in wrong) + (". Expected: each KUBE-SEP chain sends to the endpoint it belongs "
                                "to (the one its hairpin rule names).")
+
+
+test_nothing_else_changed = nothing_else_changed_check()

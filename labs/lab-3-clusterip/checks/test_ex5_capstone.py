@@ -5,12 +5,12 @@ address, port and pod comes from sandbox.model, never from the answer.
 """
 
 import pytest
-from conftest import (caller_problem, every_caller_check, jumps_into, node_address, not_to_itself,
-                      shares, to_itself, unanswering_pods, unmasqueraded)
-from conftest import test_nothing_else_changed  # noqa: F401  (a check shared by the exercises)
+from conftest import jumps_into, node_address, shares, unanswering_pods, unmasqueraded
 
 from lab_runner.endpoints import selects
 from lab_runner.evidence.probing import Target
+from lab_runner.grading.common_checks import (caller_problem, every_caller_check, not_to_itself,
+                                              nothing_else_changed_check, to_itself)
 from lab_runner.ruleset import names
 from lab_runner.ruleset.compare import compare
 
@@ -135,3 +135,6 @@ def _dnat_to(chain) -> set[str]:
                 if option in args and args.index(option) + 1 < len(args):
                     out.add(args[args.index(option) + 1])
     return out
+
+
+test_nothing_else_changed = nothing_else_changed_check()

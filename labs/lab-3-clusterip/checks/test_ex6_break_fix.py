@@ -12,14 +12,13 @@ nothing-else-changed (a rewritten chain keeps the rules the ticket did not conce
 """
 
 import pytest
-from conftest import (SERVICE, every_caller_check, jumps_into, node_address, shares,
-                      unanswering_pods, unmasqueraded)
-from conftest import test_nothing_else_changed  # noqa: F401  (a check shared by the exercises)
+from conftest import SERVICE, jumps_into, node_address, shares, unanswering_pods, unmasqueraded
 
 from lab_runner.evidence.probing import Target
+from lab_runner.grading.common_checks import every_caller_check, nothing_else_changed_check
 
 
-test_every_caller = every_caller_check()
+test_every_caller = every_caller_check(SERVICE)
 
 
 @pytest.mark.check("spread-even")
@@ -56,3 +55,6 @@ def test_only_service_traffic_matched(sandbox):
     assert not wrongly, (
         f"Sent into the service chain: {', '.join(wrongly)}. Expected: only "
         f"{SERVICE.proto.upper()} to {SERVICE.ip}:{SERVICE.port} matches the Service.")
+
+
+test_nothing_else_changed = nothing_else_changed_check()
