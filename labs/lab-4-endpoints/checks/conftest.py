@@ -123,7 +123,8 @@ def _static_flows(sandbox) -> Flows:
         if outcome.dnat:
             dest = f"{outcome.dnat[0]}:{outcome.dnat[1]}"
             chain = next((s.chain for s in reversed(outcome.path)
-                          if s.table == "nat" and " -j DNAT" in f" {s.text}"), None)
+                          if s.table == "nat" and s.rule is not None and s.rule.target == "DNAT"),
+                         None)
         else:
             dest, chain = NO_DNAT, None
         shares[(chain, dest)] = shares.get((chain, dest), 0.0) + float(outcome.probability)

@@ -4,6 +4,8 @@ import pytest
 from conftest import (SERVICE, assert_outside_caller_masqueraded, assert_spread_even, flows,
                       sep_chain)
 
+from lab_runner.grading.common_checks import every_caller_check, nothing_else_changed_check
+
 # The endpoints the starting state (four pods) does not have yet.
 OLD_ENDPOINTS = {"172.17.0.2:80", "172.17.0.5:80", "172.17.0.6:80", "172.17.0.7:80"}
 
@@ -54,3 +56,8 @@ def test_new_chains_dnat(sandbox):
 @pytest.mark.check("outside-caller-masqueraded")
 def test_outside_caller_masqueraded(sandbox):
     assert_outside_caller_masqueraded(sandbox)
+
+
+# Every caller (each pod, to itself too, the node, marked packets), not only the client.
+test_every_caller = every_caller_check(SERVICE)
+test_nothing_else_changed = nothing_else_changed_check()

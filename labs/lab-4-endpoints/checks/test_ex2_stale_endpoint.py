@@ -4,6 +4,8 @@ import pytest
 from conftest import (NO_DNAT, SERVICE, assert_outside_caller_masqueraded, assert_spread_even,
                       nat_chains, spread)
 
+from lab_runner.grading.common_checks import every_caller_check, nothing_else_changed_check
+
 DELETED_POD = "my-app-7f569f66d9-6dkwl"
 STALE_ADDRESS = "172.17.0.7:80"  # the deleted pod's endpoint: no pod has 172.17.0.7 any more
 STALE_CHAIN = "KUBE-SEP-56377YKM7VKGGV6C"  # kube-proxy's chain for it
@@ -49,3 +51,8 @@ def test_stale_chain_gone(sandbox):
 @pytest.mark.check("outside-caller-masqueraded")
 def test_outside_caller_masqueraded(sandbox):
     assert_outside_caller_masqueraded(sandbox)
+
+
+# Every caller (each pod, to itself too, the node, marked packets), not only the client.
+test_every_caller = every_caller_check(SERVICE)
+test_nothing_else_changed = nothing_else_changed_check()
