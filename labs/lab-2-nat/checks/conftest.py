@@ -34,7 +34,9 @@ import pytest
 
 from lab_runner.evidence import probing, sampling
 from lab_runner.evidence.probing import Target
+from lab_runner.grading.outcomes import round_robin_rules
 from lab_runner.grading.sandbox import Undecidable
+from lab_runner.probes import stats
 from lab_runner.ruleset import tracer
 
 VIP = Target("10.96.0.200", 80, "tcp")  # the exercises' virtual IP (the walkthrough uses .100)
@@ -286,39 +288,65 @@ class Shares:
 
 
 def shares(sandbox, source: str, target: Target, wanted: dict[str, Fraction]) -> Shares:
-    """The share of new connections each destination gets, tested against `wanted`.
+    """The share of new connections each destination gets, judged by the kit's one rule for
+    random selection: every share within the exercise's tolerance of the wanted one.
 
-    Live: about a thousand new flows, counted by node-a's DNAT rules, chi-square at one in a
-    million (what lab 3 uses). Static: the exact shares from the tracer. Asked once per
-    submission, whatever number of checks use it.
+    Live: as many new flows as that rule needs (stats.flows_for_tolerance), counted by node-a's
+    DNAT rules. Static: the exact shares from the tracer. Asked once per submission, whatever
+    number of checks use it.
     """
     cache = sandbox.__dict__.setdefault("_lab2_shares", {})  # one sample per submission
     key = (source, str(target), tuple(sorted(wanted.items())))
     if key in cache:
         return cache[key]
+    tolerance = sandbox.exercise.tolerance
     if sandbox.mode == "static":
         got: dict[str, Fraction] = {}
         for outcome in _outcomes(sandbox, source, target):
             dest = f"{outcome.dnat[0]}:{outcome.dnat[1]}" if outcome.dnat else sampling.NO_DNAT
             got[dest] = got.get(dest, Fraction(0)) + outcome.probability
-        keys = set(got) | set(wanted)
-        worst = max(abs(float(got.get(k, 0)) - float(wanted.get(k, 0))) for k in keys)
-        result = Shares({k: float(v) for k, v in got.items()}, worst <= 1e-6,
-                        float(got.get(sampling.NO_DNAT, 0)),
-                        f"exact shares from the rules (largest difference {worst:.6f})")
+        observed, n, how = {k: float(v) for k, v in got.items()}, None, "exact shares from the rules"
     else:
-        flows = max(1000, sampling.flows_needed(len(wanted))) if len(wanted) > 2 else 1000
-        report = sampling.sample(sandbox.lab, target, flows, source=source, expected=wanted)
-        total = sum(report.observed.values()) or 1
-        observed = {k: v / total for k, v in report.observed.items()}
-        result = Shares(observed, report.passed, observed.get(sampling.NO_DNAT, 0.0),
-                        f"{report.flows} new flows; chi-square p = {report.result.p_value:.3g}")
+        flows = stats.flows_for_tolerance(wanted, tolerance)
+        report = sampling.sample(sandbox.lab, target, flows, source=source, expected=wanted,
+                                 sport_base=1024)
+        n = sum(report.observed.values()) or 1
+        observed, how = {k: v / n for k, v in report.observed.items()}, f"{report.flows} new flows"
+    verdict = stats.within_tolerance(observed, wanted, tolerance, n=n)
+    outside = "; ".join(f"{k} got {share * 100:.2f} %, where its share is {float(w) * 100:.2f} %"
+                        for k, share, w in verdict.outside)
+    result = Shares(observed, verdict.passed, observed.get(sampling.NO_DNAT, 0.0),
+                    f"{how}; {outside or 'every share'} (tolerance ± {tolerance * 100:g} "
+                    "percentage points)")
+    counting = round_robin_rules(sandbox.submission.ruleset)
+    if counting and sandbox.exercise.round_robin == "refuse":
+        result = replace(result, passed=False, detail=(
+            f"{how}; {counting[0].chain} chooses by counting (`--mode nth`: round robin), "
+            "where this exercise asks for a random choice"))
     sandbox.evidence.setdefault("spreads", []).append(
         {"source": source, "target": str(target), "observed": result.observed,
          "expected": {k: float(v) for k, v in wanted.items()}, "passed": result.passed,
          "detail": result.detail})
     cache[key] = result
     return result
+
+
+def pod_caller_problem(sandbox, source: str, target: Target, pod: str) -> str | None:
+    """What `source`, a pod on node-a, met when `pod` never answered it with `source`'s own
+    address through `target` (a pod caller enters node-a by cni0, not eth0); None when it did."""
+    fates = every_pod(sandbox, source, target, {pod})
+    own = sandbox.caller_ip(source)
+    if any(f.answered and f.pod == pod and f.saw_src == own for f in fates):
+        return None
+    return f"{source} ({own}), a pod on {ENTRY}, connected to {target.ip}:{target.port}: {seen(fates)}."
+
+
+def marks_kept(sandbox, source: str, target: Target, bits: int) -> frozenset[bool]:
+    """Whether connections whose packets came with mark `bits` leave node-a's rules with them
+    (live: set and counted by the kit's own mangle rules; static: the tracer)."""
+    from lab_runner.grading.outcomes import PacketClass
+
+    return sandbox.outcome(PacketClass(source, target, bits)).bits_kept
 
 
 def _dnat_from_conntrack(report, target: Target) -> str | None:

@@ -1,7 +1,7 @@
 """Exercise 1 (DNAT): 10.96.0.200:80 is web-a2:8080, for arriving connections and for node-a."""
 
 import pytest
-from conftest import ENTRY, VIP, connect, not_answered_by, not_reaching, seen
+from conftest import ENTRY, VIP, connect, not_answered_by, not_reaching, pod_caller_problem, seen
 
 from lab_runner.evidence.probing import Target
 
@@ -40,3 +40,11 @@ def test_other_port_untouched(sandbox):
     assert not wrong, (
         f"A TCP connection from the client to {other.ip}:{other.port}: {seen(wrong)}. Expected: "
         f"left alone (not DNATed); only port {VIP.port} of {VIP.ip} is {POD}'s.")
+
+
+@pytest.mark.check("pod-reaches-vip")
+def test_pod_reaches_vip(sandbox):
+    problem = pod_caller_problem(sandbox, "web-a1", VIP, POD)
+    assert problem is None, (
+        f"{problem} Expected: answered by {POD}, which sees web-a1's own address: a pod is a "
+        "caller of the virtual IP too, and its packets come in by node-a's pod bridge.")

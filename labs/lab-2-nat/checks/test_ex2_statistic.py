@@ -3,7 +3,7 @@
 from fractions import Fraction
 
 import pytest
-from conftest import LOST_TOLERANCE, VIP, every_pod, percent, seen, shares
+from conftest import LOST_TOLERANCE, VIP, every_pod, percent, pod_caller_problem, seen, shares
 
 PODS = {"web-a1": "10.244.0.11:8080", "web-a2": "10.244.0.12:8080"}
 WANTED = {address: Fraction(1, 2) for address in PODS.values()}
@@ -34,3 +34,11 @@ def test_none_lost(sandbox):
         f"{result.lost * 100:.1f} % of the new connections to {VIP.ip}:{VIP.port} matched no "
         f"DNAT rule ({percent(result.observed)}). Expected: every connection goes to one of the "
         "two pods; look at what the second rule sees.")
+
+
+@pytest.mark.check("pod-reaches-vip")
+def test_pod_reaches_vip(sandbox):
+    problem = pod_caller_problem(sandbox, "web-a1", VIP, "web-a2")
+    assert problem is None, (
+        f"{problem} Expected: web-a2 answers web-a1 too, and sees web-a1's own address: a pod is "
+        "a caller of the virtual IP, and its packets come in by node-a's pod bridge.")

@@ -1,14 +1,15 @@
 """Exercise 3 (masquerade): web-b1 on node-b behind 10.96.0.200:80, answers back through node-a."""
 
 import pytest
-from conftest import (ENTRY, VIP, connect, masqueraded, not_answered_by, not_reaching,
-                      seen)
+from conftest import (ENTRY, VIP, connect, marks_kept, masqueraded, not_answered_by,
+                      not_reaching, seen)
 
 from lab_runner.evidence.probing import Target
 
 POD = "web-b1"
 POD_TARGET = Target("10.244.1.11", 8080, "tcp")
 CALLER_POD = "web-a1"
+OTHER_BIT = 0x2  # a bit some other component set before node-a's nat rules
 
 
 def _node_a(sandbox) -> set[str]:
@@ -59,3 +60,13 @@ def test_direct_not_masqueraded(sandbox):
         f"A connection from the client ({client}) straight to {POD_TARGET.ip}:{POD_TARGET.port} "
         f"(no virtual IP) was masqueraded on {ENTRY} by: {'; '.join(used)}. Expected: it leaves "
         f"with its own source {client}: only connections to the virtual IP need masquerading.")
+
+
+@pytest.mark.check("mark-keeps-other-bits")
+def test_mark_keeps_other_bits(sandbox):
+    kept = marks_kept(sandbox, "client", VIP, OTHER_BIT)
+    assert kept == {True}, (
+        f"A connection from the client to {VIP.ip}:{VIP.port} whose packets already carried the "
+        f"mark {OTHER_BIT:#x} left {ENTRY}'s rules without it"
+        + (" (some of them)" if True in kept else "") + ". Expected: your mark sets its own bit "
+        "and keeps the others, which other rules on the node may use.")
