@@ -19,9 +19,10 @@ Only containers carrying the kit's labels and naming this user (`kplab.uid`), th
 every user of its socket, and a record's container id alone proves nothing. The Docker SDK is
 imported only when a docker run is used, so the CLI starts fast without it.
 
-A command is forwarded into a container only when it names a docker run that is up: by run id,
-or by the lab of the user's only such run. Static work (`exercises`, `rules` without --apply,
-`grade --static`) is never forwarded, and `grade` only when its LAB is a docker run's id.
+A command is forwarded into a container only when it is one that acts on a running lab
+(RUN_COMMANDS) and names a docker run that is up: by run id, or by the lab of the user's only
+such run. Static work (`rules` without --apply, `grade --static`, `exercises` and every command
+not listed) is never forwarded, and `grade` only when its LAB is a docker run's id.
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ INNER_STATE = f"/run/{PREFIX}"  # the state root of the kit inside the container
 IO_DIR = f"/tmp/{PREFIX}-io"  # where submissions are copied in and reports are written
 CAPABILITIES = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]
 SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
-# Commands the host answers itself; every other command on a docker run runs in its container.
-HOST_COMMANDS = {"up", "down", "status", "clean", "doctor", "list"}
-# Work on lab files alone: never steered into a container, whatever runs.
-STATIC_COMMANDS = {"exercises"}
+# Commands that act on a running lab: on a docker run they run in its node container. Every
+# other command (up, down, status, clean, exercises, autograder, any new one) runs on the host:
+# forwarding is opted into by name, never implied by a run that happens to exist.
+RUN_COMMANDS = {"exec", "shell", "ssh", "iptables", "probe", "trace", "sample", "counters",
+                "conntrack", "kubectl", "scale", "readiness", "delete-pod", "walk", "rules"}
+# A grader builds a lab of its own: it enters a docker run's container only when named by run id.
+RUN_ID_COMMANDS = {"grade"}
 RECORDLESS_GRACE = 60.0  # a labelled container without a record, younger than this, is left alone
 
 _client = None
@@ -291,7 +295,7 @@ def forward(parent, name: str, command, args: list[str]) -> int | None:
     a reason to forward). Static work is never forwarded (see the module docstring). Asking for
     a command's help is answered on the host.
     """
-    if name in HOST_COMMANDS or name in STATIC_COMMANDS:
+    if name not in RUN_COMMANDS | RUN_ID_COMMANDS:
         return None
     import click
 

@@ -463,6 +463,20 @@ def test_static_work_is_never_forwarded_into_a_docker_run(forwarded, tmp_path):
     assert forwarded("rules", "abc123") is None
 
 
+def test_a_new_command_taking_a_lab_stays_on_the_host(forwarded, monkeypatch):
+    """Forwarding is opted into by name: a command added later (autograder, …) is never steered
+    into a container because it takes a LAB and a docker run of that lab is up."""
+    import click
+
+    from lab_runner import cli as cli_module
+
+    docker_run("abc123")
+    monkeypatch.setitem(cli_module.cli.commands, "bundle",
+                        click.Command("bundle", params=[click.Argument(["lab"])]))
+    assert forwarded("bundle", "lab-3") is None
+    assert forwarded("bundle", "abc123") is None
+
+
 def test_static_work_never_reads_the_state_directory(forwarded, state, tmp_path):
     docker_run("abc123")
     state.chmod(0o777)  # refused by any command that reads records
