@@ -65,6 +65,7 @@ def main() -> None:
     from lab_runner.cli import evidence_cmds  # noqa: F401
     from lab_runner.cli import grade_cmds  # noqa: F401
     from lab_runner.cli import cluster_cmds  # noqa: F401
+    from lab_runner.cli import autograder_cmds  # noqa: F401
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
