@@ -343,7 +343,7 @@ def _forwardable(run: RunRecord) -> bool:
 
 def run_in_container(run: RunRecord, name: str, command, params: dict, args: list[str]) -> int:
     client = engine()
-    container = run.container or container_name(run.run_id)
+    container = _own_container(client, run)
     io_dir = f"{IO_DIR}/{secrets.token_hex(4)}"
     host_args = list(args)
     args, outputs = _guarded(run, lambda: _translate_paths(client, container, command, params,
@@ -373,6 +373,17 @@ def run_in_container(run: RunRecord, name: str, command, params: dict, args: lis
             _copy_out(client, container, inner, host)
         _exec(client, container, ["true"], {}, lambda out, err: None, scratch=io_dir)
     return rc
+
+
+def _own_container(client, run: RunRecord) -> str:
+    """The id of the run's node container, found by its labels (this user's, this state's): a
+    command never enters a container only because a record names it."""
+    found = _kit_containers(client, run_id=run.run_id)
+    if not found:
+        raise LabError(f"run {run.run_id}: no node container of yours carries its labels on the "
+                       f"engine at {os.environ.get('DOCKER_HOST') or 'the default socket'}; "
+                       "`lab-runner clean` removes the stale record")
+    return found[0].id
 
 
 def _guarded(run: RunRecord, action: Callable):
@@ -576,7 +587,7 @@ def node_host(run: RunRecord, node_ns: str):
     from testinfra.backend.local import LocalBackend
 
     if run.backend == "docker":
-        base, spec = DockerBackend, container_name(run.run_id)
+        base, spec = DockerBackend, _own_container(engine(), run)  # by its labels, not its name
         shims = f"{INNER_STATE}/{run.run_id}/bin"
     else:
         base, spec = LocalBackend, "local"

@@ -401,6 +401,19 @@ def test_docker_destroy_never_removes_a_container_by_the_records_id_alone(engine
     assert engine.removed == ["c-ours"]
 
 
+def test_a_command_never_enters_a_container_only_because_a_record_names_it(engine):
+    from lab_runner.backends import docker as backend
+    from lab_runner.errors import LabError
+
+    foreign = runs.RunRecord(run_id="def456", lab_id="lab-3", lab_source="", backend="docker",
+                             container="c-other-state", state="up")
+    with pytest.raises(LabError, match="no node container of yours"):
+        backend._own_container(engine, foreign)
+    ours = runs.RunRecord(run_id="abc123", lab_id="lab-3", lab_source="", backend="docker",
+                          container="c-other-uid", state="up")
+    assert backend._own_container(engine, ours) == "c-ours"
+
+
 def test_docker_clean_removes_only_this_users_containers_of_this_state(engine):
     from lab_runner.backends import docker as backend
 
