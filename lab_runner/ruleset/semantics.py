@@ -284,14 +284,55 @@ def unsupported(ruleset) -> UnsupportedRule | None:
     (a rule in a chain nothing jumps to never meets a packet, in the tracer or the kernel)."""
     for table in ruleset.tables.values():
         reached = _reached(table)
+        twice = None  # chains one packet may enter twice, found if an nth rule is met
         for chain in table.chains.values():
             if chain.name not in reached:
                 continue
             for rule in chain.rules:
                 what = _unsupported_rule(rule, ruleset)
+                if what is None and nth_rule(rule):
+                    twice = _entered_twice(table) if twice is None else twice
+                    if chain.name in twice:
+                        what = ("-m statistic --mode nth in a chain one packet can enter twice "
+                                "(its two draws are not independent)")
                 if what:
                     return UnsupportedRule(rule, what)
     return None
+
+
+# The built-in chains one packet meets in turn, per route (a table has those it has).
+ROUTES = (("PREROUTING", "INPUT"), ("PREROUTING", "FORWARD", "POSTROUTING"),
+          ("OUTPUT", "POSTROUTING"))
+
+
+def _entered_twice(table) -> set[str]:
+    """Chains that one packet may enter more than once, on some route, by the jumps alone (the
+    intake has refused loops): two rules jumping there, or two built-in chains on its route."""
+    counts: dict[str, dict[str, int]] = {}  # built-in chain -> {chain: ways in, at most 2}
+
+    def ways(start: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        todo = [start]
+        while todo:  # a chain's count rises at most twice, and each rise goes on down
+            name = todo.pop()
+            before = found.get(name, 0)
+            found[name] = min(before + 1, 2)
+            if found[name] != before:
+                todo += [r.target for r in table.chains[name].rules if r.target in table.chains
+                         and not table.chains[r.target].builtin]
+        return found
+
+    for name, chain in table.chains.items():
+        if chain.builtin:
+            counts[name] = ways(name)
+    twice: set[str] = set()
+    for route in ROUTES:
+        total: dict[str, int] = {}
+        for hook in route:
+            for name, n in counts.get(hook, {}).items():
+                total[name] = total.get(name, 0) + n
+        twice |= {name for name, n in total.items() if n > 1}
+    return twice
 
 
 def _reached(table) -> set[str]:
