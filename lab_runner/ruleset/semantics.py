@@ -348,6 +348,9 @@ def _reached(table) -> set[str]:
 
 
 def _unsupported_rule(rule: Rule, ruleset) -> str | None:
+    modules = [match.module for match in rule.matches]
+    if "statistic" in modules and "recent" in modules[modules.index("statistic"):]:
+        return "-m recent after -m statistic in one rule"
     for match in rule.matches:
         known = MODELLED_OPTIONS.get(match.module)
         if known is None:

@@ -356,6 +356,9 @@ def test_recent_set_earlier_on_the_way_is_seen_and_lists_start_empty():
                      "-A PREROUTING -m recent --set --name L",
                      "-A PREROUTING -m recent --rcheck --name L -j DNAT --to-destination 9.9.9.2")
     assert trace(ruleset, PACKET).dnat_distribution() == {("9.9.9.2", 80): 1}
+    drawn_first = custom("-A PREROUTING -m statistic --mode random --probability 0.5 "
+                         "-m recent --set --name L")
+    assert "-m recent after -m statistic" in str(unsupported(drawn_first))
 
 
 def test_inserted_replaced_and_deleted_rules_are_traced_where_they_land():
