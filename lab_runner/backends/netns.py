@@ -239,8 +239,9 @@ class NetnsBackend:
             _terminate_pids(_netns_pids(ns), inodes)
         problems = []
         if namespaces:
+            present = set(list_netns())
             errors = [self.runner.run(["ip", "netns", "del", ns], check=False).stderr.strip()
-                      for ns in sorted(namespaces) if ns in set(list_netns())]
+                      for ns in sorted(namespaces & present)]
             for ns in namespaces:
                 shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
             _remove_if_empty(NETNS_ETC)
