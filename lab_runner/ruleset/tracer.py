@@ -69,6 +69,9 @@ class Packet:
     out_interface: str | None = None
     local_addresses: tuple[str, ...] = ()  # the node's own addresses, for addrtype LOCAL
     mark: int = 0
+    # The node's routes, (network, interface), for `-o` when out_interface is not given: the
+    # longest prefix for the address after DNAT wins, as the kernel's routing decides.
+    routes: tuple[tuple[str, str], ...] = ()
 
     @property
     def local(self) -> bool:
@@ -371,10 +374,19 @@ class _Tracer:
     def out_interface(self, rule: Rule, state: State) -> str:
         if state.hook in ("PREROUTING", "INPUT"):
             return ""
-        if self.packet.out_interface is None:
+        if self.packet.out_interface is not None:
+            return self.packet.out_interface
+        if self.is_local(state.dst):
+            return "lo"
+        address = ipaddress.ip_address(state.dst)
+        routes = [(ipaddress.ip_network(net, strict=False), iface)
+                  for net, iface in self.packet.routes]
+        matching = [(net.prefixlen, iface) for net, iface in routes if address in net]
+        if not matching:
             raise TraceError(f"{rule.table} {rule.chain} (line {rule.line_no}) matches on the output "
-                             f"interface: give the packet an out_interface\n    {rule.text}")
-        return self.packet.out_interface
+                             "interface: give the packet an out_interface or the node's routes"
+                             f"\n    {rule.text}")
+        return max(matching)[1]
 
     def target(self, rule: Rule, going: _Ways, depth: int, key: tuple[int, ...], nxt: _Ways,
                returned: _Ways, ended: _Ways) -> None:

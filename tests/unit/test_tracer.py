@@ -520,3 +520,13 @@ def test_edited_rulesets_are_refused_or_traced_to_a_whole_distribution():
             assert sum(f.probability for f in result.fates()) == 1
         traced += 1
     assert traced > 100 and refused < 40, (traced, refused)
+
+
+def test_the_output_interface_follows_the_routes_after_dnat():
+    ruleset = custom("-A PREROUTING -m statistic --mode random --probability 0.5 "
+                     "-j DNAT --to-destination 172.17.0.2:80",
+                     "-A POSTROUTING -o docker0 -j MASQUERADE")
+    packet = replace(PACKET, out_interface=None,
+                     routes=(("0.0.0.0/0", "eth0"), ("172.17.0.0/16", "docker0")))
+    masqueraded = {o.dnat: o.masquerade for o in trace(ruleset, packet).outcomes}
+    assert masqueraded == {("172.17.0.2", 80): True, None: False}
