@@ -29,10 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SOLUTION = ROOT / "labs" / "lab-3-clusterip" / "solutions" / "ex1-matching.rules"
 ODD = "-rf ..José Ü.rules"  # a leading dash, "..", a space, accents
 WRONG = "*nat\n-A KUBE-SERVICES -d 10.104.5.205/32 -j KUBE-SVC-Q7IJ732UBZY4AJKA\nCOMMIT\n"
-# student → (score, error contains); max score 8 for every row
+MAX_SCORE = 11
+# student → (score, error contains); MAX_SCORE (exercise 1 of lab 3) for every row
 EXPECTED = {
-    "alice": (8, ""), "bob": (8, ""), ODD[:-len(".rules")]: (8, ""),
-    "wrong": (5, ""),  # any protocol, any port: UDP and port 8081 are sent in too (-3)
+    "alice": (11, ""), "bob": (11, ""), ODD[:-len(".rules")]: (11, ""),
+    "wrong": (8, ""),  # any protocol, any port: UDP and port 8081 are sent in too (-3)
     "empty": (0, "empty"), "binary": (0, "binary data"),
     "passwd": (0, "outside the submissions directory"),
     "dangling": (0, "symbolic link"), "fifo": (0, "FIFO"),
@@ -107,7 +108,7 @@ def check_batch(submissions: Path, out: Path, proc: subprocess.CompletedProcess)
     assert set(book) == set(EXPECTED), book.keys()
     for student, (score, error) in EXPECTED.items():
         row = book[student]
-        assert (float(row["score"]), float(row["max_score"])) == (score, 8), row
+        assert (float(row["score"]), float(row["max_score"])) == (score, MAX_SCORE), row
         assert error in row["error"] and (bool(row["error"]) == bool(error)), row
         report = out / row["report"]
         assert report.parent == out and report.is_dir(), row["report"]
