@@ -7,18 +7,25 @@ BIN     := $(VENV)/bin
 RUNNER  := $(BIN)/lab-runner
 PYTEST  := $(BIN)/pytest
 LAB     ?= lab-3
+# `make down RUN=<run id>` names one run where several are up (`lab-runner status` lists them).
+RUN     ?=
 # The one list of system packages (also read by .ci/run, the Dockerfile and `lab-runner doctor`).
 PACKAGE_LIST := lab_runner/system-packages.txt
 APT_PACKAGES := $(shell sed -e 's/\#.*//' $(PACKAGE_LIST) | awk 'NF {print $$1}')
 
-.PHONY: help setup system-deps venv lab-% up down status clean doctor test test-unit bench
+.PHONY: help setup system-deps venv lab-% up down down-all status clean clean-all doctor test \
+        test-unit test-all bench
 
 help:
 	@echo "sudo make lab-3        the ClusterIP walkthrough (KEEP=1 leaves the lab up, STEP=N starts at step N)"
-	@echo "sudo make test         all tests (unit + real namespaces)"
+	@echo "sudo make test         the fast suite: unit + real namespaces, without the slow tests (-m slow)"
+	@echo "sudo make test-all     every test, the slow ones included"
 	@echo "make test-unit         the tests that need no root"
 	@echo "sudo make bench        timings: up/down, render+apply, probes, walkthrough"
-	@echo "sudo make down         tear down the running lab;  sudo make clean  removes leftovers of crashed runs"
+	@echo "sudo make down         tear down the running lab (RUN=<run id> when several run)"
+	@echo "sudo make clean        remove leftovers of crashed runs (labs up on purpose stay)"
+	@echo "sudo make down-all     tear down every lab of the kit, other users' included"
+	@echo "sudo make clean-all    clean, and tear down every lab of the kit too"
 	@echo "sudo make doctor       can this machine run the labs?"
 
 setup: system-deps venv
@@ -52,12 +59,19 @@ up: setup
 	$(RUNNER) up $(LAB)
 
 down: venv
+	$(RUNNER) down $(RUN)
+
+# Every lab of the kit on this machine, other users' included: asked for by name only.
+down-all: venv
 	$(RUNNER) down --all
 
 status: venv
 	$(RUNNER) status
 
 clean: venv
+	$(RUNNER) clean
+
+clean-all: venv
 	$(RUNNER) clean --all
 
 doctor: venv
@@ -70,6 +84,10 @@ test: setup
 	  out=$$(mktemp); $(RUNNER) walk $$lab --check >$$out 2>&1 || { cat $$out; rm -f $$out; exit 1; }; \
 	  rm -f $$out; \
 	  echo "walkthrough $$lab: all steps ran as expected"; done
+
+# Everything: the fast suite above, then the tests marked slow (long statistical runs).
+test-all: test
+	$(PYTEST) -q -m slow tests
 
 test-unit: venv
 	$(PYTEST) -q tests/unit
