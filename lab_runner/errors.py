@@ -6,6 +6,7 @@
     ├── CommandFailed             a command run by the kit failed (argv, rc, stderr)
     │   └── RestoreFailed         iptables-restore rejected a document (offending line + neighbours)
     ├── RunNotFound               no running lab matches what was asked for
+    │   └── AmbiguousRun          several running labs match: the user names one by run id
     └── SubmissionError           a student submission the grader cannot accept (names file and line)
 """
 
@@ -62,6 +63,10 @@ class RestoreFailed(CommandFailed):
 
 class RunNotFound(LabError):
     """No running lab matches the run id or lab id given."""
+
+
+class AmbiguousRun(RunNotFound):
+    """Several running labs match a lab id: a command must not pick one (or the lab file) itself."""
 
 
 class SubmissionError(LabError):

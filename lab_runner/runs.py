@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab_runner import PREFIX
-from lab_runner.errors import LabError, RunNotFound
+from lab_runner.errors import AmbiguousRun, LabError, RunNotFound
 from lab_runner.safe_files import check_own_dir, private_dir, read_regular, write_file
 
 RUN_ID = re.compile(r"[0-9a-f]{6}")
@@ -291,4 +291,4 @@ def find_run(which: str | None) -> RunRecord:
         raise RunNotFound(f"no running lab{what}. Start one with `lab-runner up {which or 'lab-3'}`"
                           " (`lab-runner status` lists what runs).")
     listing = ", ".join(f"{r.run_id} ({r.lab_id})" for r in matching)
-    raise RunNotFound(f"several runs match {which or '(any)'}: {listing}; name one by its run id")
+    raise AmbiguousRun(f"several runs match {which or '(any)'}: {listing}; name one by its run id")

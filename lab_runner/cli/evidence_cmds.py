@@ -12,6 +12,7 @@ from rich.table import Table
 from lab_runner import lab_file
 from lab_runner.cli import cli, console
 from lab_runner.cli.lifecycle import require_root
+from lab_runner.cli.params import ADDRESS, CIDR, TARGET, TARGET_FORM
 from lab_runner.errors import LabError
 
 BAR_WIDTH = 30
@@ -24,15 +25,6 @@ def _attach(lab: str | None):
     return LiveLab.attach(lab)
 
 
-def _target(text: str):
-    from lab_runner.evidence.probing import Target
-
-    try:
-        return Target.parse(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--to") from exc
-
-
 def _say(text: str) -> None:
     console.print(text, highlight=False, markup=False, soft_wrap=True)
 
@@ -42,13 +34,14 @@ def _say(text: str) -> None:
 @click.argument("lab", required=False)
 @click.option("--from", "source", default="client", show_default=True,
               help="the sending host: client, node, or a pod (e.g. dfrdh).")
-@click.option("--to", "to", required=True, help="IP:PORT[/tcp|/udp], e.g. 10.104.5.205:8080/tcp")
+@click.option("--to", "target", type=TARGET, required=True, help=TARGET_FORM)
 @click.option("--http", "http", is_flag=True, help="a full HTTP request (the pod's app answers).")
-@click.option("--count", type=int, default=1, show_default=True, help="probes to send.")
+@click.option("--count", type=click.IntRange(1, 10_000), default=1, show_default=True,
+              help="probes to send.")
 @click.option("--until-all", is_flag=True,
               help="repeat (at most 200 times) until every endpoint has answered; one line per pod.")
 @click.option("--quiet", is_flag=True, help="only the answer line.")
-def probe(lab, source, to, http, count, until_all, quiet) -> None:
+def probe(lab, source, target, http, count, until_all, quiet) -> None:
     """Send a probe and show what the kernel did with it.
 
     \b
@@ -60,7 +53,6 @@ def probe(lab, source, to, http, count, until_all, quiet) -> None:
     from lab_runner.evidence import probing
 
     live = _attach(lab)
-    target = _target(to)
     kind = "udp" if target.proto == "udp" else "http" if http else "syn"
     if until_all or count > 1:
         if kind == "syn":
@@ -157,8 +149,8 @@ def _repeated(live, source, target, kind, count, until_all) -> None:
 @cli.command()
 @click.argument("lab", required=False)
 @click.option("--from", "source", default="client", show_default=True)
-@click.option("--to", "to", required=True, help="IP:PORT[/tcp|/udp]")
-def trace(lab, source, to) -> None:
+@click.option("--to", "target", type=TARGET, required=True, help=TARGET_FORM)
+def trace(lab, source, target) -> None:
     """Trace one packet through the node's chains with the kernel's own TRACE events.
 
     Adds a TRACE rule for exactly this probe's 5-tuple, reads `xtables-monitor --trace` in the
@@ -167,7 +159,6 @@ def trace(lab, source, to) -> None:
     from lab_runner.evidence import kernel_trace, sampling
 
     live = _attach(lab)
-    target = _target(to)
     src_ip = sampling.host_ip(live, source)
     path, answer, rule = kernel_trace.trace_probe(live, source, target)
     sport = rule[rule.index("--sport") + 1]
@@ -191,16 +182,17 @@ def trace(lab, source, to) -> None:
 @cli.command()
 @click.argument("lab", required=False)
 @click.option("--service", "service_port", help="namespace/name:port, e.g. stateful-apps/my-app:http-svc")
-@click.option("--to", "to", help="or the target IP:PORT[/proto] directly")
-@click.option("--flows", type=int, default=1000, show_default=True, help="new connections to send.")
+@click.option("--to", "target", type=TARGET, help="or the target directly: " + TARGET_FORM)
+@click.option("--flows", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
+              help="new connections to send.")
 @click.option("--from", "source", default="client", show_default=True)
-@click.option("--alpha", type=float, default=1e-6, show_default=True,
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-6, show_default=True,
               help="false-failure rate of the test.")
 @click.option("--against", type=click.Choice(["kube-proxy", "node"]), default="kube-proxy",
               show_default=True,
               help="expected shares from kube-proxy's chain set for this lab, or from the rules "
                    "the node holds now (after your own changes).")
-def sample(lab, service_port, to, flows, source, alpha, against) -> None:
+def sample(lab, service_port, target, flows, source, alpha, against) -> None:
     """Random selection, measured: N new flows, counted per DNAT rule, vs the exact expectation.
 
     The rule tracer computes the exact expected shares (from kube-proxy's chain set for the lab,
@@ -209,10 +201,10 @@ def sample(lab, service_port, to, flows, source, alpha, against) -> None:
     """
     from lab_runner.evidence import sampling
 
+    if bool(service_port) == bool(target):
+        raise click.UsageError("give either --service NAMESPACE/NAME:PORT or --to " + TARGET_FORM)
     live = _attach(lab)
-    if bool(service_port) == bool(to):
-        raise click.UsageError("give either --service or --to")
-    target = sampling.service_target(live.model, service_port) if service_port else _target(to)
+    target = sampling.service_target(live.model, service_port) if service_port else target
     expected = sampling.reference_expected(live, source, target) if against == "kube-proxy" else None
     report = sampling.sample(live, target, flows, source=source, alpha=alpha, expected=expected)
     _print_sample(report, service_port)
@@ -280,7 +272,8 @@ def counters(lab, chain, table, watch) -> None:
 
 @cli.command()
 @click.argument("lab", required=False)
-@click.option("--to", "to_ip", help="only connections to this address (e.g. the ClusterIP)")
+@click.option("--to", "to_ip", type=ADDRESS,
+              help="only connections to this address (e.g. the ClusterIP)")
 @click.option("--proto", type=click.Choice(["tcp", "udp"]))
 def conntrack(lab, to_ip, proto) -> None:
     """The node's conntrack entries: what each caller sent, and where it really went."""
@@ -301,7 +294,7 @@ def conntrack(lab, to_ip, proto) -> None:
 @cli.command()
 @click.argument("lab")
 @click.option("--profile", type=click.Choice(["v1.23", "v1.30"]), help="kube-proxy rule format.")
-@click.option("--cluster-cidr", metavar="CIDR", help="render with another cluster CIDR.")
+@click.option("--cluster-cidr", type=CIDR, help="render with another cluster CIDR.")
 @click.option("--diff", "diff_file", type=click.Path(exists=True, dir_okay=False),
               help="compare the rendered rules with this iptables-save/restore file.")
 @click.option("--apply", "apply_", is_flag=True,
@@ -309,17 +302,24 @@ def conntrack(lab, to_ip, proto) -> None:
 def rules(lab, profile, cluster_cidr, diff_file, apply_) -> None:
     """kube-proxy's chain set for LAB, as one iptables-restore document.
 
+    LAB is a lab id or file, or a run id (that run's lab as it is now). --apply acts on a running
+    lab: LAB is then its run id, or its lab id where only one run of that lab is up.
+
     \b
-    sudo lab-runner rules lab-3                          print it
-    sudo lab-runner rules lab-3 --diff my.rules          compare semantically (exit 1 if different)
-    sudo lab-runner rules lab-3 --cluster-cidr 172.17.0.0/16 --apply   re-render the running lab
+    Examples:
+      lab-runner rules lab-3                               print it
+      lab-runner rules lab-3 --diff my.rules               compare semantically (exit 1 if not equal)
+      sudo lab-runner rules 3fa2c1 --cluster-cidr 172.17.0.0/16 --apply   re-render run 3fa2c1
     """
     from lab_runner.lab import _with_overrides
     from lab_runner.ruleset.compare import compare
     from lab_runner.ruleset.render import render
 
-    model = _with_overrides(lab_file.load(lab), profile, cluster_cidr)
     if apply_:
+        if diff_file:
+            raise click.UsageError("--apply and --diff do not go together: apply, then compare "
+                                   "with `lab-runner rules RUN_ID --diff FILE`")
+        # The run first: LAB may be a run id, and the run knows its own lab file.
         live = _attach(lab)
         live.model = _with_overrides(live.model, profile, cluster_cidr)
         live.restore(render(live.model, live.model.profile, base_jumps=False))
@@ -329,6 +329,7 @@ def rules(lab, profile, cluster_cidr, diff_file, apply_) -> None:
         _say(f"applied: {live.model.id} (run {live.run.run_id}) now renders with cluster CIDR "
              f"{live.model.cluster_cidr}, profile {live.model.profile}")
         return
+    model = _with_overrides(_model_of(lab), profile, cluster_cidr)
     document = render(model, model.profile)
     if diff_file:
         result = compare(document, Path(diff_file).read_text(errors="replace"))
@@ -338,3 +339,14 @@ def rules(lab, profile, cluster_cidr, diff_file, apply_) -> None:
                            f"({len(result.differences)} difference(s))")
         return
     _say(document.rstrip("\n"))
+
+
+def _model_of(lab: str):
+    """The model LAB names: a run's as it is now (scaled, re-rendered), or a lab file's."""
+    from lab_runner.runs import valid_run_id
+
+    if valid_run_id(lab):
+        from lab_runner.lab import LiveLab
+
+        return LiveLab.attach(lab).model
+    return lab_file.load(lab)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from lab_runner import lab_file
 from lab_runner.cli import cli, console, err_console
+from lab_runner.cli.params import CIDR
 from lab_runner.errors import EnvironmentProblem, LabError
 from lab_runner.runs import list_runs
 
@@ -48,7 +49,7 @@ def list_labs() -> None:
               help="iptables flavour inside the node (tracing needs nft).")
 @click.option("--profile", type=click.Choice(["v1.23", "v1.30"]),
               help="kube-proxy rule format; default: the lab's (lab-3: v1.23, as in the seed).")
-@click.option("--cluster-cidr", metavar="CIDR",
+@click.option("--cluster-cidr", type=CIDR,
               help="render with another cluster CIDR (e.g. 172.17.0.0/16 to cover lab-3's pods).")
 @click.option("--backend", type=click.Choice(["netns", "docker"]), default="netns",
               show_default=True, help="netns: namespaces on this machine (root); docker: the node "

@@ -26,19 +26,26 @@ ROOT = Path(__file__).resolve().parents[2]
 def kubectl(lab: str, args: tuple[str, ...]) -> None:
     """kubectl-like views of LAB, from its model: get svc|pod|endpoints|nodes, describe svc.
 
+    A running lab (named by run id, or by lab id when one run of it is up) shows its pods as
+    they are now; with no run, the lab file's. AGE counts from the lab's start when it runs,
+    else from now.
+
     \b
-    Example: lab-runner kubectl lab-3 -- -n stateful-apps describe svc my-app
-    AGE counts from the lab's start when it runs, else from now.
+    Examples:
+      lab-runner kubectl lab-3 -- -n stateful-apps describe svc my-app
+      lab-runner kubectl 3fa2c1 -- get pods -o wide
     """
+    from lab_runner.errors import AmbiguousRun
+    from lab_runner.lab import LiveLab
     from lab_runner.runs import find_run
     from lab_runner.views.kubectl import kubectl as view
 
-    from lab_runner.lab import LiveLab
-
-    try:  # a running lab (by lab id or run id) shows its pods as they are now
+    try:
         run = find_run(lab)
         model = LiveLab.attach(run.run_id).model
         started = datetime.fromtimestamp(run.created, timezone.utc)
+    except AmbiguousRun:
+        raise  # the lab file's model would show neither run as it is
     except LabError:
         model, started = lab_file.load(lab), datetime.now(timezone.utc)
     console.print(view(model, _after_dashes(args), started), end="", highlight=False, markup=False,

@@ -4,15 +4,36 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+# No state directory of its own: labs others run on this machine (root's /run/kplab) stay unseen.
+NO_RUNS = str(Path(tempfile.mkdtemp(prefix="kplab-cli-test-")) / "state")
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lab_runner", *args], capture_output=True,
                           text=True, cwd=ROOT, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                                                    "PYTHONPATH": str(ROOT), "COLUMNS": "200"})
+                                                    "PYTHONPATH": str(ROOT), "COLUMNS": "200",
+                                                    "KPLAB_STATE_DIR": NO_RUNS, **env})
+
+
+def state_with_runs(tmp_path, *run_ids: str, lab: str = "lab-3-clusterip") -> str:
+    """A state directory recording runs of `lab` that are up (owned by this live process)."""
+    from lab_runner import runs
+
+    state = tmp_path / "state"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KPLAB_STATE_DIR", str(state))
+        for run_id in run_ids:
+            runs.RunRecord(run_id=run_id, lab_id=lab, lab_source=str(ROOT / "labs" / lab / "lab.yaml"),
+                           state="up").save()
+    return str(state)
 
 
 def test_help_lists_the_commands_and_where_to_start():
@@ -70,3 +91,34 @@ def test_grade_with_out_alone_writes_result_json(tmp_path):
     written = json.loads((tmp_path / "result.json").read_text())
     assert written["score"] == written["max_score"] > 0
     assert "report:" in result.stdout and result.stdout.rstrip().endswith("5 passed, 0 failed")
+
+
+@pytest.mark.parametrize("args, field, form", [
+    (["probe", "--to", "10.104.5.205:99999"], "--to", "1-65535"),
+    (["probe", "--to", "999.1.1.1:80"], "--to", "IPv4 address"),
+    (["probe", "--to", "10.104.5.205"], "--to", "IP:PORT[/tcp|/udp]"),
+    (["trace", "--to", "10.104.5.205:0/tcp"], "--to", "1-65535"),
+    (["sample", "--to", "10.104.5.205:8080/sctp"], "--to", "IP:PORT[/tcp|/udp]"),
+    (["sample", "--service", "stateful-apps/my-app:http-svc", "--flows", "0"], "--flows", "1<=x"),
+    (["conntrack", "--to", "10.104.5"], "--to", "IPv4 address"),
+    (["up", "lab-3", "--cluster-cidr", "172.17.0.0/33"], "--cluster-cidr", "172.17.0.0/16"),
+    (["rules", "lab-3", "--cluster-cidr", "172.17.0.0"], "--cluster-cidr", "PREFIX"),
+])
+def test_every_argument_is_checked_before_any_run_is_looked_up(tmp_path, args, field, form):
+    """With two runs of lab-3 the run lookup would fail first: a bad value must be named instead,
+    with its valid form, and never as a traceback from the probe agent."""
+    state = state_with_runs(tmp_path, "3fa2c1", "4cb3d2")
+    result = run(*args, KPLAB_STATE_DIR=state)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Invalid value for '{field}'" in result.stderr and form in result.stderr
+    assert "Traceback" not in result.stderr and "several runs" not in result.stderr
+
+
+def test_kubectl_with_two_runs_asks_which_instead_of_showing_the_lab_file(tmp_path):
+    state = state_with_runs(tmp_path, "3fa2c1", "4cb3d2")
+    result = run("kubectl", "lab-3", "--", "get", "pods", KPLAB_STATE_DIR=state)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "several runs match lab-3: 3fa2c1 (lab-3-clusterip), 4cb3d2 (lab-3-clusterip)" \
+        in " ".join(result.stderr.split())
+    result = run("kubectl", "lab-3", "--", "-A", "get", "pods")
+    assert result.returncode == 0 and "my-app-7f569f66d9-dfrdh" in result.stdout, result.stderr
