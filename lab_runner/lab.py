@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from lab_runner import deployments, lab_file
-from lab_runner.backends.netns import NetnsBackend, client_ns, node_ns, pod_ns
+from lab_runner.backends.netns import NetnsBackend, client_ns, node_ns, pod_ns, uts_role
 from lab_runner.commands import CommandResult, Place, Runner
 from lab_runner.errors import LabError
 from lab_runner.model import Lab
@@ -187,10 +187,16 @@ class LiveLab:
         kind, name = self.resolve(host)
         run_id = self.run.run_id
         if kind == "node":
-            return Place(node_ns(run_id, name))
+            return Place(node_ns(run_id, name), uts_pid=self._uts_holder(name))
         if kind == "client":
             return Place(client_ns(run_id, name))
         return Place(pod_ns(run_id, name), uts_pid=self.run.pod_pids.get(name))
+
+    def _uts_holder(self, node: str) -> int | None:
+        """The live process holding the node's own UTS namespace (none in a docker run, whose
+        container is the node, or in a run made before nodes had one)."""
+        return next((p.pid for p in self.run.processes
+                     if p.role == uts_role(node) and p.alive()), None)
 
     def exec(self, host: str, argv: Sequence[str], *, check: bool = False,
              input: str | None = None, timeout: float = 60) -> CommandResult:

@@ -33,6 +33,15 @@ from lab_runner.safe_files import write_file
 
 NODE_NET_BRIDGE = "nodenet"
 APP_START_TIMEOUT = 10.0
+# Holds a node's own UTS namespace (hostname = node name, as a minikube node has) for as long as
+# the run lives; commands in the node enter it through this process (LiveLab.place).
+UTS_HOLDER = ("import signal,socket,sys;socket.sethostname(sys.argv[1]);print('ready',flush=True);"
+              "signal.pause()")
+
+
+def uts_role(node: str) -> str:
+    """The role of the process that holds a node's UTS namespace in a run record."""
+    return f"uts:{node}"
 
 
 def node_ns(run_id: str, node: str) -> str:
@@ -95,6 +104,7 @@ class NetnsBackend:
                              "net.ipv4.conf.eth0.send_redirects=0",
                              "net.ipv4.icmp_ratelimit=0"],
                             Place(node_ns(run.run_id, node.name)))
+        self.start_node_hostnames(lab, run)
         self.start_pods(lab, run, lab.pods)
 
     def _fabric_commands(self, lab: Lab, run_id: str) -> list[str]:
@@ -185,6 +195,24 @@ class NetnsBackend:
             for future in [pool.submit(self._batch, place, cmds) for place, cmds in batches]:
                 future.result()
 
+    # -- hosts' own UTS namespaces ------------------------------------------------------------
+    def start_node_hostnames(self, lab: Lab, run: RunRecord) -> None:
+        """Give each node a UTS namespace of its own, named like the node (`hostname` in
+        `lab-runner ssh` prints minikube, not the machine's name), held by a small process."""
+        started = []
+        for node in lab.nodes:
+            proc = self.runner.spawn(["unshare", "--uts", "--", sys.executable, "-c", UTS_HOLDER,
+                                      node.name], Place(node_ns(run.run_id, node.name)),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            ticks = process_start_ticks(proc.pid) or 0
+            run.processes.append(TrackedProcess(proc.pid, uts_role(node.name), ticks))
+            started.append((f"node {node.name}", proc))
+        run.save()
+        deadline = time.monotonic() + APP_START_TIMEOUT
+        for what, proc in started:
+            _wait_ready(what, proc, deadline)
+
     # -- pods ------------------------------------------------------------------------------
     def start_pods(self, lab: Lab, run: RunRecord, pods) -> None:
         """Start each pod's app server in its own UTS namespace and wait until all listen."""
@@ -207,7 +235,7 @@ class NetnsBackend:
         run.save()
         deadline = time.monotonic() + APP_START_TIMEOUT
         for pod, proc in started:
-            _wait_ready(pod, proc, deadline)
+            _wait_ready(f"pod {pod.name}", proc, deadline)
 
     def stop_pod(self, run: RunRecord, pod_name: str, inodes: set | None = None) -> None:
         pid = run.pod_pids.pop(pod_name, None)
@@ -328,14 +356,14 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _wait_ready(pod: Pod, proc: subprocess.Popen, deadline: float) -> None:
+def _wait_ready(what: str, proc: subprocess.Popen, deadline: float) -> None:
     remaining = max(0.0, deadline - time.monotonic())
     ready, _, _ = select.select([proc.stdout], [], [], remaining)
     line = proc.stdout.readline() if ready else b""
     if line.strip() != b"ready":
         proc.kill()
         err = proc.stderr.read().decode(errors="replace").strip() if proc.poll() is not None else ""
-        raise LabError(f"pod {pod.name}: app server did not start"
+        raise LabError(f"{what}: its process did not start"
                        + (f": {err}" if err else f" within {APP_START_TIMEOUT:g} s"))
     proc.stdout.close()
     proc.stderr.close()

@@ -65,6 +65,16 @@ def test_pod_hostname_is_its_name_and_host_is_untouched(lab3):
         "my-app-7f569f66d9-qtc2q"
 
 
+def test_node_hostname_is_its_name_like_minikube_ssh(lab3):
+    """`lab-runner ssh lab-3` prompts docker@minikube: `hostname` there says minikube too."""
+    assert lab3.exec("node", ["hostname"], check=True).stdout.strip() == "minikube"
+    # lab3 (module scope) was made before private_state: in the default state directory.
+    env = {k: v for k, v in os.environ.items() if k != "KPLAB_STATE_DIR"}
+    shown = cli("exec", "--lab", lab3.run.run_id, "node", "--", "hostname", env=env)
+    assert shown.stdout.strip() == "minikube", shown.stderr
+    assert os.uname().nodename != "minikube"  # the machine's own name is untouched
+
+
 def test_node_has_forwarding_and_the_client_only_routes_lab_ranges(lab3):
     assert lab3.exec("node", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
     routes = lab3.exec("client", ["ip", "route"]).stdout
@@ -127,7 +137,8 @@ def test_signal_during_up_leaves_nothing(sig):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     if proc.returncode == 0:  # it finished before the signal landed: then down must clean it
-        cli("down", "--all")  # this test's state directory: only its own lab
+        for run_id in our_run_ids():  # by its run id: only the lab this test made
+            cli("down", run_id)
     else:
         assert proc.returncode == 130, err
     assert our_namespaces(seen | our_run_ids()) == []
@@ -168,6 +179,34 @@ def test_clean_keeps_labs_that_are_up_on_purpose():
     finally:
         assert cli("down", run.run_id).returncode == 0
     assert run_namespaces(run.run_id) == []
+
+
+def test_rules_apply_targets_a_run_by_its_id():
+    """With two runs of lab-3, the lab's name is ambiguous: the run id names the one to change,
+    and the other keeps its rules."""
+    made = []
+    try:
+        for _ in range(2):
+            result = cli("up", "lab-3")
+            assert result.returncode == 0, result.stderr
+            made.append((our_run_ids() - set(made)).pop())
+        first, second = made
+        ambiguous = cli("rules", "lab-3", "--cluster-cidr", "172.17.0.0/16", "--apply")
+        assert ambiguous.returncode == 1 and "several runs match lab-3" in ambiguous.stderr
+        result = cli("rules", first, "--cluster-cidr", "172.17.0.0/16", "--apply")
+        assert result.returncode == 0, result.stderr
+        assert f"(run {first}) now renders with cluster CIDR 172.17.0.0/16" in result.stdout
+
+        def svc_chain(run_id: str) -> str:
+            return cli("iptables", "--lab", run_id, "node", "--", "-t", "nat", "-S",
+                       "KUBE-SVC-Q7IJ732UBZY4AJKA").stdout
+
+        assert "! -s 172.17.0.0/16" in svc_chain(first)
+        assert "! -s 10.244.0.0/16" in svc_chain(second)
+        assert str(LiveLab.attach(second).model.cluster_cidr) == "10.244.0.0/16"
+    finally:
+        for run_id in made:
+            assert cli("down", run_id).returncode == 0
 
 
 def test_exec_reports_unknown_host_with_choices(lab3):
