@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from pathlib import Path
 from typing import Any, Callable
@@ -49,7 +50,27 @@ def lab_path(lab: str) -> Path:
     if len(matches) == 1:
         return LABS_DIR / matches[0] / "lab.yaml"
     choices = ", ".join(ids) or "(none)"
-    raise LabFileError(lab, [f"no lab called {lab!r}; the labs are: {choices}"])
+    guess = closest_lab(lab, ids)
+    hint = f"did you mean {guess}? " if guess else ""
+    raise LabFileError(lab, [f"no lab called {lab!r}; {hint}the labs are: {choices}"])
+
+
+def closest_lab(lab: str, ids: list[str]) -> str | None:
+    """The lab id a mistyped name most likely meant (`lab-33` → lab-3-clusterip), or None.
+
+    Compared with each id and its short form (`lab-3`), as both are accepted; no guess when two
+    labs are as close (`lab-99` is as near lab-1 as lab-4).
+    """
+    forms = {i: i for i in ids}
+    forms.update({"-".join(i.split("-")[:2]): i for i in ids})
+    best: dict[str, float] = {}
+    for form, lab_id in forms.items():
+        ratio = difflib.SequenceMatcher(None, lab, form).ratio()
+        best[lab_id] = max(best.get(lab_id, 0.0), ratio)
+    ranked = sorted(best.items(), key=lambda item: -item[1])
+    if not ranked or ranked[0][1] < 0.6 or (len(ranked) > 1 and ranked[1][1] == ranked[0][1]):
+        return None
+    return ranked[0][0]
 
 
 def available_labs() -> list[str]:

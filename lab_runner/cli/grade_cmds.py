@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import click
@@ -10,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lab_runner.cli import cli, console
+from lab_runner.errors import LabError
 from lab_runner.grading.batch import DEFAULT_TIMEOUT
 from lab_runner.grading.formats import FORMATS
 
@@ -18,21 +20,30 @@ STATUS_STYLE = {"passed": "green", "failed": "red", "undecidable": "yellow", "er
 
 @cli.command()
 @click.argument("lab")
-@click.option("--exercise", "-e", "which", help="show one exercise in full (task and hints).")
+@click.option("--exercise", "-e", "which",
+              help="show one exercise in full (task and hints): its number, e.g. 3 or 3v5.")
 def exercises(lab: str, which: str | None) -> None:
-    """The exercises of LAB, or one of them in full with its task and hints."""
+    """The exercises of LAB, or one of them in full with its task and hints.
+
+    \b
+    Examples:
+      lab-runner exercises lab-3          the exercises, their points and checks
+      lab-runner exercises lab-3 -e 3     exercise 3 in full
+    """
     from lab_runner.grading import exercise as ex_mod
 
     if which:
-        ex = ex_mod.find(lab, which)
+        from lab_runner.views.text import print_hanging, print_reflowed
+
+        ex = find_exercise(lab, which)
         console.rule(f"Exercise {ex.number}: {ex.title}")
-        console.print(ex.task, markup=False, highlight=False)
+        print_reflowed(console, ex.task)
         console.print("\n[bold]Hints[/] (one at a time is best):")
         for i, hint in enumerate(ex.hints, 1):
-            console.print(f"  {i}. {hint}", markup=False, highlight=False)
+            print_hanging(console, f"{i}.", hint)
         console.print("\n[bold]Checks[/]:")
         for c in ex.checks:
-            console.print(f"  {c.points:>2} pt  {c.title}", markup=False, highlight=False)
+            print_hanging(console, f"{c.points:>2} pt ", c.title)
         return
     table = Table("exercise", "title", "points", "checks", box=None)
     for ex in ex_mod.all_exercises(lab):
@@ -42,7 +53,8 @@ def exercises(lab: str, which: str | None) -> None:
 
 @cli.command()
 @click.argument("lab")
-@click.argument("submission", type=click.Path(exists=True, allow_dash=True))
+# Checked after the exercise (see grade): a wrong -e is named first, whatever the path.
+@click.argument("submission", type=click.Path(allow_dash=True))
 @click.option("--exercise", "-e", "which", required=True, help="exercise number (e.g. 3, 3v5).")
 @click.option("--static", "static", is_flag=True,
               help="grade with the rule tracer instead of a real kernel (no privileges needed).")
@@ -93,6 +105,10 @@ def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worke
     problem = fmt.conflicts(formats)
     if problem:
         raise click.UsageError(problem)
+    which = find_exercise(lab, which).number
+    if submission != "-" and not Path(submission).exists():
+        raise click.BadParameter(f"{submission!r}: no such file or directory (an iptables-restore "
+                                 "file, or a directory of them)", param_hint="SUBMISSION")
     mode = "static" if static else "live"
     if mode == "live":
         from lab_runner.cli.lifecycle import require_root
@@ -146,3 +162,22 @@ def _await_assignment(lab: str, which: str) -> tuple[str, str]:
         raise SystemExit(0)  # not needed after all: the batch is over
     job = json.loads(line)
     return str(job["submission"]), str(job["out"])
+
+
+def find_exercise(lab: str, which: str):
+    """The exercise `-e` names: its number as `lab-runner exercises` shows it (3, 3v5; 03 is 3)
+    or its directory's name; the error names the numbers there are, not where the kit lives."""
+    from lab_runner.grading import exercise as ex_mod
+    from lab_runner.lab_file import load
+
+    every = ex_mod.all_exercises(lab)
+    wanted = which.strip()
+    number = re.fullmatch(r"(?:ex)?0*(\d+)(v\d+)?", wanted, re.IGNORECASE)
+    if number:
+        wanted = number.group(1) + (number.group(2) or "").lower()
+    for ex in every:
+        if wanted in (ex.number, ex.directory.name):
+            return ex
+    numbers = ", ".join(ex.number for ex in every) or "(none)"
+    raise LabError(f"no exercise {which!r} in {load(lab).id}; -e takes one of: {numbers} "
+                   f"(`lab-runner exercises {lab}` lists them)")

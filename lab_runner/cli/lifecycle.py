@@ -67,8 +67,8 @@ def up(lab: str, variant: str, profile: str | None, cluster_cidr: str | None, ba
 
     if backend == "docker":
         return _up_docker(lab, variant, profile, cluster_cidr, image)
+    model = lab_file.load(lab)  # a mistyped lab is named before root is asked for
     require_root()
-    model = lab_file.load(lab)
     started = time.monotonic()
     with console.status(f"building {model.id}: {len(model.nodes)} node(s), {len(model.pods)} pods, "
                         f"{len(model.clients)} client(s)…"):

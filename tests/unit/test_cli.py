@@ -122,3 +122,55 @@ def test_kubectl_with_two_runs_asks_which_instead_of_showing_the_lab_file(tmp_pa
         in " ".join(result.stderr.split())
     result = run("kubectl", "lab-3", "--", "-A", "get", "pods")
     assert result.returncode == 0 and "my-app-7f569f66d9-dfrdh" in result.stdout, result.stderr
+
+
+def test_exercise_text_is_wrapped_once_at_the_terminal_width():
+    """A task wrapped in its file at ~95 columns, re-wrapped at 80, left one-word lines
+    ("chains" alone) and hints whose second line started under the number."""
+    result = run("exercises", "lab-3", "-e", "3", COLUMNS="80")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    prose = [line for line in lines if not line.startswith("    ")]  # verbatim: the rules format
+    assert all(len(line) <= 80 for line in prose), [line for line in prose if len(line) > 80]
+    assert "chains exist, but the rules that pick an endpoint are gone" in " ".join(lines)
+    assert not [line for line in lines if line.strip() in ("chains", "pod.", "chain, so that")]
+    hint = next(i for i, line in enumerate(lines) if line.startswith("  2. Rules are tried"))
+    assert lines[hint + 1].startswith("     ") and lines[hint + 1].strip()  # under "Rules"
+
+
+def test_list_items_and_commands_in_a_task_keep_their_shape():
+    from lab_runner.views.text import blocks
+
+    task = ("Write:\n  - the rule in KUBE-SERVICES that sends\n    the traffic on;\n"
+            "  - the chain.\nThen\nmore.\n\n    lab-runner kubectl x -- get svc\n")
+    assert [(b.kind, b.text) for b in blocks(task)] == [
+        ("prose", "Write:"), ("item", "the rule in KUBE-SERVICES that sends the traffic on;"),
+        ("item", "the chain."), ("prose", "Then more."), ("blank", ""),
+        ("verbatim", "    lab-runner kubectl x -- get svc")]
+
+
+def test_a_wrong_exercise_is_named_first_with_the_numbers_e_accepts():
+    for args in (["grade", "lab-3", "-e", "9", "missing.rules", "--static"],
+                 ["grade", "lab-3", "-e", "9", str(ROOT / "README.md"), "--static"],
+                 ["exercises", "lab-3", "-e", "ex3-random"]):
+        result = run(*args)
+        said = " ".join(result.stderr.split())
+        assert result.returncode == 1, said
+        assert "-e takes one of: 1, 2, 3, 3v3, 3v5, 4, 5, 6" in said
+        assert str(ROOT) not in said and "ex1-matching" not in said  # numbers, not install paths
+
+
+def test_an_exercise_number_may_have_leading_zeros():
+    answer = ROOT / "labs/lab-3-clusterip/solutions/ex3-random-selection.rules"
+    result = run("grade", "lab-3", "-e", "03", str(answer), "--static")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run("exercises", "lab-3", "-e", "03").stdout.startswith("─")
+    missing = run("grade", "lab-3", "-e", "3", "missing.rules", "--static")
+    assert missing.returncode == 2 and "'missing.rules': no such file" in missing.stderr
+
+
+def test_a_mistyped_lab_gets_the_closest_one_suggested():
+    result = run("up", "lab-33")
+    assert result.returncode == 1
+    assert "no lab called 'lab-33'; did you mean lab-3-clusterip?" in " ".join(result.stderr.split())
+    assert "did you mean" not in run("rules", "lab-99").stderr  # as near lab-1 as lab-4: no guess
