@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, required=True, help="the results file to write")
     parser.add_argument("--mode", choices=MODES, default="auto",
                         help="auto (default): live where the container can, else static")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `check --results F ID`, as the workflow writes it
     if args.platform == "check":
         if not args.check_id:
             parser.error("check needs a CHECK_ID")

@@ -241,6 +241,12 @@ def test_runtime_check_exit_codes(tmp_path, capsys):
     assert runtime.check(path, "c1") == 1
     assert "Expected: y" in capsys.readouterr().out
     assert runtime.check(path, "nope") == 1
+    # As the workflow's command graders call it.
+    for step in github.workflow(bundle.load("lab-3", ["3"]))["jobs"]["run-autograding-tests"]["steps"]:
+        if "command-grader" in step.get("uses", ""):
+            argv = step["with"]["command"].split()[3:]
+            assert argv[0] == "check" and runtime.main(
+                [a.replace(github.RESULTS, str(path)) for a in argv[:-1]] + ["c0"]) == 0
 
 
 def test_find_by_the_names_the_exercise_accepts(tmp_path):
