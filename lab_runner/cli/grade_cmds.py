@@ -88,8 +88,9 @@ def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worke
     Formats: terminal (the default), json (result.json; alone and without --out: printed;
     written to --out when no other file format is asked for),
     junit (junit.xml), gradescope and prairielearn (results.json, the file each platform
-    reads: give them different --out directories), html (report.html, one self-contained page
-    with the endpoint shares and the nat chains with their counters).
+    reads; asked for together, gradescope/results.json and prairielearn/results.json), html
+    (report.html, one self-contained page with the endpoint shares and the nat chains with
+    their counters). Formats may be repeated freely.
 
     \b
     A directory holds one submission per student: a file (alice.rules) or a sub-directory with
@@ -102,9 +103,6 @@ def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worke
     """
     from lab_runner.grading import formats as fmt
 
-    problem = fmt.conflicts(formats)
-    if problem:
-        raise click.UsageError(problem)
     which = find_exercise(lab, which).number
     if submission != "-" and not Path(submission).exists():
         raise click.BadParameter(f"{submission!r}: no such file or directory (an iptables-restore "
@@ -139,12 +137,15 @@ def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worke
     for name in files:
         if out_dir:
             # A batch's per-student directory (--worker) is never followed if it became a link.
-            for path in fmt.write(result, name, Path(out_dir), follow_dir_link=not worker):
+            for path in fmt.write(result, name, Path(out_dir), follow_dir_link=not worker,
+                                  formats=files):
                 console.print(Text(f"report: {path}", style="dim"), highlight=False)
         else:
             click.echo(json.dumps(result.to_dict(), indent=1))
     if "terminal" in formats:  # last: its closing line is the last line printed
         fmt.terminal(result, console)
+    elif out_dir:  # files only: the terminal still ends with the line the README promises
+        console.print(result.summary_line(), markup=False, highlight=False)
     if result.error or result.score < result.max_score:
         raise SystemExit(1)
 

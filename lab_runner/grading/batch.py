@@ -355,13 +355,22 @@ def _private_copy(entry: Entry, root: Path, scratch: Path, limit: int) -> tuple[
 def _clear_reports(report_dir: Path) -> None:
     """No report of an earlier batch may stay behind; removed through the directory's own
     descriptor, opened without following a link (it may have become one since it was checked)."""
-    directory = os.open(report_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    directory = os.open(report_dir, flags)
     try:
-        for name in set(fmt.FILE_NAMES.values()):
+        for name in fmt.report_paths():
+            folder, _, file = name.rpartition("/")  # a platform's folder (formats.report_path)
             try:
-                os.unlink(name, dir_fd=directory)
+                inner = os.open(folder, flags, dir_fd=directory) if folder else directory
+            except OSError:  # no such folder, or not a plain one: nothing of ours to remove
+                continue
+            try:
+                os.unlink(file, dir_fd=inner)
             except FileNotFoundError:
                 pass
+            finally:
+                if inner != directory:
+                    os.close(inner)
     finally:
         os.close(directory)
 
@@ -449,7 +458,8 @@ def grade_directory(lab: str, which: str | int, directory: Path, *, mode: str, j
                                                 f"{out_root}: not graded"))
             result = _grade_one(entry, ex, mode, report_dir, timeout, graders, root, scratch)
             for name in ["json", *extra]:  # json again: with the submission named as found
-                fmt.write(result, name, report_dir, follow_dir_link=False)
+                fmt.write(result, name, report_dir, follow_dir_link=False,
+                          formats=["json", *extra])
         except Exception as exc:  # noqa: BLE001 - one submission never stops the batch
             result = error_result(ex, mode, entry.file, f"internal error: {exc!r}")
         return _row(entry, result)

@@ -12,8 +12,10 @@ the batch grader does) gives the same reports as a fresh one. File formats, one 
     prairielearn  results.json   PrairieLearn's external grader results (--out /grade/results)
     html          report.html    one self-contained page: checks, endpoint shares, chain graph
 
-gradescope and prairielearn both write `results.json`, the name each platform reads, so they
-cannot share one output directory (`conflicts()` says so before anything is written).
+gradescope and prairielearn both write `results.json`, the name each platform reads where it is
+given the output directory (/autograder/results, /grade/results). Asked for together, each goes
+into a folder named after its platform instead (`gradescope/results.json`,
+`prairielearn/results.json`; see report_path), so --format can be repeated freely.
 Submissions are hostile input: their names and the feedback quoting them are escaped for every
 format (XML-illegal characters replaced, HTML escaped, Gradescope told to render plain text).
 """
@@ -92,20 +94,22 @@ def _feedback(check: CheckResult, result: GradeResult) -> str:
 
 
 # -- files -------------------------------------------------------------------------------------
-def conflicts(formats) -> str | None:
-    """Why these formats cannot share one output directory, or None."""
-    names = [f for f in formats if f in FILE_NAMES]
-    for name in set(FILE_NAMES[f] for f in names):
-        same = sorted({f for f in names if FILE_NAMES[f] == name})
-        if len(same) > 1:
-            return (f"{' and '.join(same)} both write {name} (the file each platform reads): "
-                    "write them to different --out directories")
-    return None
+def report_path(name: str, formats=()) -> str:
+    """Where in the output directory the report `name` goes, when `formats` are written together:
+    its file name, or `<format>/<file name>` where another format of the same run has that name."""
+    same = sorted({f for f in formats if FILE_NAMES.get(f) == FILE_NAMES[name]} | {name})
+    return FILE_NAMES[name] if len(same) == 1 else f"{name}/{FILE_NAMES[name]}"
 
 
-def write(result: GradeResult, name: str, out_dir: Path, *,
-          follow_dir_link: bool = True) -> list[Path]:
-    """Write the report `name` into out_dir; returns the files written.
+def report_paths() -> set[str]:
+    """Every place in an output directory a report may be written (a batch clears them all)."""
+    return set(FILE_NAMES.values()) | {report_path(f, FORMATS) for f in FILE_NAMES}
+
+
+def write(result: GradeResult, name: str, out_dir: Path, *, follow_dir_link: bool = True,
+          formats=()) -> list[Path]:
+    """Write the report `name` into out_dir (where report_path says, given all the `formats` of
+    this run); returns the files written.
 
     Written through safe_files.write_file: a link planted where the report goes is replaced,
     never followed. follow_dir_link=False: out_dir itself must not be a link either (a batch's
@@ -115,7 +119,11 @@ def write(result: GradeResult, name: str, out_dir: Path, *,
         raise ValueError(f"unknown report format {name!r}; the file formats are: "
                          f"{', '.join(FILE_NAMES)}")
     make_dirs(out_dir)
-    path = out_dir / FILE_NAMES[name]
+    path = out_dir / report_path(name, formats)
+    if path.parent != out_dir:
+        if not follow_dir_link and out_dir.is_symlink():
+            raise OSError(f"{out_dir} is a link: no report is written through it")
+        make_dirs(path.parent)
     if name == "json":
         text = json.dumps(result.to_dict(), indent=1)
     elif name == "junit":

@@ -174,3 +174,15 @@ def test_a_mistyped_lab_gets_the_closest_one_suggested():
     assert result.returncode == 1
     assert "no lab called 'lab-33'; did you mean lab-3-clusterip?" in " ".join(result.stderr.split())
     assert "did you mean" not in run("rules", "lab-99").stderr  # as near lab-1 as lab-4: no guess
+
+
+def test_file_formats_alone_still_end_with_the_summary_line(tmp_path):
+    answer = ROOT / "labs/lab-3-clusterip/solutions/ex3-random-selection.rules"
+    every = [arg for name in ("json", "junit", "gradescope", "prairielearn", "html")
+             for arg in ("--format", name)]
+    result = run("grade", "lab-3", "-e", "3", str(answer), "--static", *every, "--out",
+                 str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().splitlines()[-1] == "5 passed, 0 failed"
+    assert (tmp_path / "gradescope/results.json").is_file()
+    assert (tmp_path / "prairielearn/results.json").is_file()

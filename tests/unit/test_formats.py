@@ -191,9 +191,20 @@ def test_prairielearn_results(tmp_path, make):
         assert 0 <= test["points"] <= test["max_points"]
 
 
-def test_platform_files_conflict():
-    assert formats.conflicts(["terminal", "gradescope", "prairielearn"])
-    assert formats.conflicts(["json", "junit", "html", "gradescope"]) is None
+def test_platform_files_keep_their_name_and_never_overwrite_each_other(tmp_path):
+    """Alone, each platform's file is results.json where its platform reads it; together (they
+    once were refused), each goes into its platform's folder."""
+    result = result_mixed()
+    assert formats.report_path("gradescope", ["json", "junit", "html", "gradescope"]) == \
+        "results.json"
+    both = list(formats.FORMATS)
+    written = [p for name in formats.FILE_NAMES
+               for p in formats.write(result, name, tmp_path, formats=both)]
+    assert sorted(str(p.relative_to(tmp_path)) for p in written) == [
+        "gradescope/results.json", "junit.xml", "prairielearn/results.json", "report.html",
+        "result.json"]
+    assert "tests" in json.loads((tmp_path / "gradescope/results.json").read_text())
+    assert "gradable" in json.loads((tmp_path / "prairielearn/results.json").read_text())
 
 
 # -- html --------------------------------------------------------------------------------------
