@@ -301,3 +301,20 @@ def test_student_text_names_checks_not_how_they_decide():
     assert ex.task in text and all(h in text for h in ex.hints)
     assert "answer.rules" in text and "KUBE-SEP-TWZJG7ZWZYI5EC7J" not in text
 
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_a_bundle_alone_grades_the_reference_answer_in_full(solution, tmp_path):
+    """The payload's copy of the lab (no solutions, only the exercise's own checks) is enough
+    to grade: variants' own lab files, lab 1's wiring.yaml and shared checks come along."""
+    lab = solution.parent.parent
+    number = re.match(r"ex(\w+?)-", solution.name).group(1)
+    payload = bundle.write_payload(bundle.load(str(lab), [number]), tmp_path, wheels="none")
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    (submission / solution.name).write_bytes(solution.read_bytes())
+    results = tmp_path / "results.json"
+    runtime.main(["github", "--assignment", str(payload / "assignment.json"), "--submission",
+                  str(submission), "--results", str(results), "--mode", "static"])
+    doc = json.loads(results.read_text())
+    assert doc["score"] == doc["max_score"] > 0, doc
