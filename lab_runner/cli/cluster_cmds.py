@@ -25,6 +25,10 @@ def scale(lab, deployment, replicas) -> None:
     New pods start first; then kube-proxy's chains are re-rendered for the new endpoints and
     applied in one atomic iptables-restore (stale KUBE-SEP chains deleted in the same step);
     then removed pods stop. Open connections keep their pod through conntrack.
+
+    \b
+    Example:
+      sudo lab-runner scale lab-3 my-app 5
     """
     live = _attach(lab)
     added, removed = live.scale(deployment, replicas)
@@ -41,7 +45,12 @@ def scale(lab, deployment, replicas) -> None:
 @click.argument("pod")
 @click.argument("state", type=click.Choice(["ready", "not-ready"]))
 def readiness(lab, pod, state) -> None:
-    """Mark POD ready or not ready; a pod that is not ready drops out of the endpoints."""
+    """Mark POD ready or not ready; a pod that is not ready drops out of the endpoints.
+
+    \b
+    Example:
+      sudo lab-runner readiness lab-3 dfrdh not-ready
+    """
     live = _attach(lab)
     name = live.set_ready(pod, state == "ready")
     console.print(f"pod {name} is {state}; chains re-synced", highlight=False)
@@ -51,7 +60,12 @@ def readiness(lab, pod, state) -> None:
 @click.argument("lab")
 @click.argument("pod")
 def delete_pod(lab, pod) -> None:
-    """Delete POD; its Deployment starts a replacement with a new name and a new address."""
+    """Delete POD; its Deployment starts a replacement with a new name and a new address.
+
+    \b
+    Example:
+      sudo lab-runner delete-pod lab-3 qtc2q
+    """
     live = _attach(lab)
     old, new = live.recreate(pod)
     console.print(f"pod {old} deleted; pod {new} created ({live.model.pod(new).ip})",

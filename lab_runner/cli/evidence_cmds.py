@@ -48,7 +48,11 @@ def probe(lab, source, target, http, count, until_all, quiet) -> None:
     A crafted SYN (scapy) by default, a real HTTP request with --http, UDP with /udp.
     Shows the answer, what the pod saw (its app's answer, or a capture on the pods' eth0),
     the conntrack entry and every rule whose counter moved.
-    Example: sudo lab-runner probe lab-3 --from client --to 10.104.5.205:8080/tcp --http
+
+    \b
+    Examples:
+      sudo lab-runner probe lab-3 --from client --to 10.104.5.205:8080/tcp --http
+      sudo lab-runner probe lab-3 --from dfrdh --to 10.104.5.205:8080/tcp --http --until-all
     """
     from lab_runner.evidence import probing
 
@@ -155,6 +159,10 @@ def trace(lab, source, target) -> None:
 
     Adds a TRACE rule for exactly this probe's 5-tuple, reads `xtables-monitor --trace` in the
     node, removes the rule. Needs the nft variant of iptables.
+
+    \b
+    Example:
+      sudo lab-runner trace lab-3 --from client --to 10.104.5.205:8080/tcp
     """
     from lab_runner.evidence import kernel_trace, sampling
 
@@ -198,6 +206,11 @@ def sample(lab, service_port, target, flows, source, alpha, against) -> None:
     The rule tracer computes the exact expected shares (from kube-proxy's chain set for the lab,
     or with --against node from the rules in the node); the test is a chi-square goodness of
     fit whose false-failure rate is --alpha.
+
+    \b
+    Examples:
+      sudo lab-runner sample lab-3 --service stateful-apps/my-app:http-svc --flows 1000
+      sudo lab-runner sample lab-3 --to 10.104.5.205:8080 --against node
     """
     from lab_runner.evidence import sampling
 
@@ -238,7 +251,13 @@ def _print_sample(report, service_port: str | None) -> None:
 @click.option("--table", default="nat", show_default=True)
 @click.option("--watch", is_flag=True, help="refresh every second, showing growth since start.")
 def counters(lab, chain, table, watch) -> None:
-    """The node's rule counters (packets, bytes) for the KUBE- chains or one chain."""
+    """The node's rule counters (packets, bytes) for the KUBE- chains or one chain.
+
+    \b
+    Examples:
+      sudo lab-runner counters lab-3 --watch
+      sudo lab-runner counters lab-3 --chain KUBE-SVC-Q7IJ732UBZY4AJKA
+    """
     from lab_runner.ruleset.counters import Snapshot, delta
 
     live = _attach(lab)
@@ -276,7 +295,12 @@ def counters(lab, chain, table, watch) -> None:
               help="only connections to this address (e.g. the ClusterIP)")
 @click.option("--proto", type=click.Choice(["tcp", "udp"]))
 def conntrack(lab, to_ip, proto) -> None:
-    """The node's conntrack entries: what each caller sent, and where it really went."""
+    """The node's conntrack entries: what each caller sent, and where it really went.
+
+    \b
+    Example:
+      sudo lab-runner conntrack lab-3 --to 10.104.5.205
+    """
     from lab_runner.evidence import conntrack as ct
 
     live = _attach(lab)

@@ -78,13 +78,6 @@ def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worke
     scored as the exercise file says.
 
     \b
-    One file:    sudo lab-runner grade lab-3 --exercise 3 answer.rules
-    No root:     lab-runner grade lab-3 --exercise 3 answer.rules --static
-    Reports:     lab-runner grade lab-3 -e 3 answer.rules --static --format html --out out/
-    Gradescope:  lab-runner grade lab-3 -e 3 answer.rules --format gradescope --out /autograder/results
-    A class:     sudo lab-runner grade lab-3 --exercise 3 submissions/ --jobs 2 --out reports/
-
-    \b
     Formats: terminal (the default), json (result.json; alone and without --out: printed;
     written to --out when no other file format is asked for),
     junit (junit.xml), gradescope and prairielearn (results.json, the file each platform
@@ -100,6 +93,14 @@ def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worke
 
     The last line is `N passed, N failed` (checks; for a directory: submissions with full
     marks or not). The exit code is 0 only with full marks (for a directory: every submission).
+
+    \b
+    Examples:
+      One file:    sudo lab-runner grade lab-3 --exercise 3 answer.rules
+      No root:     lab-runner grade lab-3 --exercise 3 answer.rules --static
+      Reports:     lab-runner grade lab-3 -e 3 answer.rules --static --format html --out out/
+      Gradescope:  lab-runner grade lab-3 -e 3 answer.rules --format gradescope --out /autograder/results
+      A class:     sudo lab-runner grade lab-3 --exercise 3 submissions/ --jobs 2 --out reports/
     """
     from lab_runner.grading import formats as fmt
 

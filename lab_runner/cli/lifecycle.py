@@ -35,7 +35,12 @@ def require_root() -> None:
 
 @cli.command("list")
 def list_labs() -> None:
-    """The labs in this kit, with what each teaches."""
+    """The labs in this kit, with what each teaches.
+
+    \b
+    Example:
+      lab-runner list
+    """
     table = Table("lab", "title", "teaches", box=None)
     for lab_id in lab_file.available_labs():
         lab = lab_file.load(lab_id)
@@ -62,6 +67,11 @@ def up(lab: str, variant: str, profile: str | None, cluster_cidr: str | None, ba
 
     The lab stays up until `lab-runner down LAB`. Ctrl-C while it starts leaves nothing behind.
     With --backend docker the node is a container and every command on the run works the same.
+
+    \b
+    Examples:
+      sudo lab-runner up lab-3
+      lab-runner up lab-3 --backend docker --iptables legacy
     """
     from lab_runner.lab import LiveLab
 
@@ -104,7 +114,15 @@ def _up_docker(lab: str, variant: str, profile: str | None, cluster_cidr: str | 
 @click.argument("lab", required=False)
 @click.option("--all", "everything", is_flag=True, help="every running lab of this kit.")
 def down(lab: str | None, everything: bool) -> None:
-    """Tear LAB down (a lab id or run id; optional when only one lab runs)."""
+    """Tear LAB down (a lab id or run id; optional when only one lab runs).
+
+    --all takes down every lab of the kit this state directory records, whoever started it.
+
+    \b
+    Examples:
+      sudo lab-runner down lab-3
+      sudo lab-runner down 3fa2c1         one run of several, by its run id
+    """
     from lab_runner.backends import docker
     from lab_runner.lab import LiveLab
     from lab_runner.runs import find_run
@@ -125,7 +143,12 @@ def down(lab: str | None, everything: bool) -> None:
 
 @cli.command()
 def status() -> None:
-    """What runs: each lab with its run id, age, backend and live pods."""
+    """What runs: each lab with its run id, age, backend and live pods.
+
+    \b
+    Example:
+      sudo lab-runner status
+    """
     from lab_runner.backends.netns import list_netns
 
     runs = list_runs()
@@ -218,7 +241,13 @@ def _shell(lab: str | None, host: str) -> None:
 @click.option("--lab", "-l", help="lab id or run id (default: the only running lab).")
 @click.argument("host")
 def shell(lab: str | None, host: str) -> None:
-    """An interactive shell in HOST (node, client or a pod)."""
+    """An interactive shell in HOST (node, client or a pod).
+
+    \b
+    Examples:
+      sudo lab-runner shell client
+      sudo lab-runner shell --lab 3fa2c1 dfrdh
+    """
     _shell(lab, host)
 
 
@@ -226,7 +255,13 @@ def shell(lab: str | None, host: str) -> None:
 @click.argument("lab", required=False)
 @click.option("--node", "-n", "node", default="node", help="which node (default: the first).")
 def ssh(lab: str | None, node: str) -> None:
-    """A shell on the node, like `minikube ssh`: the prompt is docker@minikube:~$."""
+    """A shell on the node, like `minikube ssh`: the prompt is docker@minikube:~$.
+
+    \b
+    Examples:
+      sudo lab-runner ssh lab-3
+      sudo lab-runner ssh 3fa2c1           a run by its id (`lab-runner status` lists them)
+    """
     _shell(lab, node)
 
 
@@ -234,7 +269,14 @@ def ssh(lab: str | None, node: str) -> None:
 @click.option("--all", "everything", is_flag=True,
               help="also tear down labs that are up on purpose.")
 def clean(everything: bool) -> None:
-    """Remove what crashed runs left behind: only names with the kit's prefix and a run id."""
+    """Remove what crashed runs left behind: only names with the kit's prefix and a run id.
+
+    Labs that are up on purpose stay; --all removes them too (every lab of the kit).
+
+    \b
+    Example:
+      sudo lab-runner clean
+    """
     from lab_runner.cleanup import clean as do_clean
     from lab_runner.doctor import has_net_admin
 
@@ -253,7 +295,13 @@ def clean(everything: bool) -> None:
 
 @cli.command()
 def doctor() -> None:
-    """Check root, tools, the iptables variant, kernel features and Python dependencies."""
+    """Check root, tools, the iptables variant, kernel features and Python dependencies.
+
+    \b
+    Examples:
+      sudo lab-runner doctor
+      lab-runner doctor                    without root: can the docker backend run?
+    """
     from lab_runner.doctor import diagnose
 
     findings = diagnose()

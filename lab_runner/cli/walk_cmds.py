@@ -65,6 +65,11 @@ def walk(lab: str, step: int, no_pause: bool, check: bool, keep: bool, variant: 
 
     Enter goes to the next step, q + Enter stops. Ctrl-C stops too, and the lab is torn down
     unless --keep.
+
+    \b
+    Examples:
+      sudo lab-runner walk lab-3
+      sudo lab-runner walk lab-3 --step 5 --keep
     """
     from lab_runner import walkthrough
     from lab_runner.lab import LiveLab

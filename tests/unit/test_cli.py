@@ -186,3 +186,20 @@ def test_file_formats_alone_still_end_with_the_summary_line(tmp_path):
     assert result.stdout.rstrip().splitlines()[-1] == "5 passed, 0 failed"
     assert (tmp_path / "gradescope/results.json").is_file()
     assert (tmp_path / "prairielearn/results.json").is_file()
+
+
+def test_every_command_help_ends_with_an_example():
+    """Only 6 of 23 commands' --help showed one: each ends with a `lab-runner COMMAND` line."""
+    from lab_runner.cli import cli as group
+    from lab_runner.cli import (autograder_cmds, cluster_cmds, evidence_cmds,  # noqa: F401
+                                grade_cmds, inspect_cmds, lifecycle, walk_cmds)
+
+    assert len(group.commands) >= 23
+    for name, command in group.commands.items():
+        if command.hidden:
+            continue
+        shown = run(name, "--help", COLUMNS="100")
+        assert shown.returncode == 0, shown.stderr
+        body = shown.stdout.split("\nOptions:")[0].rstrip()
+        last = body.split("\n\n")[-1]
+        assert f"lab-runner {name}" in last, f"`{name} --help` ends without an example:\n{body}"
