@@ -108,7 +108,7 @@ def test_starting_states_are_the_four_pod_chain_set():
 def test_solution_full_marks(grades, exercise, mode):
     r = grades[(solution(exercise).name, mode)]
     failed = {k: v for k, v in r["checks"].items() if v[0] != "passed"}
-    assert not r["error"] and r["score"] == r["max"] == 10 and not failed, (r["error"], failed)
+    assert not r["error"] and r["score"] == r["max"] > 0 and not failed, (r["error"], failed)
 
 
 @pytest.mark.parametrize("path,exercise,lose,declared", fixtures(),
