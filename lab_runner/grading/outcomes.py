@@ -46,6 +46,8 @@ class Fate:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What a packet class meets: its possible fates, and (premarked) whether its bits stay."""
+
     fates: frozenset[Fate]
     bits_kept: frozenset[bool] = frozenset()  # premarked classes: the other bits left, per fate
 

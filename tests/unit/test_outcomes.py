@@ -1,0 +1,90 @@
+"""Packet classes and outcomes (grading/outcomes.py), static mode: no root needed."""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from pathlib import Path
+
+from lab_runner.evidence.probing import Target
+from lab_runner.grading import exercise as exercises
+from lab_runner.grading import outcomes, submission
+from lab_runner.grading.sandbox import StaticSandbox
+from lab_runner.ruleset import tracer
+from lab_runner.ruleset.parse import parse
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB3 = ROOT / "fixtures" / "submissions" / "lab-3"
+SERVICE = Target("10.104.5.205", 8080, "tcp")
+HAIRPIN_POD = "my-app-7f569f66d9-qtc2q"
+
+
+def _sandbox(number: str, name: str, **changes) -> StaticSandbox:
+    ex = dataclasses.replace(exercises.find("lab-3", number), **changes)
+    path = LAB3 / name if (LAB3 / name).exists() else \
+        ROOT / "labs" / "lab-3-clusterip" / "solutions" / name
+    return StaticSandbox(ex, submission.read(path, ex))
+
+
+def test_every_caller_class_of_lab_3():
+    model = exercises.find("lab-3", "1").lab
+    classes = outcomes.caller_classes(model, SERVICE)
+    assert [c.caller for c in classes] == ["client", *[p.name for p in model.pods], "node", "client"]
+    assert classes[-1].premark == outcomes.PREMARK and not any(c.premark for c in classes[:-1])
+
+
+def test_the_reference_outcome_of_a_pod_reaching_itself_is_masqueraded_and_marked():
+    sandbox = _sandbox("4", "ex4-dnat.rules")
+    outcome = sandbox.reference_outcome(outcomes.PacketClass(HAIRPIN_POD, SERVICE))
+    itself = [f for f in outcome.fates if f.pod == HAIRPIN_POD]
+    assert itself == [outcomes.Fate(True, HAIRPIN_POD, "172.17.0.1", True)]
+    assert sandbox.differs(outcomes.PacketClass(HAIRPIN_POD, SERVICE)) is None
+
+
+def test_a_dead_hairpin_rule_is_named_in_the_students_terms():
+    sandbox = _sandbox("4", "ex4-dnat-inserted-before-hairpin.lose-2.rules")
+    problem = sandbox.differs(outcomes.PacketClass(HAIRPIN_POD, SERVICE))
+    assert problem.startswith(f"A connection from pod {HAIRPIN_POD} (172.17.0.5) to itself "
+                              "through 10.104.5.205:8080 arrived masqueraded, but was never marked")
+    assert "-j" not in problem and "KUBE-" not in problem  # no rule text, no chain to copy
+
+
+def test_set_mark_loses_the_other_bits_and_xor_the_masquerade():
+    premarked = outcomes.PacketClass("client", SERVICE, outcomes.PREMARK)
+    set_mark = _sandbox("2", "ex2-set-mark.lose-1.rules")
+    assert set_mark.outcome(premarked).bits_kept == {False}
+    assert "without the mark bit 0x1" in set_mark.differs(premarked)
+    xor = _sandbox("2", "ex2-xor-mark.lose-1.rules")
+    assert xor.outcome(premarked).bits_kept == {True}
+    assert "the caller's own address as source; it should arrive masqueraded" in xor.differs(premarked)
+
+
+def test_which_pod_answers_counts_only_for_a_pod_reaching_itself():
+    cls = outcomes.PacketClass(HAIRPIN_POD, SERVICE)
+    outcome = outcomes.Outcome(frozenset({outcomes.Fate(True, "other-pod", "172.17.0.1"),
+                                          outcomes.Fate(True, HAIRPIN_POD, "172.17.0.1", True)}))
+    assert {f.pod for f in outcomes.judged(cls, outcome).fates} == {"", HAIRPIN_POD}
+
+
+def test_round_robin_reads_as_the_random_choice_it_amounts_to():
+    sandbox = _sandbox("3", "ex3-round-robin.lose-4.rules")
+    node = sandbox.model.nodes[0]
+    packet = tracer.Packet(src="192.168.49.1", dst=SERVICE.ip, dport=SERVICE.port, in_interface="eth0",
+                           local_addresses=(str(node.ip),))
+    shares = tracer.trace(sandbox.rules, packet).dnat_distribution()
+    assert len(shares) == 4 and all(abs(p - Fraction(1, 4)) < Fraction(1, 10**9) for p in shares.values())
+    assert not sandbox.spread("client", SERVICE).passed  # refused: the exercise asks for random
+    accepting = _sandbox("3", "ex3-round-robin.lose-4.rules", round_robin="accept")
+    assert accepting.spread("client", SERVICE).passed
+
+
+def _nat(*rules: str):
+    chains = "".join(f":{c} - [0:0]\n" for c in ("A", "X1", "X2", "X3"))
+    return parse("*nat\n" + chains + "".join(f"-A A -j {r}\n" for r in rules) + "COMMIT\n", "<t>")
+
+
+def test_lost_rules_allow_extra_rules_but_not_missing_or_reordered_ones():
+    start = _nat("X1", "X2", "X3")
+    assert outcomes.lost_rules(start, _nat("X1", "LOG", "X2", "X3"), set()) == []
+    assert [(c, n) for c, n, _ in outcomes.lost_rules(start, _nat("X2", "X1", "X3"), set())] == [("A", 2)]
+    assert outcomes.lost_rules(start, _nat("X2", "X1", "X3"), {"-A A -j X2"}) == []
