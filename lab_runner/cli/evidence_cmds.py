@@ -14,6 +14,7 @@ from lab_runner.cli import cli, console
 from lab_runner.cli.lifecycle import require_root
 from lab_runner.cli.params import ADDRESS, CIDR, TARGET, TARGET_FORM
 from lab_runner.errors import LabError
+from lab_runner.views import tables
 
 BAR_WIDTH = 30
 
@@ -251,7 +252,8 @@ def _print_sample(report, service_port: str | None) -> None:
 @click.option("--table", default="nat", show_default=True)
 @click.option("--watch", is_flag=True, help="refresh every second, showing growth since start.")
 def counters(lab, chain, table, watch) -> None:
-    """The node's rule counters (packets, bytes) for the KUBE- chains or one chain.
+    """The node's rule counters (packets, bytes) for the KUBE- chains or one chain; +pkts is
+    what a rule's packet counter grew since the command started (see --watch).
 
     \b
     Examples:
@@ -266,7 +268,7 @@ def counters(lab, chain, table, watch) -> None:
     def table_now() -> Table:
         now = Snapshot.parse(live.save())
         change = delta(start, now)
-        grid = Table("chain", "#", "packets", "bytes", "+since start", "rule", box=None)
+        grid = tables.table("chain", "#", "pkts", "bytes", "+pkts", "rule")  # +: since start
         for rule in now.ruleset.rules(table):
             if (chain and rule.chain != chain) or (not chain and not rule.chain.startswith("KUBE-")):
                 continue
@@ -275,7 +277,7 @@ def counters(lab, chain, table, watch) -> None:
             grid.add_row(rule.chain, str(number), str(rule.counters.packets),
                          str(rule.counters.bytes), f"+{grown}" if grown else "",
                          rule.text.split(f"-A {rule.chain} ", 1)[-1])
-        return grid
+        return tables.keep_whole(grid, 0)  # chain names whole: the rule text wraps instead
 
     if not watch:
         console.print(table_now())

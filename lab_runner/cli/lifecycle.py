@@ -13,6 +13,7 @@ from rich.table import Table
 from lab_runner import lab_file
 from lab_runner.cli import cli, console, err_console
 from lab_runner.cli.params import CIDR
+from lab_runner.views import tables
 from lab_runner.errors import EnvironmentProblem, LabError
 from lab_runner.runs import list_runs
 
@@ -157,9 +158,9 @@ def status() -> None:
         console.print("no lab is running" if _is_root() else "no lab of yours is running")
         _mention_other_users_labs(runs, present)
         return
-    table = Table("run id", "lab", "state", "backend", "iptables", "profile", "age", "pods up",
-                  "namespaces", box=None)
-    present = set(list_netns())
+    # Seven columns, not nine: backend, iptables and profile share one, pods and namespaces one,
+    # so that at 80 columns the run id and the lab id are shown whole.
+    table = tables.table("run id", "lab", "state", "age", "backend", "up")
     containers = _container_states(runs)
     orphans = 0
     for run in runs:
@@ -171,12 +172,12 @@ def status() -> None:
                 and containers.get(run.run_id) != "running":
             state = "orphaned"  # its node container stopped or was removed
         orphans += state == "orphaned"
-        docker_run = run.backend == "docker"
-        table.add_row(run.run_id, run.lab_id, state, run.backend, run.iptables, run.profile,
-                      _age(run.created), "in node" if docker_run else
-                      f"{alive}/{len(run.processes)}", inside if docker_run else
-                      f"{len(present & set(run.namespaces))}/{len(run.namespaces)}")
-    console.print(table)
+        up = inside if run.backend == "docker" else (
+            f"{alive}/{len(run.processes)} processes, "
+            f"{len(present & set(run.namespaces))}/{len(run.namespaces)} namespaces")
+        table.add_row(run.run_id, run.lab_id, state, _age(run.created),
+                      f"{run.backend} {run.iptables} {run.profile}", up)
+    console.print(tables.keep_whole(table, 0, 1, 2))
     if orphans:
         console.print(f"{orphans} orphaned run(s), left by a crashed process: "
                       "`sudo lab-runner clean` removes them")
@@ -305,11 +306,15 @@ def doctor() -> None:
     from lab_runner.doctor import diagnose
 
     findings = diagnose()
-    table = Table("", "check", "found", "fix", box=None)
+    # The fix goes on a line of its own under what failed: three columns fit 80 with every tool
+    # name and path whole.
+    table = tables.table("", "check", "found")
     for f in findings:
         mark = "[green]ok[/]" if f.ok else "[yellow]--[/]" if f.optional else "[red]FAIL[/]"
-        table.add_row(mark, f.what, f.detail, "" if f.ok else f.fix)
-    console.print(table)
+        table.add_row(mark, f.what, f.detail)
+        if not f.ok and f.fix:
+            table.add_row("", "", f"[bold]fix:[/] {f.fix}")
+    console.print(tables.keep_whole(table, 0, 1, 2))
     failed = [f for f in findings if not f.ok and not f.optional]
     engine = [f for f in findings if f.what.startswith("docker engine")]
     if failed and engine and all(f.ok for f in engine):

@@ -75,6 +75,19 @@ def test_node_hostname_is_its_name_like_minikube_ssh(lab3):
     assert os.uname().nodename != "minikube"  # the machine's own name is untouched
 
 
+def test_counters_without_a_terminal_keep_chain_names_whole(lab3):
+    """Piped, rich assumes 80 columns: the rule text wraps, chain names are never cut."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KPLAB_STATE_DIR", "COLUMNS")}
+    shown = cli("counters", lab3.run.run_id, env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines) and "…" not in shown.stdout
+    chains = {line.split()[0][1:] for line in lab3.save().splitlines()
+              if line.startswith(":KUBE-SEP-") or line.startswith(":KUBE-SVC-")}
+    first_words = {line.split()[0] for line in lines if line.strip()}
+    assert len(chains) == 5 and chains <= first_words, (chains, shown.stdout)
+
+
 def test_node_has_forwarding_and_the_client_only_routes_lab_ranges(lab3):
     assert lab3.exec("node", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
     routes = lab3.exec("client", ["ip", "route"]).stdout
