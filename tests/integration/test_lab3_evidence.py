@@ -313,3 +313,30 @@ def test_probes_and_traces_leave_nothing_behind(lab3):
     # And the app servers are the same processes as at the start, all still alive.
     for pod, pid in lab3.run.pod_pids.items():
         assert Path(f"/proc/{pid}").exists(), f"{pod}'s app server is gone"
+
+
+def test_cli_probe_lists_the_moved_counters_in_the_order_the_packet_met_them(lab3):
+    done = cli(lab3, "probe", "lab-3", "--from", "client", "--to", f"{CLUSTER_IP}:8080/tcp")
+    assert done.returncode == 0, done.stderr
+    listing = done.stdout.split("counters that moved", 1)[1].splitlines()[1:]
+    chains = [line.split()[1] for line in listing if line.strip().startswith("+")]
+    kinds = [c if not c.startswith("KUBE-SEP-") else "KUBE-SEP" for c in chains]
+    # The node's own packets meanwhile (OUTPUT) may show too: the probe's path is in order.
+    path = iter(kinds)
+    assert all(kind in path for kind in [
+        "PREROUTING", "KUBE-SERVICES", SVC_CHAIN, "KUBE-MARK-MASQ", SVC_CHAIN, "KUBE-SEP",
+        "POSTROUTING", "KUBE-POSTROUTING", "KUBE-POSTROUTING"]), done.stdout
+
+
+def test_until_all_from_a_pod_names_the_cluster_cidr_as_the_reason(lab3):
+    """Every pod saw the node's address; the hairpin note alone left the other three unexplained."""
+    assert str(lab3.model.cluster_cidr) == "10.244.0.0/16"
+    done = cli(lab3, "probe", "lab-3", "--from", "dfrdh", "--to", f"{CLUSTER_IP}:8080/tcp",
+               "--http", "--until-all")
+    assert done.returncode == 0, done.stderr
+    pod_lines = [line for line in done.stdout.splitlines() if " saw " in line]
+    assert len(pod_lines) == 4, done.stdout
+    assert all("(masqueraded: the caller is outside the cluster CIDR" in l for l in pod_lines)
+    said = " ".join(done.stdout.split())
+    assert ("every pod caller is masqueraded: 172.17.0.2 is outside the cluster CIDR "
+            "10.244.0.0/16") in said and "--cluster-cidr 172.17.0.0/16 --apply" in said
