@@ -15,4 +15,8 @@ def test_a_new_iptables_rule_is_reported_but_counters_are_not():
     later = save.replace("[3:180]", "[9:540]").replace("Sat", "Sun")
     assert _normalise(save) == _normalise(later)
     changed = later.replace("COMMIT", "-A PREROUTING -j KUBE-SERVICES\nCOMMIT")
-    assert differences({"iptables": _normalise(save)}, {"iptables": _normalise(changed)})
+    [diff] = differences({"iptables": _normalise(save)}, {"iptables": _normalise(changed)})
+    before, after = diff.split("\n")[1:]
+    # The rule is the difference, and the only one: counters and the date were normalised away.
+    assert before == "  before: '*nat\\n:PREROUTING ACCEPT [-]\\nCOMMIT'"
+    assert after == "  after:  '*nat\\n:PREROUTING ACCEPT [-]\\n-A PREROUTING -j KUBE-SERVICES\\nCOMMIT'"

@@ -87,7 +87,14 @@ def test_reading_accepts_what_the_kernel_accepts(ex6):
             "-A KUBE-SEP-TWZJG7ZWZYI5EC7J -j DNAT --to-destination 172.17.0.2\n"
             "-I KUBE-SVC-Q7IJ732UBZY4AJKA 2 -m statistic --mode random --probability 1 "
             "-s 172.17.0.0/16 -j RETURN\nCOMMIT\n")
-    assert open_sandbox("static", ex6, submissions.from_bytes(text.encode(), "ok.rules", ex6))
+    submission = submissions.from_bytes(text.encode(), "ok.rules", ex6)
+    # Applied on the starting state as iptables-restore would: appended after the exercise's
+    # two KUBE-SEP rules, inserted as the service chain's second rule.
+    sep = [r.text for r in submission.ruleset.chain("nat", "KUBE-SEP-TWZJG7ZWZYI5EC7J").rules]
+    assert sep[2:] == text.splitlines()[1:3]
+    svc = submission.ruleset.chain("nat", "KUBE-SVC-Q7IJ732UBZY4AJKA").rules
+    assert svc[1].text == text.splitlines()[3] and svc[1].target == "RETURN"
+    assert open_sandbox("static", ex6, submission).rules_now() is submission.ruleset
 
 
 # -- read(): the file itself ------------------------------------------------------------------
@@ -183,12 +190,28 @@ def confined(text: str, exercise) -> str:
     return str(caught.value)
 
 
-def test_confine_accepts_the_chains_the_exercise_opens(ex1, ex3, ex6):
-    submissions.confine(f"# a comment\n\n*nat\n{RULE}\nCOMMIT\n", "a.rules", ex1)
-    submissions.confine("*nat\n-A KUBE-SVC-Q7IJ732UBZY4AJKA -j KUBE-SEP-X\n-F KUBE-SVC-ABC\n"
-                        "COMMIT\n", "a.rules", ex3)
-    submissions.confine("*nat\n:KUBE-SERVICES - [0:0]\n-I KUBE-SEP-Y 1 -j KUBE-MARK-MASQ\n"
-                        "[3:180] -A KUBE-SVC-Q7IJ732UBZY4AJKA -j RETURN\nCOMMIT\n", "a.rules", ex6)
+@pytest.mark.parametrize("which, accepted, refused_line", [
+    # ex1 opens KUBE-SERVICES: the same rule in a KUBE-SVC chain is refused.
+    ("ex1", f"# a comment\n\n*nat\n{RULE}\nCOMMIT\n",
+     "-A KUBE-SVC-Q7IJ732UBZY4AJKA -j KUBE-SEP-X"),
+    # ex3 opens KUBE-SVC-*: KUBE-SERVICES is not its to write.
+    ("ex3", "*nat\n-A KUBE-SVC-Q7IJ732UBZY4AJKA -j KUBE-SEP-X\n-F KUBE-SVC-ABC\nCOMMIT\n", RULE),
+    # ex6 opens every KUBE- chain (counters in front too), never a built-in one.
+    ("ex6", "*nat\n:KUBE-SERVICES - [0:0]\n-I KUBE-SEP-Y 1 -j KUBE-MARK-MASQ\n"
+            "[3:180] -A KUBE-SVC-Q7IJ732UBZY4AJKA -j RETURN\nCOMMIT\n",
+     "-A PREROUTING -j KUBE-SERVICES"),
+])
+def test_confine_accepts_the_chains_the_exercise_opens_and_no_other(request, which, accepted,
+                                                                    refused_line):
+    exercise = request.getfixturevalue(which)
+    assert submissions.confine(accepted, "a.rules", exercise) is None  # no refusal
+    # The same document with one line more, in a chain the exercise does not open, is refused
+    # at that line: confine looks at every line, not at the first.
+    lines = accepted.splitlines()
+    lines.insert(len(lines) - 1, refused_line)
+    message = confined("\n".join(lines) + "\n", exercise)
+    assert message.startswith(f"answer.rules, line {len(lines) - 1}: ") and \
+        refused_line.split()[1] in message
 
 
 def test_confine_refuses_a_table_the_exercise_does_not_open(ex1):
