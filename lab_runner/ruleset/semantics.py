@@ -117,6 +117,8 @@ class Context(Protocol):
 
     def is_local(self, address: str) -> bool: ...
 
+    def address_type(self, address: str) -> str: ...
+
 
 # -- matches: each returns True, False, or a Fraction (the chance it matches) ------------------
 
@@ -210,12 +212,21 @@ def _conntrack(t: Context, rule: Rule, args, state: State):
     return True
 
 
+# The kernel's address types (libxt_addrtype's names; matched without regard to case).
+ADDRESS_TYPES = frozenset({"UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST",
+                           "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"})
+
+
 def _addrtype(t: Context, rule: Rule, args, state: State):
-    for name, inv, values in _options(args):
-        types = set(",".join(values).upper().split(","))
-        if name not in ("--src-type", "--dst-type") or types != {"LOCAL"}:
-            raise UnsupportedRule(rule, f"-m addrtype {name} {','.join(values)}")
-        hit = t.is_local(state.src if name == "--src-type" else state.dst)
+    """The address's type as the kernel finds it in the node's local routing table (see
+    Context.address_type): LOCAL, BROADCAST, MULTICAST, or UNICAST for any other address."""
+    options = [(name, inv, set(",".join(values).upper().split(",")), values)
+               for name, inv, values in _options(args)]
+    for name, _, types, values in options:
+        if name not in ("--src-type", "--dst-type") or not types <= ADDRESS_TYPES:
+            raise UnsupportedRule(rule, f"-m addrtype {name} {','.join(values)}".rstrip())
+    for name, inv, types, _ in options:
+        hit = t.address_type(state.src if name == "--src-type" else state.dst) in types
         if hit == inv:
             return False
     return True
@@ -278,10 +289,12 @@ MODELLED_OPTIONS: dict[str, frozenset[str]] = {
 }
 
 
-def unsupported(ruleset) -> UnsupportedRule | None:
+def unsupported(ruleset, *, routes: bool = False) -> UnsupportedRule | None:
     """The first rule (in table and chain order) the tracer cannot model, as the error it would
     raise when a packet reached it; None when it can model every rule a built-in chain reaches
-    (a rule in a chain nothing jumps to never meets a packet, in the tracer or the kernel)."""
+    (a rule in a chain nothing jumps to never meets a packet, in the tracer or the kernel).
+    routes=True: the packets traced will carry the node's routes (Packet.routes), which REDIRECT
+    needs for the incoming interface's address; without them REDIRECT is not modelled."""
     for table in ruleset.tables.values():
         reached = _reached(table)
         twice = None  # chains one packet may enter twice, found if an nth rule is met
@@ -289,7 +302,7 @@ def unsupported(ruleset) -> UnsupportedRule | None:
             if chain.name not in reached:
                 continue
             for rule in chain.rules:
-                what = _unsupported_rule(rule, ruleset)
+                what = _unsupported_rule(rule, ruleset, routes)
                 if what is None and nth_rule(rule):
                     twice = _entered_twice(table) if twice is None else twice
                     if chain.name in twice:
@@ -347,7 +360,7 @@ def _reached(table) -> set[str]:
     return reached
 
 
-def _unsupported_rule(rule: Rule, ruleset) -> str | None:
+def _unsupported_rule(rule: Rule, ruleset, routes: bool = False) -> str | None:
     modules = [match.module for match in rule.matches]
     if "statistic" in modules and "recent" in modules[modules.index("statistic"):]:
         return "-m recent after -m statistic in one rule"
@@ -361,7 +374,8 @@ def _unsupported_rule(rule: Rule, ruleset) -> str | None:
             if match.module == "statistic" and name == "--mode" and values[:1] not in (
                     ("random",), ("nth",)):
                 return f"-m statistic --mode {' '.join(values)}"
-            if match.module == "addrtype" and set(",".join(values).upper().split(",")) != {"LOCAL"}:
+            if match.module == "addrtype" and \
+                    not set(",".join(values).upper().split(",")) <= ADDRESS_TYPES:
                 return f"-m addrtype {name} {','.join(values)}"
     name = rule.target
     if name is None or name in ("ACCEPT", "DROP", "REJECT", "RETURN"):
@@ -372,12 +386,20 @@ def _unsupported_rule(rule: Rule, ruleset) -> str | None:
         return "CONNMARK --restore-mark"
     if name in NO_OP_TARGETS:
         return None
-    if name not in TARGETS:
+    if name not in TARGETS and (name != "REDIRECT" or not routes):
         return f"target {name}"
     for option, _, values in _options(rule.target_args):
-        if option in ("--to-destination", "--to-source", "--to") and values and "-" in values[0]:
+        if option in ("--to-destination", "--to-source", "--to", "--to-ports") and values \
+                and "-" in values[0] and not _range_modelled(rule):
             return f"address or port ranges ({values[0]})"
     return None
+
+
+def _range_modelled(rule: Rule) -> bool:
+    """DNAT and REDIRECT ranges are modelled (nf_nat's choice for a new connection is fixed:
+    see dnat_choice); SNAT's, and any range chosen at random (--random, --random-fully), not."""
+    return rule.target in ("DNAT", "REDIRECT") and not {"--random", "--random-fully"} & set(
+        rule.target_args)
 
 
 # -- targets -----------------------------------------------------------------------------------
@@ -433,8 +455,85 @@ def _endpoint(where: tuple[str, int | None]) -> str:
 
 
 def _dnat(rule: Rule, state: State) -> Branch:
-    address, port = _address_port(rule, _target_option(rule, "--to-destination", "--to"), state.dport)
+    text = _target_option(rule, "--to-destination", "--to")
+    if "-" in text and _range_modelled(rule):
+        address, port = dnat_choice(text, state, persistent="--persistent" in rule.target_args)
+    else:
+        address, port = _address_port(rule, text, state.dport)
     assert port is not None
+    return Branch(ONE, replace(state, dst=address, dport=port, dnat=(address, port)), "ACCEPT")
+
+
+def dnat_choice(text: str, state: State, persistent: bool = False) -> tuple[str, int]:
+    """Where nf_nat sends a new connection for `--to-destination A[-B][:P[-Q]]` (get_unique_tuple,
+    Linux 6.x): the address is the first of the range plus reciprocal_scale(jhash2(source,
+    initval = original destination, or 0 with --persistent), range size), so always the same for
+    one caller and Service; the port is kept when it lies in P-Q, else P (a DNAT without
+    --random starts at the range's first port, and a new 5-tuple finds it free)."""
+    address, _, ports = text.partition(":")
+    low, _, high = address.partition("-")
+    if high:
+        first, last = int(ipaddress.IPv4Address(low)), int(ipaddress.IPv4Address(high))
+        size = last - first + 1
+        initval = 0 if persistent else _le32(state.dst)
+        # The hash runs over the whole 16-byte address union (an IPv4 address and 3 zero words).
+        chosen = first + ((jhash2([_le32(state.src), 0, 0, 0], initval) * size) >> 32)
+        low = str(ipaddress.IPv4Address(chosen))
+    if not ports:
+        return low, state.dport
+    lo, _, hi = ports.partition("-")
+    port_lo, port_hi = int(lo), int(hi or lo)
+    return low, state.dport if port_lo <= state.dport <= port_hi else port_lo
+
+
+def _le32(address: str) -> int:
+    """An IPv4 address's four bytes read as the u32 an x86 kernel's jhash2 reads them as."""
+    return int.from_bytes(ipaddress.IPv4Address(address).packed, "little")
+
+
+def _rol(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
+
+
+def jhash2(words: list[int], initval: int) -> int:
+    """The kernel's jhash2(k, length, initval) over u32 words (include/linux/jhash.h)."""
+    m = 0xFFFFFFFF
+    a = b = c = (0xDEADBEEF + (len(words) << 2) + initval) & m
+    k = list(words)
+    while len(k) > 3:
+        a, b, c = (a + k[0]) & m, (b + k[1]) & m, (c + k[2]) & m
+        a = (a - c) & m; a ^= _rol(c, 4); c = (c + b) & m  # noqa: E702 (__jhash_mix)
+        b = (b - a) & m; b ^= _rol(a, 6); a = (a + c) & m  # noqa: E702
+        c = (c - b) & m; c ^= _rol(b, 8); b = (b + a) & m  # noqa: E702
+        a = (a - c) & m; a ^= _rol(c, 16); c = (c + b) & m  # noqa: E702
+        b = (b - a) & m; b ^= _rol(a, 19); a = (a + c) & m  # noqa: E702
+        c = (c - b) & m; c ^= _rol(b, 4); b = (b + a) & m  # noqa: E702
+        k = k[3:]
+    if not k:
+        return c
+    a = (a + k[0]) & m
+    b = (b + (k[1] if len(k) > 1 else 0)) & m
+    c = (c + (k[2] if len(k) > 2 else 0)) & m
+    c ^= b; c = (c - _rol(b, 14)) & m  # noqa: E702 (__jhash_final)
+    a ^= c; a = (a - _rol(c, 11)) & m  # noqa: E702
+    b ^= a; b = (b - _rol(a, 25)) & m  # noqa: E702
+    c ^= b; c = (c - _rol(b, 16)) & m  # noqa: E702
+    a ^= c; a = (a - _rol(c, 4)) & m  # noqa: E702
+    b ^= a; b = (b - _rol(a, 14)) & m  # noqa: E702
+    c ^= b; c = (c - _rol(b, 24)) & m  # noqa: E702
+    return c
+
+
+def redirect(rule: Rule, state: State, address: str | None) -> Branch:
+    """REDIRECT: DNAT to `address` (the primary address of the interface the packet came in
+    by; 127.0.0.1 for the node's own), at --to-ports (a range as dnat_choice reads it) or the
+    port it was sent to. Without an address the kernel drops the packet."""
+    if address is None:
+        return Branch(ONE, state, "DROP")
+    ports = next((values[0] for name, _, values in _options(rule.target_args)
+                  if name == "--to-ports" and values), "")
+    text = f"{address}:{ports}" if ports else address
+    address, port = dnat_choice(text, state)
     return Branch(ONE, replace(state, dst=address, dport=port, dnat=(address, port)), "ACCEPT")
 
 

@@ -18,14 +18,16 @@ from fractions import Fraction
 from lab_runner.ruleset.parse import Rule, Ruleset
 from lab_runner.ruleset.semantics import (MATCHERS, NO_OP_TARGETS, ONE, TARGETS, State, Step,
                                           TraceError, TraceLimit, UnsupportedRule, nth_rule,
-                                          recent_update)
+                                          recent_update, redirect)
 
 __all__ = ["Limits", "Outcome", "Packet", "Step", "Trace", "TraceError", "TraceLimit",
            "UnsupportedRule", "trace"]
 
 MAX_DEPTH = 64
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
-NAT_TARGETS = frozenset({"DNAT", "SNAT", "MASQUERADE"})
+ZERO_NET = ipaddress.ip_network("0.0.0.0/8")
+LIMITED_BROADCAST = ipaddress.ip_address("255.255.255.255")
+NAT_TARGETS = frozenset({"DNAT", "SNAT", "MASQUERADE", "REDIRECT"})
 FATE_FIELDS = ("verdict", "dnat", "masquerade", "snat", "route")
 
 
@@ -215,6 +217,7 @@ class _Tracer:
         self.packet = packet
         self.proto = packet.protocol.lower()
         self.local_nets = [ipaddress.ip_network(a) for a in packet.local_addresses] + [LOOPBACK]
+        self.broadcasts = {LOOPBACK.broadcast_address} | _subnet_broadcasts(packet)
         self.limits = limits
         left = limits.ruleset_seconds - _spent(ruleset)
         self.deadline = time.monotonic() + min(limits.seconds, left)
@@ -224,6 +227,18 @@ class _Tracer:
     def is_local(self, address: str) -> bool:
         ip = ipaddress.ip_address(address)
         return any(ip in net for net in self.local_nets)
+
+    def address_type(self, address: str) -> str:
+        """The type the kernel's local routing table gives the address (inet_addr_type): the
+        zero network and 255.255.255.255 are BROADCAST, 224/4 MULTICAST, the node's own
+        addresses (127/8 too) LOCAL, the broadcast address of each of its subnets shorter than
+        /31 (known from Packet.routes) BROADCAST, and every other address UNICAST."""
+        ip = ipaddress.ip_address(address)
+        if ip in ZERO_NET or ip == LIMITED_BROADCAST or ip in self.broadcasts:
+            return "BROADCAST"
+        if ip.is_multicast:
+            return "MULTICAST"
+        return "LOCAL" if self.is_local(address) else "UNICAST"
 
     def first_hooks(self) -> list[tuple[str, str]]:
         if self.packet.local:
@@ -282,6 +297,22 @@ class _Tracer:
                 steps = ("step", steps, (number, 1 << 30), Step(table, chain, 0, f"policy {policy}"))
             ended.add((state, policy), p, steps)
         return ended
+
+    def redirect(self, rule: Rule, state: State):
+        """REDIRECT's address: 127.0.0.1 for the node's own packets, else the node's first
+        address (Packet.local_addresses order) in a subnet routed by the incoming interface."""
+        if self.packet.local:
+            return redirect(rule, state, "127.0.0.1")
+        inbound = self.packet.in_interface
+        for net, iface in self.packet.routes:
+            network = ipaddress.ip_network(net, strict=False)
+            if iface == inbound and network.prefixlen:
+                for address in self.packet.local_addresses:
+                    if ipaddress.ip_address(address) in network:
+                        return redirect(rule, state, address)
+        if not self.packet.routes:
+            raise UnsupportedRule(rule, "target REDIRECT")  # as unsupported(routes=False) says
+        return redirect(rule, state, None)
 
     def outcome(self, p: Fraction, st: State, verdict: str, route: str, steps) -> Outcome:
         return Outcome(p, verdict, st.dnat, st.masquerade, st.snat, st.mark, route, _path(steps))
@@ -411,6 +442,8 @@ class _Tracer:
                 ended.add((state, name), p, steps)
             return
         handler = TARGETS.get(name)
+        if name == "REDIRECT":
+            handler = self.redirect
         if handler is None:
             raise UnsupportedRule(rule, f"target {name}")
         step = Step(rule.table, rule.chain, key[-1] + 1, rule.text, rule)
@@ -422,6 +455,17 @@ class _Tracer:
                 nxt.add(after, p, steps)
             else:
                 ended.add((after, verdict), p, steps)
+
+
+def _subnet_broadcasts(packet: Packet) -> set:
+    """The broadcast address of each subnet (shorter than /31) the node has an address in."""
+    found = set()
+    for net, _ in packet.routes:
+        network = ipaddress.ip_network(net, strict=False)
+        if 0 < network.prefixlen < 31 and any(ipaddress.ip_address(a) in network
+                                              for a in packet.local_addresses):
+            found.add(network.broadcast_address)
+    return found
 
 
 def _iface(pattern: str, name: str) -> bool:

@@ -210,8 +210,10 @@ def test_policy_drop_and_snat():
 @pytest.mark.parametrize("rule, what", [
     ("-A KUBE-X -m string --string foo --algo bm -j RETURN", "-m string"),
     ("-A KUBE-X -p tcp -j REDIRECT --to-ports 8080", "target REDIRECT"),
-    ("-A KUBE-X -m addrtype --dst-type UNICAST -j RETURN", "-m addrtype --dst-type UNICAST"),
-    ("-A KUBE-X -j DNAT --to-destination 10.0.0.1-10.0.0.5", "ranges"),
+    ("-A KUBE-X -m addrtype --dst-type LOCAL --limit-iface-in -j RETURN",
+     "-m addrtype --limit-iface-in"),
+    ("-A KUBE-X -p tcp -j DNAT --to-destination 10.0.0.1-10.0.0.5:80 --random", "ranges"),
+    ("-A KUBE-X -p tcp -j DNAT --to-destination 10.0.0.1:80-90 --random", "ranges"),
     ("-A KUBE-X -m conntrack --ctorigdst 1.2.3.4 -j RETURN", "-m conntrack --ctorigdst"),
 ])
 def test_unsupported_rules_are_named(rule, what):
@@ -530,3 +532,72 @@ def test_the_output_interface_follows_the_routes_after_dnat():
                      routes=(("0.0.0.0/0", "eth0"), ("172.17.0.0/16", "docker0")))
     masqueraded = {o.dnat: o.masquerade for o in trace(ruleset, packet).outcomes}
     assert masqueraded == {("172.17.0.2", 80): True, None: False}
+
+
+# -- issue 20, item 3: addrtype's types, DNAT ranges, REDIRECT ---------------------------------
+
+NODE_ROUTES = (("0.0.0.0/0", "eth0"), ("192.168.49.0/24", "eth0"), ("172.17.0.0/16", "docker0"))
+
+
+@pytest.mark.parametrize("dst, kind", [
+    ("10.104.5.205", "UNICAST"), ("172.17.0.2", "UNICAST"), ("192.168.49.2", "LOCAL"),
+    ("172.17.0.1", "LOCAL"), ("127.0.0.9", "LOCAL"), ("172.17.255.255", "BROADCAST"),
+    ("192.168.49.255", "BROADCAST"), ("255.255.255.255", "BROADCAST"), ("0.0.0.0", "BROADCAST"),
+    ("224.0.0.1", "MULTICAST"), ("172.17.0.0", "UNICAST"),  # no network-address broadcast (6.x)
+])
+def test_addrtype_gives_each_address_the_kernels_type(dst, kind):
+    rules = [f"-A PREROUTING -m addrtype --dst-type {t} -j MARK --set-mark {i + 1}"
+             for i, t in enumerate(("UNICAST", "LOCAL", "BROADCAST", "MULTICAST"))]
+    ruleset = custom(*rules)
+    packet = Packet("192.168.49.1", dst, "tcp", 1000, 80, in_interface="eth0",
+                    out_interface="eth1", local_addresses=NODE_ADDRESSES, routes=NODE_ROUTES)
+    marks = {o.mark for o in trace(ruleset, packet).outcomes}
+    assert marks == {1 + ("UNICAST", "LOCAL", "BROADCAST", "MULTICAST").index(kind)}
+    assert unsupported(ruleset) is None
+
+
+# (source, original destination, --to-destination, destination port) -> where nf_nat sent it,
+# read from conntrack on this kernel (6.x, unshare -n, OUTPUT DNAT of UDP packets).
+NF_NAT_CHOICES = [
+    ("10.0.0.1", "10.96.0.10", "10.0.0.2-10.0.0.200:53", 53, ("10.0.0.71", 53)),
+    ("10.0.0.7", "10.96.0.10", "10.0.0.2-10.0.0.200:53", 53, ("10.0.0.56", 53)),
+    ("10.0.0.33", "10.96.0.10", "10.0.0.2-10.0.0.200:53", 53, ("10.0.0.75", 53)),
+    ("10.0.0.101", "10.96.0.10", "10.0.0.2-10.0.0.200:53", 53, ("10.0.0.6", 53)),
+    ("10.0.0.1", "10.96.7.99", "10.0.0.5-10.0.0.9:5000-5010", 80, ("10.0.0.8", 5000)),
+    ("10.0.0.1", "10.96.7.99", "10.0.0.5-10.0.0.9:5000-5010", 5005, ("10.0.0.8", 5005)),
+    ("10.0.0.33", "10.96.7.99", "10.0.0.5-10.0.0.9:5000-5010", 80, ("10.0.0.9", 5000)),
+    ("10.0.0.101", "10.96.7.99", "10.0.0.5-10.0.0.9:5000-5010", 5005, ("10.0.0.5", 5005)),
+]
+
+
+@pytest.mark.parametrize("src, dst, to, dport, chosen", NF_NAT_CHOICES)
+def test_dnat_ranges_choose_as_nf_nat_does(src, dst, to, dport, chosen):
+    ruleset = custom(f"-A PREROUTING -p tcp -j DNAT --to-destination {to}")
+    packet = Packet(src, dst, "tcp", 1000, dport, in_interface="eth0", out_interface="eth1")
+    assert unsupported(ruleset) is None
+    assert [o.dnat for o in trace(ruleset, packet).outcomes] == [chosen]
+
+
+def test_persistent_dnat_range_hashes_the_source_alone():
+    ruleset = custom("-A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.5-10.0.0.9:5000 "
+                     "--persistent")
+    chosen = {trace(ruleset, Packet("10.0.0.1", vip, "tcp", 1000, 80, in_interface="eth0",
+                                    out_interface="eth1")).outcomes[0].dnat
+              for vip in ("10.96.7.98", "10.96.0.1", "10.1.2.3")}
+    assert chosen == {("10.0.0.6", 5000)}  # conntrack's answer for 10.0.0.1 -> 10.96.7.98
+
+
+def test_redirect_goes_to_the_incoming_interfaces_address_or_loopback():
+    ruleset = custom("-A PREROUTING -p tcp -j REDIRECT --to-ports 8080",
+                     "-A OUTPUT -p tcp -j REDIRECT")
+    assert unsupported(ruleset) is not None  # not without the node's routes (the intake's call)
+    assert unsupported(ruleset, routes=True) is None
+    common = dict(local_addresses=NODE_ADDRESSES, routes=NODE_ROUTES)
+    pod = Packet("172.17.0.2", VIP, "tcp", 1000, 80, in_interface="docker0", **common)
+    client = Packet("192.168.49.1", VIP, "tcp", 1000, 80, in_interface="eth0", **common)
+    node = Packet("192.168.49.2", VIP, "tcp", 1000, 80, **common)
+    assert [(o.dnat, o.route) for o in trace(ruleset, pod).outcomes] == [(("172.17.0.1", 8080), "local")]
+    assert [o.dnat for o in trace(ruleset, client).outcomes] == [("192.168.49.2", 8080)]
+    assert [o.dnat for o in trace(ruleset, node).outcomes] == [("127.0.0.1", 80)]
+    with pytest.raises(UnsupportedRule, match="target REDIRECT"):
+        trace(ruleset, replace(client, routes=()))
