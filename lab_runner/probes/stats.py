@@ -245,16 +245,18 @@ def simulated_power(n: int, expected_probs: Mapping[str, Probability], alternati
 # share. Static mode knows the exact shares and applies the rule as it stands. Live mode sees N
 # new flows and estimates each share p̂ᵢ = countᵢ / N; it passes when every |p̂ᵢ − pᵢ| ≤ cᵢ.
 # With k endpoints, z_a = Φ⁻¹(1 − α / 2k) (Bonferroni over the k two-sided tests) and
-# z_b = Φ⁻¹(power), σ₀ = √(pᵢ(1 − pᵢ)) at the intended share and σ₁ = the largest √(q(1 − q)) for
-# q = pᵢ ± tolerance (a share on the tolerance's edge), N is the smallest with
+# z_b = Φ⁻¹(power), σ₀ = the largest √(q(1 − q)) for q within `inner` of pᵢ and σ₁ = the largest
+# for q = pᵢ ± tolerance (a share on the tolerance's edge), N is the smallest with
 #
-#     z_a · σ₀ / √N + z_b · σ₁ / √N ≤ tolerance        for every endpoint,
+#     z_a · σ₀ / √N + z_b · σ₁ / √N ≤ tolerance − inner        for every endpoint,
 #
-# and cᵢ = tolerance − z_b · σ₁ / √N. Then an answer whose shares are exactly the intended ones
-# fails with probability ≤ α, and one with some share off by the tolerance or more passes with
-# probability ≤ 1 − power (normal approximation to the binomial; N carries 10 % extra for the
-# approximation's optimism this far in the tail). N grows as 1 / tolerance²: at α = 1e-6, power
-# 0.9999 and four endpoints, 0.5 points needs about 650,000 flows, 2 points about 41,000.
+# and cᵢ = tolerance − z_b · σ₁ / √N. Then an answer whose every share is within `inner` of the
+# intended one (inner = tolerance / 4: every rounding of 1/3 to two or more decimals) fails with
+# probability ≤ α, and one with some share off by the tolerance or more passes with probability
+# ≤ 1 − power (normal approximation to the binomial; N carries 10 % extra for the
+# approximation's optimism this far in the tail). Between the two, static mode passes and live
+# mode may go either way. N grows as 1 / tolerance²: at α = 1e-6, power 0.9999 and four
+# endpoints, 0.5 points needs about 1,200,000 flows, 2.5 points about 48,000.
 
 FLOW_MARGIN = 1.1
 
@@ -272,9 +274,20 @@ def normal_isf(p: float) -> float:
     return (lo + hi) / 2.0
 
 
+INNER = 0.25  # of the tolerance: shares this close to the intended ones pass live with 1 − α
+
+
+def _sigma(shares: list[float]) -> float:
+    """The largest binomial standard deviation √(q(1 − q)) for q in [min, max] of `shares`."""
+    lo, hi = max(0.0, min(shares)), min(1.0, max(shares))
+    q = 0.5 if lo <= 0.5 <= hi else (hi if hi < 0.5 else lo)
+    return math.sqrt(q * (1 - q))
+
+
 def _sigmas(share: float, tolerance: float) -> tuple[float, float]:
+    inner = tolerance * INNER
     edges = [q for q in (share - tolerance, share + tolerance) if 0.0 <= q <= 1.0] or [share]
-    return math.sqrt(share * (1 - share)), max(math.sqrt(q * (1 - q)) for q in edges)
+    return _sigma([share - inner, share + inner]), max(_sigma([q]) for q in edges)
 
 
 def _z(cells: int, alpha: float, power_: float) -> tuple[float, float]:
@@ -287,7 +300,7 @@ def flows_for_tolerance(shares: Mapping[str, Probability], tolerance: float, alp
     if not 0.0 < tolerance < 1.0:
         raise ValueError(f"tolerance is a share in (0, 1), got {tolerance}")
     z_a, z_b = _z(len(shares), alpha, power_)
-    worst = max(((z_a * s0 + z_b * s1) / tolerance) ** 2
+    worst = max(((z_a * s0 + z_b * s1) / (tolerance * (1 - INNER))) ** 2
                 for s0, s1 in (_sigmas(float(p), tolerance) for p in [*shares.values(), 0.0]))
     return math.ceil(worst * FLOW_MARGIN)
 
