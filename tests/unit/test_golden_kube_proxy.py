@@ -1,0 +1,68 @@
+"""The renderer against kube-proxy's own test outputs: evidence that does not come from the kit.
+
+fixtures/golden/kube-proxy/NAME.yaml describes the services of a kube-proxy unit test
+(pkg/proxy/iptables/proxier_test.go); NAME.PROFILE.expected holds that test's expected lines for
+them (each file's header says which test and what was left out). The kit's document for the
+model must hold exactly those chains with exactly those rules, once three differences of the
+test's fake proxier are taken into account: its marks are written 0x4000 (a real kube-proxy
+writes %#08x, 0x00004000), its fake iptables has no --random-fully, and the canary chains and
+the jumps from built-in chains are made outside the restored document.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lab_runner import lab_file
+from lab_runner.ruleset.render import render
+
+CASES = Path(__file__).resolve().parents[2] / "fixtures" / "golden" / "kube-proxy"
+EXPECTED = sorted(CASES.glob("*.expected"))
+# kube-proxy's tests sort these chains' rules by service name (sortIPTablesRules).
+SORTED_CHAINS = {"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES"}
+
+
+def tables(document: str) -> dict[str, dict[str, list[str]]]:
+    """{table: {chain: [rules in order]}}, every declared chain present, comments dropped."""
+    result: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for line in document.splitlines():
+        if line.startswith("*"):
+            current = result.setdefault(line[1:], {})
+        elif line.startswith(":"):
+            current.setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A "):
+            current.setdefault(line.split()[1], []).append(line)
+    return result
+
+
+def as_the_fake_proxier_writes(document: str) -> str:
+    document = document.replace("0x00004000", "0x4000").replace(" --random-fully", "")
+    return "\n".join(line for line in document.splitlines() if "KUBE-PROXY-CANARY" not in line)
+
+
+def comparable(chain: str, rules: list[str]) -> list[str]:
+    return sorted(rules) if chain in SORTED_CHAINS else rules
+
+
+@pytest.mark.parametrize("expected", EXPECTED, ids=[p.name for p in EXPECTED])
+def test_the_kit_writes_what_kube_proxy_s_own_tests_expect(expected):
+    name, profile = re.fullmatch(r"(.+)\.(v1\.\d+)\.expected", expected.name).groups()
+    lab = lab_file.load(CASES / f"{name}.yaml")
+    assert lab.profile == profile
+    ours = tables(as_the_fake_proxier_writes(render(lab, profile, base_jumps=False)))
+    theirs = tables(expected.read_text())
+    for table, chains in theirs.items():
+        mine = {c: r for c, r in ours[table].items()}
+        assert sorted(mine) == sorted(chains), f"{table}: chains differ"
+        for chain, rules in chains.items():
+            assert comparable(chain, mine[chain]) == comparable(chain, rules), f"{table} {chain}"
+
+
+def test_every_kube_proxy_case_has_its_model_and_a_source():
+    assert {p.name.split(".")[0] for p in EXPECTED} == {"overall", "affinity", "basic"}
+    for expected in EXPECTED:
+        assert "proxier_test.go" in expected.read_text().split("*", 1)[0]
