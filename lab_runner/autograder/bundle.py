@@ -1,4 +1,4 @@
-"""The payload every platform's bundle carries (kplab/): the lab without its solutions, wheels, installer."""
+"""kplab/, in every platform's bundle: the lab without its solutions, the kit's wheels, one installer."""
 
 from __future__ import annotations
 
@@ -81,7 +81,9 @@ def load(lab: str, numbers: list[str] | tuple[str, ...]) -> Assignment:
 
 def submission_suffix(ex: exercises.Exercise) -> str:
     """`.ip` for a wiring exercise (lab 1's `ip` commands), else `.rules` (iptables-restore)."""
-    return ".ip" if (ex.directory / "wiring.yaml").is_file() else ".rules"
+    from lab_runner.grading import wiring
+
+    return ".ip" if wiring.applies(ex) else ".rules"
 
 
 def accepted_names(ex: exercises.Exercise, alone: bool) -> list[str]:
