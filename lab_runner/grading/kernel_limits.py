@@ -14,6 +14,7 @@ import ipaddress
 from lab_runner.errors import SubmissionError
 from lab_runner.grading.characters import lines
 from lab_runner.ruleset.parse import split
+from lab_runner.ruleset.semantics import ADDRESS_TYPES
 from lab_runner.ruleset.tokens import read_rule
 
 FILTER_TARGETS = ("DROP", "REJECT")  # the nat table only chooses where a connection goes
@@ -129,12 +130,22 @@ def _problem(table: str | None, parts: dict) -> str | None:
     if table == "nat" and target in FILTER_TARGETS:
         return (f"-j {target} in the nat table: the kernel refuses it (the nat table is not for "
                 "filtering). A Service's rules choose where a connection goes; they never drop it.")
-    for key, _, value in parts["basic"]:
-        if key in ("s", "d") and not all(_is_ipv4_network(v) for v in value.split(",")):
+    addresses = [(key, inverted, value) for key, inverted, value in parts["basic"]
+                 if key in ("s", "d")]
+    for key, _, value in addresses:
+        if not all(_is_ipv4_network(v) for v in value.split(",")):
             return f"{value!r} is not an IPv4 address or network (-{key}); iptables refuses the rule."
+    if any(inv for _, inv, _ in addresses) and any("," in value for _, _, value in addresses):
+        return ("`!` on -s or -d in a rule whose -s or -d lists several addresses: iptables "
+                "refuses it (\"! not allowed with multiple source or destination IP "
+                "addresses\"); write one rule per address.")
     for match in parts["matches"]:
         if match.module == "statistic":
             problem = _statistic_problem(match.args)
+            if problem:
+                return problem
+        if match.module == "addrtype":
+            problem = _addrtype_problem(match.args)
             if problem:
                 return problem
     if target in ("DNAT", "SNAT") and _names_a_port(args):
@@ -165,6 +176,16 @@ def _statistic_problem(args: tuple[str, ...]) -> str | None:
                 "(iptables refuses the rule).")
     if int(packet) >= int(every):
         return f"--packet {packet} must be from 0 to {int(every) - 1} for --every {every}."
+    return None
+
+
+def _addrtype_problem(args: tuple[str, ...]) -> str | None:
+    for option, value in zip(args, args[1:]):
+        if option in ("--src-type", "--dst-type"):
+            unknown = [t for t in value.split(",") if t.upper() not in ADDRESS_TYPES]
+            if unknown:
+                return (f"{option} {value}: {unknown[0]!r} is not an address type iptables knows "
+                        f"({', '.join(sorted(ADDRESS_TYPES))}).")
     return None
 
 

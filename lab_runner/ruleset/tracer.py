@@ -394,8 +394,9 @@ class _Tracer:
         elif key == "p":
             wanted = {"6": "tcp", "17": "udp", "1": "icmp"}.get(value, value.lower())
             hit = wanted in ("all", "0") or wanted == self.proto
-        elif key == "i":
-            hit = _iface(value, "" if self.packet.local else self.packet.in_interface or "")
+        elif key == "i":  # the kernel's POSTROUTING and OUTPUT hooks have no input device
+            hit = _iface(value, "" if self.packet.local or state.hook == "POSTROUTING"
+                         else self.packet.in_interface or "")
         elif key == "o":
             hit = _iface(value, self.out_interface(rule, state))
         else:  # -f: only second and later fragments; a first packet is never one
