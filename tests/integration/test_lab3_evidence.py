@@ -104,13 +104,17 @@ def namespace_pids(lab) -> dict[str, set[int]]:
 
 
 def expected_pids(lab) -> dict[str, set[int]]:
-    """What should run in each namespace of an idle lab: one app server per pod, nothing else."""
-    from lab_runner.backends.netns import pod_ns
+    """What should run in each namespace of an idle lab: one app server per pod, the holder of
+    each node's UTS namespace (its hostname), nothing else."""
+    from lab_runner.backends.netns import node_ns, pod_ns, uts_role
 
     spaces = namespace_pids(lab)
     want = {ns: set() for ns in spaces}
     for pod, pid in lab.run.pod_pids.items():
         want[pod_ns(lab.run.run_id, pod)] = {pid}
+    for node in lab.model.nodes:
+        want[node_ns(lab.run.run_id, node.name)] = {
+            p.pid for p in lab.run.processes if p.role == uts_role(node.name)}
     return want
 
 
