@@ -293,8 +293,9 @@ def unsupported(ruleset, *, routes: bool = False) -> UnsupportedRule | None:
     """The first rule (in table and chain order) the tracer cannot model, as the error it would
     raise when a packet reached it; None when it can model every rule a built-in chain reaches
     (a rule in a chain nothing jumps to never meets a packet, in the tracer or the kernel).
-    routes=True: the packets traced will carry the node's routes (Packet.routes), which REDIRECT
-    needs for the incoming interface's address; without them REDIRECT is not modelled."""
+    routes=True: the packets traced will carry the node's routes (Packet.routes), which `-o`
+    needs for the output interface and REDIRECT for the incoming interface's address; without
+    them neither is modelled (a trace would stop at the rule mid-grade)."""
     for table in ruleset.tables.values():
         reached = _reached(table)
         twice = None  # chains one packet may enter twice, found if an nth rule is met
@@ -361,6 +362,8 @@ def _reached(table) -> set[str]:
 
 
 def _unsupported_rule(rule: Rule, ruleset, routes: bool = False) -> str | None:
+    if not routes and rule.option("o") is not None:  # the interface comes from the routes
+        return f"-o {rule.option('o')[1]} (a match on the output interface)"
     modules = [match.module for match in rule.matches]
     if "statistic" in modules and "recent" in modules[modules.index("statistic"):]:
         return "-m recent after -m statistic in one rule"

@@ -601,3 +601,11 @@ def test_redirect_goes_to_the_incoming_interfaces_address_or_loopback():
     assert [o.dnat for o in trace(ruleset, node).outcomes] == [("127.0.0.1", 80)]
     with pytest.raises(UnsupportedRule, match="target REDIRECT"):
         trace(ruleset, replace(client, routes=()))
+
+
+def test_output_interface_matches_are_refused_unless_the_packets_carry_routes():
+    """Static grading's packets carry no routes yet (issue 20): a rule with -o would stop a
+    trace mid-grade, so the intake refuses it in both modes until they do."""
+    ruleset = custom("-A POSTROUTING -o docker0 -j MASQUERADE")
+    assert "-o docker0 (a match on the output interface)" in str(unsupported(ruleset))
+    assert unsupported(ruleset, routes=True) is None
