@@ -64,5 +64,46 @@ def test_the_kit_writes_what_kube_proxy_s_own_tests_expect(expected):
 
 def test_every_kube_proxy_case_has_its_model_and_a_source():
     assert {p.name.split(".")[0] for p in EXPECTED} == {"overall", "affinity", "basic"}
+    assert "proxier_test.go" in (CASES / "cluster-ip-general.yaml").read_text()
     for expected in EXPECTED:
         assert "proxier_test.go" in expected.read_text().split("*", 1)[0]
+
+
+# TestClusterIPGeneral's packet-flow cases (SCTP left out): source, destination, port, protocol,
+# the endpoints kube-proxy's rules send it to ("" : none) and whether it is masqueraded.
+FLOWS = [
+    ("simple clusterIP", "10.180.0.2", "172.30.0.41", 80, "tcp", "10.180.0.1:80", False),
+    ("hairpin to cluster IP", "10.180.0.1", "172.30.0.41", 80, "tcp", "10.180.0.1:80", True),
+    ("clusterIP with multiple endpoints", "10.180.0.2", "172.30.0.42", 80, "tcp",
+     "10.180.0.1:80, 10.180.2.1:80", False),
+    ("clusterIP with TargetPort", "10.180.0.2", "172.30.0.42", 443, "tcp",
+     "10.180.0.1:8443, 10.180.2.1:8443", False),
+    ("clusterIP with TCP and SCTP on same port (TCP)", "10.180.0.2", "172.30.0.42", 53, "tcp",
+     "10.180.0.1:5353, 10.180.2.1:5353", False),
+    ("TCP-only port does not match UDP traffic", "10.180.0.2", "172.30.0.42", 80, "udp", "", False),
+    ("svc1 does not accept svc2's ports", "10.180.0.2", "172.30.0.41", 443, "tcp", "", False),
+]
+
+
+@pytest.fixture(scope="module")
+def general():
+    from lab_runner.ruleset.parse import parse
+
+    lab = lab_file.load(CASES / "cluster-ip-general.yaml")
+    return parse(render(lab, lab.profile))
+
+
+@pytest.mark.parametrize("name, src, dst, dport, protocol, output, masq", FLOWS,
+                         ids=[f[0] for f in FLOWS])
+def test_packets_go_where_kube_proxy_s_flow_tests_say(general, name, src, dst, dport, protocol,
+                                                      output, masq):
+    from lab_runner.ruleset.tracer import Packet, trace
+
+    packet = Packet(src, dst, protocol, 40000, dport, in_interface="cni0", out_interface="cni0",
+                    local_addresses=("10.180.255.254",))
+    result = trace(general, packet)
+    reached = sorted(f"{ip}:{port}" for ip, port in
+                     (key for key, p in result.dnat_distribution().items() if key and p))
+    assert ", ".join(reached) == output
+    if output:
+        assert {o.masquerade for o in result.outcomes if o.dnat} == {masq}
