@@ -9,15 +9,18 @@ list notices when either side changes.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from lab_runner.errors import SubmissionError
 from lab_runner.grading.submission import as_iptables_restore
 from lab_runner.ruleset.parse import parse
+from tests.strategies.edits import edit_lists, edited, lab3_nat_document
 
 pytestmark = pytest.mark.needs_root
 
@@ -174,3 +177,18 @@ def test_what_iptables_legacy_refuses_the_intake_refuses_too(name, document):
     added), so with --iptables legacy the kit is stricter there, but never more lenient."""
     if _kernel_refuses(document, "iptables-legacy-restore") is not None:
         assert _kit_refuses(document) is not None
+
+
+# -- generated: student-like edits of lab 3's nat table (issue 20) ------------------------------
+
+LAB3 = lab3_nat_document()
+
+
+@settings(max_examples=int(os.environ.get("KPLAB_INTAKE_EXAMPLES", "150")),
+          deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(edit_lists())
+def test_generated_variants_are_refused_by_the_intake_exactly_when_iptables_restore_refuses(edits):
+    document = edited(LAB3, edits).text
+    kernel, kit = _kernel_refuses(document), _kit_refuses(document)
+    assert (kernel is None) == (kit is None), f"kernel: {kernel}\nkit: {kit}\n{edits}"
