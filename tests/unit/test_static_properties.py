@@ -176,7 +176,8 @@ class Enumerator:
                 else:
                     out += [(p * q, s2, v2) for q, s2, v2 in self.chain(table, name, s, i + 1)]
             return out
-        _, after, verdict = TARGETS[target](rule, state)
+        handler = self.t.redirect if target == "REDIRECT" else TARGETS[target]
+        _, after, verdict = handler(rule, state)
         if verdict is None:
             return self.chain(table, name, after, i + 1)
         return [(Fraction(1), after, verdict)]
