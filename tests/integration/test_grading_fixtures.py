@@ -1,9 +1,10 @@
 """Grading end to end, live (real kernel) and static (rule tracer), for every exercise of lab 3.
 
 - Every reference solution scores full marks in both modes.
-- Every wrong answer in fixtures/submissions/lab-3 loses exactly the points in its name
+- Every answer in fixtures/submissions/lab-3 loses exactly the points in its name
   (`exN-mistake.lose-P.rules`) and fails exactly the checks on its first line
-  (`# fails: a, b`), in both modes, with the same score in both.
+  (`# fails: a, b`), in both modes, with the same score in both; `lose-0` answers (with an
+  empty `# fails:`) are right ones written differently, and must score full marks.
 - Together the wrong answers fail every check of every exercise at least once (computed).
 - The bad inputs in fixtures/submissions/bad (and one over the size limit, made here) are
   refused with an error naming the file and, where there is one, the line; they score 0 on

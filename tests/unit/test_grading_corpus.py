@@ -76,3 +76,43 @@ def test_static_grading_is_fast():
     if len(TIMES) < 10:
         pytest.skip("run with the corpus tests")
     assert statistics.median(TIMES) < 0.5 and max(TIMES) < 5, (statistics.median(TIMES), max(TIMES))
+
+
+# The wrong-answer classes of issue 12, each with answers that must lose points in both modes
+# (the test above grades them statically; the integration tests grade them live).
+CLASSES = {
+    "only the client calls": ["lab-3/ex1-only-from-eth0.lose-2", "lab-3/ex3-only-from-eth0.lose-2",
+                              "lab-3/ex4-only-from-eth0.lose-2", "lab-3/ex5-only-from-eth0.lose-4",
+                              "lab-3/ex6-only-from-eth0.lose-2", "lab-3/ex2-outside-from-eth0.lose-3",
+                              "lab-4/ex1-only-from-eth0.lose-2", "lab-2/ex1-prerouting-from-eth0.lose-2"],
+    "marks only on clean packets": ["lab-3/ex2-set-mark.lose-1", "lab-3/ex2-xor-mark.lose-1",
+                                    "lab-3/ex6-set-mark-rewritten.lose-3",
+                                    "lab-3/ex6-xor-mark-rewritten.lose-3",
+                                    "lab-3/ex5-xor-mark-directly.lose-4", "lab-2/ex3-set-mark.lose-1"],
+    "hairpin invisible": ["lab-3/ex2-hairpin-in-one-endpoint.lose-3",
+                          "lab-3/ex4-dnat-inserted-before-hairpin.lose-2",
+                          "lab-3/ex4-chains-rewritten-without-hairpin.lose-3",
+                          "lab-3/ex5-hairpin-in-one-endpoint.lose-2", "lab-3/ex6-sep-without-hairpin.lose-3",
+                          "lab-4/ex1-new-chains-without-hairpin.lose-2"],
+    "rule position": ["lab-3/ex3-inserted-before-masquerade.lose-2",
+                      "lab-3/ex5-masquerade-after-endpoints.lose-4"],
+    "which pod": ["lab-3/ex4-rotated-endpoints.lose-4", "lab-3/ex4-two-swapped.lose-4",
+                  "lab-3/ex5-rotated-endpoints.lose-4"],
+    "which CIDR": ["lab-3/ex5-bridge-cidr.lose-2", "lab-3/ex6-bridge-cidr.lose-2",
+                   "lab-4/ex1-bridge-cidr.lose-3"],
+    "collateral": ["lab-3/ex6-no-nodeports-rule.lose-1", "lab-3/ex5-services-flushed.lose-1",
+                   "lab-3/ex1-chain-declared-flushes-nodeports.lose-1"],
+    "random selection": ["lab-3/ex3-round-robin.lose-4", "lab-3/ex3-one-decimal.lose-4",
+                         "lab-2/ex2-round-robin.lose-4", "lab-4/ex2-round-robin.lose-3"],
+    "right, written differently": ["lab-3/ex3-four-decimals.lose-0", "lab-3/ex1-long-options.lose-0",
+                                   "lab-3/ex2-long-options.lose-0", "lab-3/ex3-extra-return.lose-0",
+                                   "lab-3/ex2-hairpins-reordered.lose-0", "lab-4/ex1-four-decimals.lose-0"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CLASSES))
+def test_each_class_of_the_issue_has_answers(kind):
+    for name in CLASSES[kind]:
+        path = ROOT / "fixtures" / "submissions" / f"{name}.rules"
+        assert path.is_file(), name
+        assert (_declared(path)[1] == 0) == (kind == "right, written differently"), name
