@@ -11,6 +11,7 @@ A submission passes a class when its outcome equals the reference rules' outcome
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -23,6 +24,7 @@ from lab_runner.ruleset.parse import Rule, Ruleset, parse
 MASQ_BIT = 0x4000  # kube-proxy's masquerade mark
 OTHER_BIT = 0x1  # a bit some other component set: marking for masquerading must keep it
 PREMARK = MASQ_BIT | OTHER_BIT  # both: an xor of 0x4000 would clear the first, a set the second
+CLUSTER_CALLER = "cluster-caller"  # inside the cluster CIDR, arriving by eth0: a pod on another node
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,24 @@ NO_ANSWER = Fate(False)
 
 
 def caller_classes(model, target: Target) -> list[PacketClass]:
-    """Every caller the lab has: its outside clients, each pod (which may reach itself) and the
-    node's own processes; then the client again with packets that already carry mark bits."""
-    callers = [c.name for c in model.clients[:1]] + [p.name for p in model.pods] + ["node"]
+    """Every caller the lab has: its outside clients, each pod (which may reach itself), a caller
+    inside the cluster CIDR where the pods are not, the node's own processes; then the client
+    again with packets that already carry mark bits."""
+    inside = [CLUSTER_CALLER] if cluster_caller_ip(model) else []
+    callers = [c.name for c in model.clients[:1]] + [p.name for p in model.pods] + inside + ["node"]
     classes = [PacketClass(c, target) for c in callers]
     return classes + [PacketClass(c, target, PREMARK) for c in callers[:1]]
+
+
+def cluster_caller_ip(model) -> str | None:
+    """An address inside the cluster CIDR that no pod or bridge of the lab holds, for a caller
+    that arrives from the node network (as a pod on another node does); None where the lab's
+    own pods are inside the cluster CIDR (they are such callers already)."""
+    cidr = model.cluster_cidr
+    if not model.clients or any(ipaddress.ip_address(str(p.ip)) in cidr for p in model.pods) or \
+            any(cidr.overlaps(n.bridge_address.network) for n in model.nodes):
+        return None
+    return str(cidr.network_address + 250)
 
 
 # -- static: from the rule tracer -------------------------------------------------------------
@@ -185,7 +200,9 @@ def lost_rules(start: Ruleset, now: Ruleset, concerned: set[str]) -> list[tuple[
 
 def caller_words(sandbox, cls: PacketClass) -> str:
     ip = sandbox.caller_ip(cls.caller)
-    if cls.caller == "node":
+    if cls.caller == CLUSTER_CALLER:
+        who = f"a caller inside the cluster CIDR {sandbox.model.cluster_cidr} ({ip}, as a pod on another node)"
+    elif cls.caller == "node":
         who = f"the node's own processes ({ip})"
     elif sandbox.pod_at(ip) == cls.caller:
         who = f"pod {cls.caller} ({ip})"

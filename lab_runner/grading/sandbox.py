@@ -79,6 +79,8 @@ class Sandbox:
     def caller_ip(self, host: str) -> str:
         if host == "node":  # its connections leave by the default route, from its own address
             return str(self.model.nodes[0].ip)
+        if host == outcomes.CLUSTER_CALLER:
+            return outcomes.cluster_caller_ip(self.model)
         address = self.model.caller_address(host)
         if address is None:
             raise LabError(f"no host {host!r} in {self.model.id}")
@@ -88,6 +90,8 @@ class Sandbox:
         """The node's interface a caller's packets come in by; None for the node's own."""
         if host == "node":
             return None
+        if host == outcomes.CLUSTER_CALLER:
+            return "eth0"
         is_client = any(host in (c.name, "client") for c in self.model.clients)
         return "eth0" if is_client else self.model.nodes[0].bridge
 
@@ -327,6 +331,10 @@ class LiveSandbox(Sandbox):
                 with self._premarked(cls) as counted:
                     reports, moved = self._probe(cls.caller, cls.target)
                 kept = frozenset(k for k, packets in counted.items() if packets)
+            elif cls.caller == outcomes.CLUSTER_CALLER:
+                with self._inside_the_cluster_cidr(cls.target):
+                    reports, moved = self._probe("client", cls.target)
+                kept = frozenset()
             else:
                 self._connections(cls.caller, cls.target)
                 reports, moved = self._reports[(cls.caller, str(cls.target))]
@@ -376,6 +384,30 @@ class LiveSandbox(Sandbox):
         finally:
             for chain, spec in rules:
                 self.lab.exec("node", ["iptables", "-t", "mangle", "-D", chain, *spec])
+
+    @contextlib.contextmanager
+    def _inside_the_cluster_cidr(self, target):
+        """The client, for a while, calls `target` from an address inside the cluster CIDR (as a
+        pod on another node would), and the node routes the answers to that address back to it.
+        Only kit-made namespaces change; the client's own class is probed outside this block."""
+        address = outcomes.cluster_caller_ip(self.model)
+        client = self.caller_ip("client")
+        node = str(self.model.nodes[0].ip)
+        steps = [("client", ["ip", "addr", "add", f"{address}/32", "dev", "eth0"],
+                  ["ip", "addr", "del", f"{address}/32", "dev", "eth0"]),
+                 ("client", ["ip", "route", "add", f"{target.ip}/32", "via", node, "src", address],
+                  ["ip", "route", "del", f"{target.ip}/32"]),
+                 ("node", ["ip", "route", "add", f"{address}/32", "via", client],
+                  ["ip", "route", "del", f"{address}/32"])]
+        done = []
+        try:
+            for host, add, remove in steps:
+                self.lab.exec(host, add, check=True)
+                done.append((host, remove))
+            yield
+        finally:
+            for host, remove in reversed(done):
+                self.lab.exec(host, remove)
 
     def _probe(self, source, target):
         pods = set(self.endpoints(target).values())

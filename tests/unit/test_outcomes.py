@@ -29,8 +29,19 @@ def _sandbox(number: str, name: str, **changes) -> StaticSandbox:
 def test_every_caller_class_of_lab_3():
     model = exercises.find("lab-3", "1").lab
     classes = outcomes.caller_classes(model, SERVICE)
-    assert [c.caller for c in classes] == ["client", *[p.name for p in model.pods], "node", "client"]
+    assert [c.caller for c in classes] == ["client", *[p.name for p in model.pods],
+                                           outcomes.CLUSTER_CALLER, "node", "client"]
     assert classes[-1].premark == outcomes.PREMARK and not any(c.premark for c in classes[:-1])
+    assert outcomes.cluster_caller_ip(model) == "10.244.0.250"
+    # Where the pods are inside the cluster CIDR (exercise 2), they are its callers already.
+    assert outcomes.cluster_caller_ip(exercises.find("lab-3", "2").lab) is None
+
+
+def test_a_caller_inside_the_cluster_cidr_keeps_its_address():
+    sandbox = _sandbox("6", "ex6-masquerade-everyone.lose-2.rules")
+    problem = sandbox.differs(outcomes.PacketClass(outcomes.CLUSTER_CALLER, SERVICE))
+    assert problem.startswith("A connection from a caller inside the cluster CIDR 10.244.0.0/16")
+    assert problem.endswith("it should arrive with the caller's own address as source.")
 
 
 def test_the_reference_outcome_of_a_pod_reaching_itself_is_masqueraded_and_marked():
