@@ -135,6 +135,11 @@ def _problem(table: str | None, parts: dict) -> str | None:
     for key, _, value in addresses:
         if not all(_is_ipv4_network(v) for v in value.split(",")):
             return f"{value!r} is not an IPv4 address or network (-{key}); iptables refuses the rule."
+    for key, inverted, value in addresses:
+        if inverted and "," not in value and ipaddress.IPv4Network(value, strict=False).prefixlen == 0:
+            return (f"! -{key} {value}: `!` on a /0 network (every address) is refused by "
+                    "iptables-restore (nf_tables: \"RULE_APPEND failed (Invalid argument)\"); it "
+                    "would match no packet: delete the rule, or drop the `!` to match all.")
     if any(inv for _, inv, _ in addresses) and any("," in value for _, _, value in addresses):
         return ("`!` on -s or -d in a rule whose -s or -d lists several addresses: iptables "
                 "refuses it (\"! not allowed with multiple source or destination IP "

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import HealthCheck, Phase, example, given, seed, settings
 
 from lab_runner.errors import RestoreFailed, SubmissionError
 from lab_runner.evidence import probing
@@ -37,7 +37,7 @@ from lab_runner.grading.submission import as_iptables_restore
 from lab_runner.lab import LiveLab
 from lab_runner.ruleset.semantics import unsupported
 from lab_runner.ruleset.tracer import TraceLimit
-from tests.strategies.edits import Document, edit_lists, edited, nat_table
+from tests.strategies.edits import Document, NewRule, dnat_to, edit_lists, edited, nat_table
 from tests.strategies.observable import NONE, Callers, cases
 
 pytestmark = pytest.mark.needs_root
@@ -161,10 +161,8 @@ def test_a_kept_variant_does_on_the_kernel_what_it_did(lab, base, case):
         refused = _kernel_refuses(lab, case.text)
         assert (refused is None) == case.loads, refused
         if case.loads:
-            counts = connect_all(lab, list(case.expect), Callers(lab.model).target)
-            problems = {caller: disagreement(want, counts[caller])
-                        for caller, want in case.expect.items()}
-            assert not any(problems.values()), problems
+            measured = measure(lab, case.expect, Callers(lab.model).target)
+            assert not any(problem for problem, _, _ in measured.values()), measured
     finally:
         _kernel_refuses(lab, base.text)
 
@@ -172,9 +170,17 @@ def test_a_kept_variant_does_on_the_kernel_what_it_did(lab, base, case):
 @pytest.mark.slow
 @seed(SEED)
 @settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
-          phases=[Phase.generate, Phase.shrink] if not COLLECT else [Phase.generate],
+          phases=[Phase.explicit, Phase.generate] + ([] if COLLECT else [Phase.shrink]),
           suppress_health_check=list(HealthCheck))
 @given(edits=edit_lists())
+# What issue 20 item 3 added to the tracer, tried every run (rule 8 is the first endpoint's
+# DNAT, rule 16 the Service's rule in KUBE-SERVICES).
+@example(edits=[dnat_to(8, "172.17.0.2-172.17.0.7:80", False)])  # nf_nat's hash per caller
+@example(edits=[dnat_to(8, "172.17.0.2:80-81", False)])  # 8080 is not in 80-81: port 80
+@example(edits=[dnat_to(8, "172.17.0.5:80", True)])  # --to-destination=
+@example(edits=[NewRule(16, "-p tcp -j REDIRECT --to-ports 80")])
+@example(edits=[NewRule(16, "-m addrtype --dst-type UNICAST -j RETURN")])
+@example(edits=[NewRule(16, "-m addrtype ! --dst-type UNICAST -j RETURN")])
 def test_the_kernel_does_what_the_tracer_predicts(lab, base, edits):
     if MINUTES and time.monotonic() - STARTED > MINUTES * 60:
         return  # past the time budget: the remaining examples pass untried
@@ -219,15 +225,25 @@ def _compare(live: LiveLab, node: Callers, ruleset, entry: dict) -> str | None:
         entry.update(status="limit", what=exc.what)
         return None
     entry.update(status="traced", callers={})
-    counts = connect_all(live, list(predicted), node.target)
     first = None
-    for caller, want in predicted.items():
-        problem = disagreement(want, counts[caller])
-        entry["callers"][caller] = {"agree": problem is None, "counts": counts[caller],
-                                    "predicted": {k: str(v) for k, v in want.items()}}
+    for caller, (problem, counts, again) in measure(live, predicted, node.target).items():
+        entry["callers"][caller] = {"agree": problem is None, "counts": counts, "again": again,
+                                    "predicted": {k: str(v) for k, v in predicted[caller].items()}}
         if problem and first is None:
-            first = f"{caller}: {problem}"
+            first = f"{caller}: {problem} (and again: {again})"
     return first
+
+
+def measure(live: LiveLab, predicted: dict[str, dict[str, Fraction]], target: Target) -> dict:
+    """{caller: (disagreement or None, counts, counts measured again or None)}. A disagreement
+    is measured again, once, with new connections: a connection a busy machine lost (2 cores,
+    six callers at once) is not a disagreement; a real one repeats."""
+    counts = connect_all(live, list(predicted), target)
+    doubted = [c for c, want in predicted.items() if disagreement(want, counts[c])]
+    again = connect_all(live, doubted, target) if doubted else {}
+    return {caller: (disagreement(want, again[caller]) if caller in again else None,
+                     counts[caller], again.get(caller))
+            for caller, want in predicted.items()}
 
 
 # -- the closing note's figures ----------------------------------------------------------------------
@@ -242,9 +258,10 @@ def summarize(path: str) -> str:
         status[entry["status"]] = status.get(entry["status"], 0) + 1
         for caller, seen in entry.get("callers", {}).items():
             kind = caller if caller in ("client", "node") else "pod"
-            agreed = callers.setdefault(kind, [0, 0])
+            agreed = callers.setdefault(kind, [0, 0, 0])  # agree, measured, agree when remeasured
             agreed[0] += seen["agree"]
             agreed[1] += 1
+            agreed[2] += bool(seen.get("again")) and seen["agree"]
     loaded = sum(n for s, n in status.items() if s not in ("refused", "intake-differs"))
     unmodelled = status.get("unsupported", 0) + status.get("limit", 0)
     seconds = sum(entry["seconds"] for entry in entries)
@@ -252,7 +269,8 @@ def summarize(path: str) -> str:
              f"unsupported among variants iptables-restore loads: {unmodelled}/{loaded} "
              f"({100 * unmodelled / max(loaded, 1):.1f} %)",
              f"time: {seconds / 60:.1f} min ({seconds / max(len(entries), 1):.1f} s a variant)"]
-    lines += [f"{kind}: {a}/{n} agree" for kind, (a, n) in sorted(callers.items())]
+    lines += [f"{kind}: {a}/{n} agree ({r} of them when measured again)"
+              for kind, (a, n, r) in sorted(callers.items())]
     return "\n".join(lines)
 
 
