@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import click
@@ -11,7 +10,6 @@ from rich.table import Table
 from rich.text import Text
 
 from lab_runner.cli import cli, console
-from lab_runner.errors import LabError
 from lab_runner.grading.batch import DEFAULT_TIMEOUT
 from lab_runner.grading.formats import FORMATS
 
@@ -167,19 +165,7 @@ def _await_assignment(lab: str, which: str) -> tuple[str, str]:
 
 
 def find_exercise(lab: str, which: str):
-    """The exercise `-e` names: its number as `lab-runner exercises` shows it (3, 3v5; 03 is 3)
-    or its directory's name; the error names the numbers there are, not where the kit lives."""
+    """The exercise `-e` names (grading.exercise.find reads the number and words the error)."""
     from lab_runner.grading import exercise as ex_mod
-    from lab_runner.lab_file import load
 
-    every = ex_mod.all_exercises(lab)
-    wanted = which.strip()
-    number = re.fullmatch(r"(?:ex)?0*(\d+)(v\d+)?", wanted, re.IGNORECASE)
-    if number:
-        wanted = number.group(1) + (number.group(2) or "").lower()
-    for ex in every:
-        if wanted in (ex.number, ex.directory.name):
-            return ex
-    numbers = ", ".join(ex.number for ex in every) or "(none)"
-    raise LabError(f"no exercise {which!r} in {load(lab).id}; -e takes one of: {numbers} "
-                   f"(`lab-runner exercises {lab}` lists them)")
+    return ex_mod.find(lab, which)

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from lab_runner import lab_file
-from lab_runner.errors import LabFileError
+from lab_runner.errors import LabError, LabFileError
 from lab_runner.lab import _with_overrides
 from lab_runner.model import Lab
 from lab_runner.ruleset.render import render
@@ -71,15 +71,25 @@ def exercises_dir(lab: str) -> Path:
 
 
 def find(lab: str, which: str | int) -> Exercise:
-    """Exercise N (or its directory name) of a lab; the error lists the exercises there are."""
-    root = exercises_dir(lab)
-    dirs = sorted(p for p in root.glob("ex*") if (p / "exercise.yaml").is_file())
-    for d in dirs:
-        number = re.match(r"ex(\w+?)-", d.name + "-")
-        if str(which) in (d.name, number.group(1) if number else None):
-            return load(d)
-    names = ", ".join(d.name for d in dirs) or "(none)"
-    raise LabFileError(str(root), [f"no exercise {which!r}; the exercises are: {names}"])
+    """The exercise `which` names: its number as `lab-runner exercises` shows it (3, 3v5; `03`,
+    `ex3` and `3V5` read alike) or its directory's name. The error names the lab and the numbers
+    there are (what -e takes), never where the kit is installed."""
+    wanted = str(which).strip()
+    number = re.fullmatch(r"(?:ex)?0*(\d+)(v0*\d+)?", wanted, re.IGNORECASE)
+    if number:
+        variant = number.group(2) or ""
+        wanted = number.group(1) + (f"v{int(variant[1:])}" if variant else "")
+    dirs = sorted(p for p in exercises_dir(lab).glob("ex*") if (p / "exercise.yaml").is_file())
+    # The directory named so first (one file read), then every exercise's own `number:`.
+    likely = [d for d in dirs if d.name == wanted or d.name.startswith(f"ex{wanted}-")]
+    for d in likely + [d for d in dirs if d not in likely]:
+        ex = load(d)
+        if wanted in (ex.number, d.name):
+            return ex
+    every = [load(d) for d in dirs]
+    numbers = ", ".join(ex.number for ex in every) or "(none)"
+    raise LabError(f"no exercise {str(which)!r} in {lab_file.load(lab).id}; -e takes one of: "
+                   f"{numbers} (`lab-runner exercises {lab}` lists them)")
 
 
 def all_exercises(lab: str) -> list[Exercise]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab_runner.errors import LabFileError
+from lab_runner.errors import LabError, LabFileError
 from lab_runner.grading import exercise as exercises
 
 LAB3 = Path(__file__).resolve().parents[2] / "labs" / "lab-3-clusterip"
@@ -107,3 +107,18 @@ def test_every_shipped_tolerance_is_decidable_live():
                 for n in range(2, 7):
                     shares = {str(i): Fraction(1, n) for i in range(n)}
                     assert flows_for_tolerance(shares, ex.tolerance) <= MAX_LIVE_FLOWS, (lab, ex.number)
+
+
+@pytest.mark.parametrize("which,number", [("03", "3"), ("ex3", "3"), ("3V5", "3v5"),
+                                          ("ex3v03", "3v3"), ("ex6-break-fix", "6"), (4, "4")])
+def test_find_reads_a_number_as_exercises_shows_it(which, number):
+    assert exercises.find("lab-3", which).number == number
+
+
+def test_find_names_the_lab_and_the_numbers_e_takes_not_the_install():
+    with pytest.raises(LabError) as caught:
+        exercises.find("lab-3", "9")
+    said = str(caught.value)
+    assert "no exercise '9' in lab-3-clusterip" in said
+    assert "-e takes one of: 1, 2, 3, 3v3, 3v5, 4, 5, 6" in said
+    assert "/" not in said.split("(")[0] and "ex1-matching" not in said, said
