@@ -10,7 +10,7 @@ from lab_runner.evidence.probing import Target
 from lab_runner.model import Lab
 from lab_runner.probes import stats
 from lab_runner.probes.launch import run_agent
-from lab_runner.ruleset import tracer
+from lab_runner.ruleset import semantics, tracer
 from lab_runner.ruleset.counters import Snapshot, delta
 from lab_runner.ruleset.parse import Ruleset
 
@@ -77,18 +77,33 @@ def reference_expected(lab, source: str, target: Target) -> dict[str, Fraction]:
                                  in_interface=inbound)
 
 
-def dnat_counts(before: Snapshot, after: Snapshot) -> tuple[dict[str, int], dict[str, str]]:
-    """Packets each DNAT rule sent, keyed by its --to-destination, and the chain of that rule."""
+def dnat_counts(before: Snapshot, after: Snapshot, dport: int | None = None
+                ) -> tuple[dict[str, int], dict[str, str]]:
+    """Packets each DNAT rule sent, keyed by where it sent them ("ip:port", as the tracer's
+    expected_distribution keys it), and the chain of that rule. The rule is read by the parser,
+    however it is spelled; a DNAT without a port keeps the connection's own, `dport`."""
     counts: dict[str, int] = {}
     chains: dict[str, str] = {}
+    rules = {(r.table, r.chain, r.text): r for r in after.ruleset.rules()}
     for change in delta(before, after).rules:
-        if change.table != "nat" or " -j DNAT " not in f"{change.text} ":
+        rule = rules.get((change.table, change.chain, change.text))
+        if change.table != "nat" or rule is None or rule.target != "DNAT":
             continue
-        words = change.text.split()
-        dest = words[words.index("--to-destination") + 1] if "--to-destination" in words else "?"
+        dest = destination_key(rule, dport)
         counts[dest] = counts.get(dest, 0) + change.change.packets
         chains.setdefault(dest, change.chain)
     return counts, chains
+
+
+def destination_key(rule, dport: int | None) -> str:
+    """A DNAT rule's destination as the tracer names it: "ip:port", the connection's own port
+    where the rule gives none (without `dport`, the address alone)."""
+    try:
+        address, port = semantics.dnat_destination(rule)
+    except semantics.UnsupportedRule:  # a range the tracer does not model: the rule's words
+        return " ".join(rule.target_args)
+    port = port if port is not None else dport
+    return address if port is None else f"{address}:{port}"
 
 
 def host_ip(lab, host: str) -> str:
@@ -122,7 +137,7 @@ def sample(lab, target: Target, flows: int, *, source: str = "client",
     before = Snapshot.parse(lab.save())
     sent = run_agent(lab.runner, lab.place(source), "burst", dst=target.ip, dport=target.port,
                      flows=flows, proto=target.proto, sport_base=sport_base, wait=120)
-    counts, chains = dnat_counts(before, Snapshot.parse(lab.save()))
+    counts, chains = dnat_counts(before, Snapshot.parse(lab.save()), target.port)
     forget_unfinished_flows(lab, caller, target)  # the half-open flows would linger for minutes
     missing = int(sent["sent"]) - sum(counts.values())
     if missing > 0:

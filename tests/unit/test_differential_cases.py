@@ -1,7 +1,7 @@
 """Issue 20's differential regression cases, checked without root: each kept variant of lab 3's
 nat table (fixtures/differential/) is refused by the intake exactly when iptables-restore refused
 it, and the tracer predicts what the kernel did from every caller (exact shares). Also the known
-gaps outside the tracer, as strict xfails that flip when they are mended (issue 20, items 1, 6).
+gaps outside the tracer, as strict xfails that flip when they are mended (issue 20, item 1; item 6 is mended).
 """
 
 from __future__ import annotations
@@ -66,10 +66,6 @@ def test_static_sandbox_reports_an_unmasqueraded_hairpin_as_unanswered():
     assert not any(o.answered for o in hairpins), hairpins
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 item 6: evidence/sampling.dnat_counts keys a "
-                   "DNAT without a port by its --to-destination text (172.17.0.2) where the "
-                   "tracer's expected_distribution says 172.17.0.2:8080, so the live spread "
-                   "test fails at p = 0 although the kernel did what the tracer said")
 def test_live_sampler_keys_a_dnat_without_port_as_the_tracer_does():
     from lab_runner.evidence import sampling
     from lab_runner.ruleset.counters import Snapshot
@@ -79,8 +75,8 @@ def test_live_sampler_keys_a_dnat_without_port_as_the_tracer_does():
              "[{n}:0] -A PREROUTING -d 10.104.5.205/32 -p tcp -m tcp --dport 8080 -j KUBE-SVC-X\n"
              "[{n}:0] -A KUBE-SVC-X -p tcp -j DNAT --to-destination 172.17.0.2\nCOMMIT\n")
     before, after = (Snapshot.parse(rules.format(n=n)) for n in (0, 5))
-    counted, _ = sampling.dnat_counts(before, after)
     target = sampling.service_target(LAB3, "stateful-apps/my-app:http-svc")
+    counted, _ = sampling.dnat_counts(before, after, target.port)
     expected = sampling.expected_distribution(parse(rules.format(n=0)), LAB3, "192.168.49.1",
                                               target)
     assert expected == {"172.17.0.2:8080": Fraction(1)}
