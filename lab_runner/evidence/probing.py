@@ -141,6 +141,15 @@ def moved(counters: Delta | None, table: str = "nat") -> list[tuple[int, str, in
             if r.table == table and r.change.packets]
 
 
+def with_rules(moved: list[tuple[int, str, int, str]], ruleset) -> list[tuple[tuple, object]]:
+    """Each moved counter (packets, chain, number, text) with its rule as the parser read it from
+    `ruleset` (the node's table as iptables-save printed it), so that what a rule does is read
+    from its parts (target, target_args), never from its text."""
+    by_text = {(r.chain, r.text): r for r in ruleset.rules()}
+    return [(entry, by_text[(entry[1], entry[3])]) for entry in moved
+            if (entry[1], entry[3]) in by_text]
+
+
 def connections(lab, source: str, target: Target, *, count: int, until_pods=(),
                 kind: str | None = None, counters: bool = True, budget: float | None = None,
                 timeout: float = 1.0) -> tuple[list[ProbeReport], Delta | None]:

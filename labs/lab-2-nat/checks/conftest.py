@@ -38,6 +38,7 @@ from lab_runner.grading.outcomes import round_robin_rules
 from lab_runner.grading.sandbox import Undecidable
 from lab_runner.probes import stats
 from lab_runner.ruleset import tracer
+from lab_runner.ruleset.parse import parse
 
 VIP = Target("10.96.0.200", 80, "tcp")  # the exercises' virtual IP (the walkthrough uses .100)
 ENTRY = "node-a"  # the node the client (and every caller graded here) sends its traffic to
@@ -45,6 +46,7 @@ PROBE_TIMEOUT = 1.0
 PROBE_LIMIT = 40  # connections spent looking for every pod before giving up
 PROBE_ROUND = 8  # of them at once
 LOST_TOLERANCE = 0.01  # live: share of sampled connections that may go uncounted
+SOURCE_NAT = ("MASQUERADE", "SNAT")  # targets that rewrite a connection's source
 
 
 @dataclass(frozen=True)
@@ -267,14 +269,15 @@ def masqueraded(sandbox, source: str, target: Target) -> list[str | None]:
     if sandbox.mode == "static":
         out = []
         for outcome in _outcomes(sandbox, source, target):
-            step = next((s for s in outcome.path if s.table == "nat" and
-                         (" -j MASQUERADE" in s.text or " -j SNAT" in s.text)), None)
+            step = next((s for s in outcome.path if s.table == "nat" and s.rule is not None
+                         and s.rule.target in SOURCE_NAT), None)
             out.append(f"{step.chain}: {step.text}" if step else None)
         return out
     report = probing.probe(sandbox.lab, source, target, "syn", capture=False, counters=True,
                            timeout=PROBE_TIMEOUT)
-    for _, chain, _, text in probing.moved_rules(report):
-        if " -j MASQUERADE" in f"{text} " or " -j SNAT " in f"{text} ":
+    nat = parse(sandbox.lab.save(table="nat"), "<node-a's nat table>", check=False)
+    for (_, chain, _, text), rule in probing.with_rules(probing.moved_rules(report), nat):
+        if rule.target in SOURCE_NAT:
             return [f"{chain}: {text}"]
     return [None]
 

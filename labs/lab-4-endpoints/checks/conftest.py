@@ -91,11 +91,15 @@ def _live_flows(sandbox) -> Flows:
     after = Snapshot.parse(lab.save())
     sampling.forget_unfinished_flows(lab, caller, SERVICE)
     counts: dict[tuple[str | None, str], int] = {}
+    rules = {(r.table, r.chain, r.text): r for r in after.ruleset.rules()}
     for change in delta(before, after).rules:
-        words = change.text.split()
-        if change.table != "nat" or "DNAT" not in words or not change.change.packets:
+        rule = rules.get((change.table, change.chain, change.text))
+        if change.table != "nat" or rule is None or rule.target != "DNAT" or \
+                not change.change.packets:
             continue
-        dest = words[words.index("--to-destination") + 1] if "--to-destination" in words else "?"
+        # Where the rule sends, read by the parser (semantics.dnat_destination), keyed as the
+        # tracer keys it: "ip:port", a DNAT without a port keeping the Service's.
+        dest = sampling.destination_key(rule, SERVICE.port)
         counts[(change.chain, dest)] = counts.get((change.chain, dest), 0) + change.change.packets
     total = int(sent["sent"])
     missing = total - sum(counts.values())
