@@ -16,6 +16,7 @@ import shlex
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
+from lab_runner.errors import LabError
 from lab_runner.evidence.probing import Target
 from lab_runner.ruleset import tracer
 from lab_runner.ruleset.compare import normalize
@@ -52,6 +53,9 @@ class Outcome:
 
     fates: frozenset[Fate]
     bits_kept: frozenset[bool] = frozenset()  # premarked classes: the other bits left, per fate
+    # premarked classes: whether it left with bits it neither came with nor is 0x4000, per fate
+    # (`--set-mark 0xffffffff` keeps every bit it came with, and adds all the others)
+    bits_added: frozenset[bool] = frozenset()
 
 
 NO_ANSWER = Fate(False)
@@ -87,17 +91,20 @@ def traced(sandbox, ruleset: Ruleset, cls: PacketClass) -> Outcome:
                            protocol=cls.target.proto, sport=40000, dport=cls.target.port,
                            in_interface=sandbox.inbound(cls.caller), mark=cls.premark,
                            local_addresses=(str(node.ip), str(node.bridge_address.ip), "127.0.0.1"))
-    fates, kept = set(), set()
+    fates, kept, added = set(), set(), set()
     for o in tracer.trace(ruleset, packet).outcomes:
         if o.probability == 0:
             continue
-        fates.add(_fate(sandbox, cls, o))
+        fates.add(fate(sandbox, cls, o))
         if cls.premark and o.verdict == "ACCEPT":
             kept.add(o.mark & cls.premark & ~MASQ_BIT == cls.premark & ~MASQ_BIT)
-    return Outcome(frozenset(fates), frozenset(kept))
+            added.add(bool(o.mark & ~(cls.premark | MASQ_BIT) & 0xFFFFFFFF))
+    return Outcome(frozenset(fates), frozenset(kept), frozenset(added))
 
 
-def _fate(sandbox, cls: PacketClass, o: tracer.Outcome) -> Fate:
+def fate(sandbox, cls: PacketClass, o: tracer.Outcome) -> Fate:
+    """What the caller of `cls` meets on one traced outcome, as the kernel makes it: a pod DNATed
+    back to itself with its own address as source drops the packet (never answered)."""
     if o.verdict != "ACCEPT":
         return NO_ANSWER
     ip, port = o.dnat or (cls.target.ip, cls.target.port)
@@ -105,11 +112,15 @@ def _fate(sandbox, cls: PacketClass, o: tracer.Outcome) -> Fate:
     caller = sandbox.caller_ip(cls.caller)
     saw = str(sandbox.model.nodes[0].bridge_address.ip) if o.masquerade else \
         (o.snat[0] if o.snat else caller)
-    if pod is None or (pod == cls.caller and saw == caller):
-        # A pod that gets its own packet back with its own address as source drops it (a
-        # martian source): the connection is never answered.
+    if pod is None or unmasqueraded_hairpin(sandbox, cls.caller, pod, saw):
         return NO_ANSWER
     return Fate(True, pod, saw, _marked_in_endpoint_chain(o) if pod == cls.caller else None)
+
+
+def unmasqueraded_hairpin(sandbox, caller: str, pod: str | None, saw_src: str | None) -> bool:
+    """A pod that gets its own connection back with its own address as source: it drops the
+    packet (a martian, its own address arriving from outside), so the connection times out."""
+    return pod is not None and pod == caller and saw_src == sandbox.caller_ip(caller)
 
 
 def _marked_in_endpoint_chain(o: tracer.Outcome) -> bool:
@@ -118,13 +129,23 @@ def _marked_in_endpoint_chain(o: tracer.Outcome) -> bool:
     dnat = next((i for i, s in enumerate(steps) if s.rule.target == "DNAT"), None)
     if dnat is None:
         return False
-    return any(s.chain == steps[dnat].chain and marks(s.rule.target, s.rule.target_args)
-               for s in steps[:dnat])
+    return any(s.chain == steps[dnat].chain and marks(s.rule) for s in steps[:dnat])
 
 
-def marks(target: str | None, args) -> bool:
-    """A rule that marks for masquerading: a jump to KUBE-MARK-MASQ or a MARK of 0x4000."""
-    return target == "KUBE-MARK-MASQ" or (target == "MARK" and any("4000" in a for a in args))
+def marks(rule: Rule) -> bool:
+    """A rule that marks for masquerading: a jump to KUBE-MARK-MASQ, or a MARK that sets the bit
+    0x4000 however it is spelled (--or-mark 0x4000, --set-xmark 16384/16384, --set-mark …)."""
+    return rule.target == "KUBE-MARK-MASQ" or mark_bits(rule) is not None and \
+        bool(mark_bits(rule)[0] & MASQ_BIT)
+
+
+def mark_bits(rule: Rule) -> tuple[int, int] | None:
+    """(value, mask) a MARK rule leaves (the mark becomes mark & ~mask ^ value), read by the
+    parser as compare.normalize reads it; None for any other rule, or one it cannot read."""
+    if rule.target != "MARK":
+        return None
+    bits = normalize(rule, comments=False)[2][2]
+    return bits if len(bits) == 2 and all(isinstance(b, int) for b in bits) else None
 
 
 # -- round robin ----------------------------------------------------------------------------------
@@ -151,10 +172,17 @@ def as_random(ruleset: Ruleset) -> Ruleset:
     return parse("\n".join(lines) + "\n", ruleset.source, check=False)
 
 
-def _random_spec(rule: Rule) -> list[str]:
+def spec_words(rule: Rule) -> list[str]:
+    """The rule's words after its command and chain (and -I's position): what it matches and
+    does, whether it was written -A, --append, -I CHAIN N or read back from the node."""
     words = list(rule.tokens[2:])
     if rule.tokens[0] in ("-I", "--insert") and words and words[0].isdigit():
         words = words[1:]
+    return words
+
+
+def _random_spec(rule: Rule) -> list[str]:
+    words = spec_words(rule)
     if "nth" not in words:
         return words
     out, i = [], 0
@@ -175,9 +203,11 @@ def _random_spec(rule: Rule) -> list[str]:
 
 # -- collateral --------------------------------------------------------------------------------
 
-def lost_rules(start: Ruleset, now: Ruleset, concerned: set[str]) -> list[tuple[str, int, Rule]]:
+def lost_rules(start: Ruleset, now: Ruleset, concerned) -> list[tuple[str, int, Rule]]:
     """(chain, number in the starting state, rule) of each starting rule the task did not concern
-    that is gone from its chain or out of order there; extra rules in between are fine."""
+    that is gone from its chain or out of order there; extra rules in between are fine.
+    concerned: rule lines (as exercise.concerned has them), compared by meaning, not text."""
+    skip = _meanings(concerned, start)
     lost = []
     for table in start.tables.values():
         for chain in table.chains.values():
@@ -185,15 +215,31 @@ def lost_rules(start: Ruleset, now: Ruleset, concerned: set[str]) -> list[tuple[
                     if now.has_chain(table.name, chain.name) else [])
             at = 0
             for number, rule in enumerate(chain.rules, 1):
-                if rule.text in concerned:
-                    continue
                 key = normalize(rule, comments=False)
+                if (table.name, chain.name, key) in skip:
+                    continue
                 found = next((i for i in range(at, len(have)) if have[i] == key), None)
                 if found is None:
                     lost.append((chain.name, number, rule))
                 else:
                     at = found + 1
     return lost
+
+
+def _meanings(lines, like: Ruleset) -> set[tuple[str, str, tuple]]:
+    """(table, chain, compare.normalize) of each rule line, read among the chains of `like`
+    (a line that is no rule of any of its tables is left out)."""
+    out = set()
+    rules = [line for line in lines if line.lstrip().startswith("-")]
+    for table in like.tables.values():
+        declared = "".join(f":{c.name} {c.policy or '-'} [0:0]\n" for c in table.chains.values())
+        for line in rules:
+            try:
+                read = parse(f"*{table.name}\n{declared}{line}\nCOMMIT\n", "<concerned>")
+            except LabError:
+                continue
+            out |= {(table.name, r.chain, normalize(r, comments=False)) for r in read.rules()}
+    return out
 
 
 # -- words ---------------------------------------------------------------------------------------
@@ -232,8 +278,8 @@ def judged(cls: PacketClass, outcome: Outcome) -> Outcome:
     """The outcome as compared: which pod answered counts only where it is the caller itself
     (a pod reaching itself). Which pods get how many connections is the spread checks' work; a
     live grader sees a rarely chosen pod no sooner than the spread check would."""
-    return Outcome(frozenset(f if f.pod == cls.caller else replace(f, pod="") for f in outcome.fates),
-                   outcome.bits_kept)
+    return replace(outcome, fates=frozenset(f if f.pod == cls.caller else replace(f, pod="")
+                                            for f in outcome.fates))
 
 
 def difference(sandbox, cls: PacketClass, want: Outcome, got: Outcome) -> str | None:
@@ -277,4 +323,8 @@ def difference(sandbox, cls: PacketClass, want: Outcome, got: Outcome) -> str | 
         return (f"A connection from {who} to {via} left the node's rules without the mark bit "
                 f"{bits:#x} it came with. Marking a packet for masquerading should keep its other "
                 "mark bits.")
+    if got.bits_added != want.bits_added:
+        return (f"A connection from {who} to {via} left the node's rules with mark bits it did "
+                f"not come with (other than {MASQ_BIT:#x}). Marking a packet for masquerading "
+                f"should add the bit {MASQ_BIT:#x} alone and keep the others as they were.")
     return None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from lab_runner.endpoints import endpoints_for
@@ -21,8 +22,9 @@ from lab_runner.grading.exercise import Exercise
 from lab_runner.grading.submission import Submission
 from lab_runner.model import Lab
 from lab_runner.probes import stats
-from lab_runner.ruleset import tracer
-from lab_runner.ruleset.parse import parse
+from lab_runner.ruleset import semantics, tracer
+from lab_runner.ruleset.compare import normalize
+from lab_runner.ruleset.parse import Rule, parse
 from lab_runner.ruleset.render import render
 
 MISS_RATE = 1e-6  # chance that probing misses a reachable endpoint of a correct answer
@@ -46,6 +48,29 @@ class Observation:
     masqueraded: bool | None
     probability: Fraction | None = None  # static only: how likely this fate is
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A nat rule a new connection's first packet matched: its chain and the rule as the parser
+    reads it. Hits are equal when their rules mean the same (compare.normalize), so a rule written
+    `--append … --jump MARK --set-xmark 0x4000/0x4000` is the one the node reads back."""
+
+    chain: str
+    key: tuple = field(repr=False)
+    rule: Rule = field(compare=False, hash=False)
+
+    @classmethod
+    def of(cls, rule: Rule) -> "Hit":
+        return cls(rule.chain, normalize(rule, comments=False), rule)
+
+    @property
+    def target(self) -> str | None:
+        return self.rule.target
+
+    @property
+    def target_args(self) -> tuple[str, ...]:
+        return tuple(self.rule.target_args)
 
 
 @dataclass(frozen=True)
@@ -130,7 +155,7 @@ class Sandbox:
         `focus(cls, fate)` keeps the fates a check is about."""
         want, got = self.reference_outcome(cls), self.outcome(cls)
         if focus is not None:
-            want, got = (outcomes.Outcome(frozenset(f for f in o.fates if focus(cls, f)), o.bits_kept)
+            want, got = (replace(o, fates=frozenset(f for f in o.fates if focus(cls, f)))
                          for o in (want, got))
         return outcomes.difference(self, cls, want, got)
 
@@ -173,9 +198,9 @@ class Sandbox:
     def spread(self, source: str, target: Target) -> Spread:
         raise NotImplementedError
 
-    def rules_hit(self, source: str, target: Target) -> set[tuple[str, str]]:
-        """(chain, rule spec) of every nat rule a new connection's first packet matched, on any
-        of its branches (live: counted over connect()'s connections)."""
+    def rules_hit(self, source: str, target: Target) -> set[Hit]:
+        """Every nat rule a new connection's first packet matched, on any of its branches (live:
+        counted over connect()'s connections), as parsed rules (Hit)."""
         raise NotImplementedError
 
     def reply_sources(self, source: str, target: Target) -> list[str | None]:
@@ -202,7 +227,7 @@ class Sandbox:
         """
         raise NotImplementedError
 
-    def observe(self, source: str, target: Target) -> tuple[list[Observation], set[tuple[str, str]]]:
+    def observe(self, source: str, target: Target) -> tuple[list[Observation], set[Hit]]:
         """connect() and rules_hit() of the same connections."""
         return self.connect(source, target), self.rules_hit(source, target)
 
@@ -232,20 +257,25 @@ class StaticSandbox(Sandbox):
 
     def connect(self, source, target):
         caller = self.caller_ip(source)
-        bridge = str(self.model.nodes[0].bridge_address.ip)
+        cls = outcomes.PacketClass(source, target)
         observations = []
         for outcome in self._trace(source, target).outcomes:
             if outcome.probability == 0:
                 continue
             ip, port = outcome.dnat if outcome.dnat else (target.ip, target.port)
-            pod = self.pod_serves(ip, port, target.proto) if outcome.verdict == "ACCEPT" else None
-            masq = outcome.masquerade
+            fate = outcomes.fate(self, cls, outcome)  # as the kernel makes it (live's answer)
+            detail = _static_fate(outcome, ip, port, target)
+            if not fate.answered and outcome.verdict == "ACCEPT" and self.pod_serves(
+                    ip, port, target.proto) == source:
+                detail = (f"sent back to {source} itself with its own address as source, which "
+                          "it drops as a packet from its own address arriving from outside; "
+                          "the connection times out")
             observations.append(Observation(
-                answered=pod is not None, pod=pod,
+                answered=fate.answered, pod=fate.pod or None,
                 dnat=f"{ip}:{port}" if outcome.dnat else None,
-                saw_src=(bridge if masq else caller) if pod else None,
-                masqueraded=masq if pod else None, probability=outcome.probability,
-                detail=_static_fate(outcome, ip, port, target)))
+                saw_src=fate.saw_src or None,
+                masqueraded=(fate.saw_src != caller) if fate.answered else None,
+                probability=outcome.probability, detail=detail))
         return observations
 
     def spread(self, source, target):
@@ -275,7 +305,7 @@ class StaticSandbox(Sandbox):
         lines = []
         for name in chains:
             lines.append(f"-N {name}")
-            lines += [r.text if r.text.startswith("-A ") else f"-A {name} {_spec(r.text)}"
+            lines += [shlex.join(["-A", name, *outcomes.spec_words(r)])
                       for r in ruleset.chain(table, name).rules]
         return lines
 
@@ -327,10 +357,14 @@ class LiveSandbox(Sandbox):
         """Measured: the distinct fates of new connections from the class's caller until each
         endpoint's pod answered; for a class with mark bits, the bits counted as they leave."""
         if cls not in self._outcomes:
+            added = frozenset()
             if cls.premark:
                 with self._premarked(cls) as counted:
                     reports, moved = self._probe(cls.caller, cls.target)
-                kept = frozenset(k for k, packets in counted.items() if packets)
+                kept = frozenset(k for (what, k), packets in counted.items()
+                                 if what == "kept" and packets)
+                added = frozenset(k for (what, k), packets in counted.items()
+                                  if what == "added" and packets)
             elif cls.caller == outcomes.CLUSTER_CALLER:
                 with self._inside_the_cluster_cidr(cls.target):
                     reports, moved = self._probe("client", cls.target)
@@ -339,48 +373,65 @@ class LiveSandbox(Sandbox):
                 self._connections(cls.caller, cls.target)
                 reports, moved = self._reports[(cls.caller, str(cls.target))]
                 kept = frozenset()
-            fates = frozenset(self._fate(cls, r, moved) for r in reports)
-            self._outcomes[cls] = outcomes.Outcome(fates, kept)
+            rules = self._moved_rules(moved) if any(r.pod == cls.caller for r in reports) else []
+            fates = frozenset(self._fate(cls, r, rules) for r in reports)
+            self._outcomes[cls] = outcomes.Outcome(fates, kept, added)
         return self._outcomes[cls]
 
-    def _fate(self, cls, report, moved) -> outcomes.Fate:
+    def _fate(self, cls, report, rules) -> outcomes.Fate:
+        """rules: _moved_rules() of the class's connections."""
         view = report.pod_view
         if not report.answered or view is None:
             return outcomes.NO_ANSWER
         hairpin = None
         if view.pod == cls.caller:  # did its endpoint's chain mark it (counters of its rules)?
-            mine = f"--to-destination {view.dst}:"
-            chains = {(c, n) for _, c, n, text in moved if mine in text}
-            hairpin = any(c == chain and m < n and outcomes.marks(*_target_of(text))
-                          for _, c, m, text in moved for chain, n in chains)
+            chains = {(c, n) for (_, c, n, _), rule in rules
+                      if rule.target == "DNAT" and _dnat_address(rule) == view.dst}
+            hairpin = any(c == chain and m < n and outcomes.marks(rule)
+                          for (_, c, m, _), rule in rules for chain, n in chains)
         return outcomes.Fate(True, view.pod, view.src, hairpin)
+
+    def _moved_rules(self, moved) -> list[tuple[tuple, Rule]]:
+        """Each moved counter (packets, chain, number, text) with its rule as the parser reads
+        it (from the node's nat table as iptables-save prints it)."""
+        if not moved:
+            return []
+        return probing.with_rules(moved, parse(self.lab.save(table="nat"),
+                                               "<the node's nat table>", check=False))
 
     @contextlib.contextmanager
     def _premarked(self, cls):
         """Kit rules in the node's mangle table (never writable by a submission): the class's
         packets get cls.premark before the nat table sees them (a mark does not cross a veth),
-        and are counted as they leave, with and without the other bits. Yields {kept: count}."""
+        and are counted as they leave: with and without the other bits, with and without bits
+        they neither came with nor are 0x4000. Yields {("kept" | "added", bool): count}."""
         tag = "kplab-premark"
         ip = self.caller_ip(cls.caller)
         bits = cls.premark & ~outcomes.MASQ_BIT
         hook = "OUTPUT" if cls.caller == "node" else "PREROUTING"
         rules = [(hook, ["-s", ip, "-d", cls.target.ip, "-p", cls.target.proto, "--dport",
                          str(cls.target.port), "-j", "MARK", "--or-mark", hex(cls.premark)])]
-        for kept in (True, False):
+        others = ~(cls.premark | outcomes.MASQ_BIT) & 0xFFFFFFFF
+        counters = {("kept", True): ([], f"{bits:#x}/{bits:#x}"),
+                    ("kept", False): (["!"], f"{bits:#x}/{bits:#x}"),
+                    ("added", False): ([], f"0x0/{others:#x}"),
+                    ("added", True): (["!"], f"0x0/{others:#x}")}
+        for (what, value), (negate, mark) in counters.items():
             rules.append(("POSTROUTING", ["-s", ip, "-m", "conntrack", "--ctstate", "NEW", "-m",
-                                          "mark", *([] if kept else ["!"]), "--mark",
-                                          f"{bits:#x}/{bits:#x}", "-m", "comment", "--comment",
-                                          f"{tag}-{'kept' if kept else 'lost'}"]))
+                                          "mark", *negate, "--mark", mark, "-m", "comment",
+                                          "--comment", f"{tag}-{what}-{value}".lower()]))
         for chain, spec in rules:
             self.lab.exec("node", ["iptables", "-t", "mangle", "-A", chain, *spec], check=True)
-        counted: dict[bool, int] = {}
+        counted: dict[tuple[str, bool], int] = {}
         try:
             yield counted
             saved = parse(self.lab.save(table="mangle"), "<mangle>", check=False)
             for rule in saved.chain("mangle", "POSTROUTING").rules:
-                for kept in (True, False):
-                    if f"{tag}-{'kept' if kept else 'lost'}" in rule.text and rule.counters:
-                        counted[kept] = rule.counters.packets
+                comment = rule.match("comment")
+                for what, value in counters:
+                    if comment and f"{tag}-{what}-{value}".lower() in comment.args and \
+                            rule.counters:
+                        counted[(what, value)] = rule.counters.packets
         finally:
             for chain, spec in rules:
                 self.lab.exec("node", ["iptables", "-t", "mangle", "-D", chain, *spec])
@@ -445,7 +496,7 @@ class LiveSandbox(Sandbox):
             reports, moved = self._probe(source, target)
             self._reports[key] = reports, moved
             observations = list(dict.fromkeys(self._observation(source, r) for r in reports))
-            hit = {(chain, _spec(text)) for _, chain, _, text in moved}
+            hit = {Hit.of(rule) for _, rule in self._moved_rules(moved)}
             self._seen[key] = observations, hit
         return self._seen[key]
 
@@ -511,32 +562,29 @@ def _trace(sandbox: Sandbox, ruleset, source: str, target: Target) -> tracer.Tra
     return tracer.trace(ruleset, packet)
 
 
-def _hits(trace: tracer.Trace) -> set[tuple[str, str]]:
+def _hits(trace: tracer.Trace) -> set[Hit]:
     hit = set()
     for outcome in trace.outcomes:
         if outcome.probability:
-            hit |= {(step.chain, _spec(step.text)) for step in outcome.path if step.table == "nat"}
+            hit |= {Hit.of(step.rule) for step in outcome.path
+                    if step.table == "nat" and step.rule is not None}
     return hit
 
 
-def _dnat_chains(hit: set[tuple[str, str]]) -> dict[str, set[str]]:
+def _dnat_chains(hit: set[Hit]) -> dict[str, set[str]]:
+    """{chain: {"ip:port"}} of the DNAT rules hit (a DNAT without a port: "ip")."""
     out: dict[str, set[str]] = {}
-    for chain, spec in hit:
-        target, args = _target_of(spec)
-        if target == "DNAT":
-            dest = next((args[i + 1] for i, a in enumerate(args[:-1])
-                         if a in ("--to-destination", "--to")), "?")
-            out.setdefault(chain, set()).add(dest)
+    for h in hit:
+        if h.target == "DNAT":
+            out.setdefault(h.chain, set()).add(sampling.destination_key(h.rule, None))
     return out
 
 
-def _target_of(rule_text: str) -> tuple[str | None, list[str]]:
-    """The target of an iptables-save rule line and the words after it."""
-    words = rule_text.split()
-    for i, word in enumerate(words):
-        if word in ("-j", "--jump") and i + 1 < len(words):
-            return words[i + 1], words[i + 2:]
-    return None, []
+def _dnat_address(rule: Rule) -> str | None:
+    try:
+        return semantics.dnat_destination(rule)[0]
+    except semantics.UnsupportedRule:
+        return None
 
 
 def _by_address(shares: dict) -> dict:
@@ -569,11 +617,6 @@ def _static_fate(outcome, ip: str, port: int, target) -> str:
     if not outcome.dnat:
         return f"not sent to any pod (no DNAT: it still goes to {target.ip}:{target.port})"
     return f"sent to {ip}:{port}, where no pod listens"
-
-
-def _spec(rule_text: str) -> str:
-    words = rule_text.split()
-    return " ".join(words[2:]) if len(words) > 2 and words[0] == "-A" else rule_text
 
 
 def _answer(report) -> str:

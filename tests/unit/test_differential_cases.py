@@ -1,7 +1,7 @@
 """Issue 20's differential regression cases, checked without root: each kept variant of lab 3's
 nat table (fixtures/differential/) is refused by the intake exactly when iptables-restore refused
 it, and the tracer predicts what the kernel did from every caller (exact shares). Also the known
-gaps outside the tracer, as strict xfails that flip when they are mended (issue 20, item 1; item 6 is mended).
+gaps outside the tracer, as strict xfails that flip when they are mended (issue 20, items 1 and 6: both mended, now plain tests).
 """
 
 from __future__ import annotations
@@ -46,10 +46,6 @@ def test_every_case_has_its_rules_and_says_what_was_found():
 
 # -- gaps outside the tracer (files another engineer owns now) -----------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 20 item 1: StaticSandbox.connect "
-                   "(lab_runner/grading/sandbox.py) reports a pod DNATed back to itself without "
-                   "masquerade as answered; the kernel drops it (the pod gets a packet from its "
-                   "own address from outside) and the connection times out")
 def test_static_sandbox_reports_an_unmasqueraded_hairpin_as_unanswered():
     from lab_runner.grading import exercise
     from lab_runner.grading.sandbox import StaticSandbox

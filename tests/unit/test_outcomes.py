@@ -99,3 +99,18 @@ def test_lost_rules_allow_extra_rules_but_not_missing_or_reordered_ones():
     assert outcomes.lost_rules(start, _nat("X1", "LOG", "X2", "X3"), set()) == []
     assert [(c, n) for c, n, _ in outcomes.lost_rules(start, _nat("X2", "X1", "X3"), set())] == [("A", 2)]
     assert outcomes.lost_rules(start, _nat("X2", "X1", "X3"), {"-A A -j X2"}) == []
+
+
+def test_lost_rules_reads_the_concerned_rules_by_meaning_not_text():
+    from lab_runner.grading.outcomes import lost_rules
+    from lab_runner.ruleset.parse import parse
+
+    start = parse("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n:KUBE-SVC-X - [0:0]\n"
+                  "-A KUBE-SERVICES -d 10.104.5.205/32 -p tcp -m tcp --dport 8080 -j KUBE-SVC-X\n"
+                  "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\nCOMMIT\n")
+    now = parse("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n:KUBE-SVC-X - [0:0]\n"
+                "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\nCOMMIT\n")
+    concerned = {"--append KUBE-SERVICES --destination 10.104.5.205/255.255.255.255 --protocol tcp "
+                 "--dport 8080 --jump KUBE-SVC-X"}
+    assert lost_rules(start, now, concerned) == []
+    assert [(c, n) for c, n, _ in lost_rules(start, now, set())] == [("KUBE-SERVICES", 1)]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shlex
-
 import pytest
 
 from lab_runner.evidence.probing import Target
+from lab_runner.grading.outcomes import marks
 
 SERVICE = Target("10.104.5.205", 8080, "tcp")
 SVC_CHAIN = "KUBE-SVC-Q7IJ732UBZY4AJKA"
@@ -32,15 +31,23 @@ def node_address(sandbox) -> str:
 def unmasqueraded(sandbox, target: Target) -> str | None:
     """What was wrong with a client's connection to `target`, as kube-proxy masquerades callers
     from outside the cluster CIDR (a rule sends it to KUBE-MARK-MASQ, or sets the 0x4000 mark,
-    and the pod sees the node's address); None when nothing was."""
+    and the pod sees the node's address); None when nothing was. A pod must answer: with none
+    answering there is nothing masqueraded to see."""
     observations, hit = sandbox.observe("client", target)
-    marked = any(chain == "KUBE-MARK-MASQ" or ("-j MARK" in spec and "4000" in spec)
-                 for chain, spec in hit)
-    if marked and all(o.saw_src == node_address(sandbox) for o in observations if o.answered):
+    # KUBE-POSTROUTING's own MARK (--xor-mark 0x4000, undoing the mark as the packet leaves)
+    # says it was marked before, not where: the marking rules are those before it.
+    marked = any(h.chain == "KUBE-MARK-MASQ" or marks(h.rule) for h in hit
+                 if h.chain not in ("KUBE-POSTROUTING", "POSTROUTING"))
+    answered = [o for o in observations if o.answered]
+    if marked and answered and all(o.saw_src == node_address(sandbox) for o in answered):
         return None
-    return (f"The client ({sandbox.caller_ip('client')}) connected to {target.ip}:{target.port}: "
-            + ("no rule sent it to KUBE-MARK-MASQ (its counter stayed 0)" if not marked else
-               seen(observations)) + ".")
+    said = f"The client ({sandbox.caller_ip('client')}) connected to {target.ip}:{target.port}: "
+    if not marked:
+        return said + "no rule sent it to KUBE-MARK-MASQ (its counter stayed 0)."
+    if not answered:
+        return (f"No pod answered the client's connection to {target.ip}:{target.port} "
+                f"({seen(observations)}).")
+    return said + seen(observations) + "."
 
 
 def unanswering_pods(sandbox, target: Target) -> tuple[list[str], str]:
@@ -61,15 +68,9 @@ def shares(spread) -> str:
 
 
 def jumps_into(hit: set, chain_prefix: str, from_chain: str | None = None) -> bool:
-    """Whether a rule hit (chain, spec) jumps (-j/--jump/-g/--goto) to a chain named so."""
-    return any((jump_target(spec) or "").startswith(chain_prefix)
-               and (from_chain is None or chain == from_chain) for chain, spec in hit)
-
-
-def jump_target(spec: str) -> str | None:
-    words = shlex.split(spec)
-    return next((words[i + 1] for i, word in enumerate(words[:-1])
-                 if word in ("-j", "--jump", "-g", "--goto")), None)
+    """Whether a rule hit jumps or goes (-j/--jump/-g/--goto) to a chain named so."""
+    return any((h.rule.target or "").startswith(chain_prefix)
+               and (from_chain is None or h.chain == from_chain) for h in hit)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from conftest import seen, shares
 
 from lab_runner.evidence.probing import Target
 from lab_runner.grading.common_checks import every_caller_check, nothing_else_changed_check
+from lab_runner.ruleset import names
 
 
 def _service(sandbox) -> Target:
@@ -38,12 +39,27 @@ def test_spread_even(sandbox):
 def test_one_rule_per_endpoint(sandbox):
     # The node's rules as the kit's parser reads them (live: read back from the node).
     nat = sandbox.rules_now().table("nat")
-    chain = next(name for name in nat.chains if name.startswith("KUBE-SVC-"))
+    chain = _service_chain(sandbox)
+    assert chain in nat.chains, (
+        f"There is no chain {chain}, the Service's own (kube-proxy's name for "
+        f"{_port_name(sandbox)}). Expected: it jumps to each KUBE-SEP chain once.")
     seps = sorted(name for name in nat.chains if name.startswith("KUBE-SEP-"))
     jumps = [r.target for r in nat.chains[chain].rules if (r.target or "").startswith("KUBE-SEP-")]
     assert sorted(jumps) == seps, (
         f"{chain} jumps to: {', '.join(jumps) or 'no KUBE-SEP chain'}. Expected: exactly one "
         f"rule into each of the {len(seps)} KUBE-SEP chains.")
+
+
+def _port_name(sandbox) -> str:
+    svc = sandbox.model.services[0]
+    return svc.port_name(svc.ports[0])
+
+
+def _service_chain(sandbox) -> str:
+    """The Service's own KUBE-SVC chain, by kube-proxy's name (not any KUBE-SVC-* a student
+    made)."""
+    svc = sandbox.model.services[0]
+    return names.service_chain(_port_name(sandbox), svc.ports[0].protocol.lower())
 
 
 test_nothing_else_changed = nothing_else_changed_check()

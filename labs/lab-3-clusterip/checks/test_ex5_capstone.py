@@ -11,7 +11,7 @@ from lab_runner.endpoints import selects
 from lab_runner.evidence.probing import Target
 from lab_runner.grading.common_checks import (caller_problem, every_caller_check, not_to_itself,
                                               nothing_else_changed_check, to_itself)
-from lab_runner.ruleset import names
+from lab_runner.ruleset import names, semantics
 from lab_runner.ruleset.compare import compare
 
 
@@ -106,8 +106,8 @@ def test_kube_proxy_chain_names(sandbox):
     comparison = compare(reference, got, chains=ours | theirs, tables=["nat"], comments=False)
     missing = [d.chain for d in comparison.differences if d.kind == "missing chain"]
     extra = sorted(d.chain for d in comparison.differences if d.kind == "extra chain")
-    swapped = [c for c in sorted(ours & theirs) if c.startswith(names.ENDPOINT_PREFIX)
-               and _dnat_to(got.chain("nat", c)) != _dnat_to(reference.chain("nat", c))]
+    mistakes = [(c, _dnat_mistake(got.chain("nat", c), reference.chain("nat", c)))
+                for c in sorted(ours & theirs) if c.startswith(names.ENDPOINT_PREFIX)]
     service = f"{svc.namespace}/{svc.name}"
     problems = []
     if extra:
@@ -117,24 +117,39 @@ def test_kube_proxy_chain_names(sandbox):
         kinds = sorted({c.rsplit("-", 1)[0] for c in missing})
         problems.append(f"{len(missing)} of the {len(ours)} chains kube-proxy makes for "
                         f"{service} are not in your rules ({', '.join(k + '-…' for k in kinds)})")
-    if swapped:
-        problems.append(f"{', '.join(swapped)}: a name of one endpoint's chain, but it DNATs "
-                        "to another endpoint")
+    problems += [f"{chain}: a name of one endpoint's chain, but it {mistake}"
+                 for chain, mistake in mistakes if mistake]
     assert not problems, (
         "; ".join(problems) + ". Expected: the names kube-proxy derives from the service port's "
         "name and protocol (and, for a KUBE-SEP chain, the endpoint's ip:port), one KUBE-SEP "
         "chain per ready endpoint.")
 
 
-def _dnat_to(chain) -> set[str]:
+def _dnat_mistake(got, want) -> str | None:
+    """What is wrong with where a KUBE-SEP chain DNATs, in the student's words (a DNAT without a
+    port or to another port is named as such, not as another endpoint); None when nothing is."""
+    theirs, ours = _destinations(got), _destinations(want)
+    if theirs == ours:
+        return None
+    if len(theirs) != 1 or len(ours) != 1:
+        return ("DNATs to " + (", ".join(_endpoint(d) for d in sorted(theirs, key=str))
+                               or "nowhere") + ", where its endpoint's chain DNATs to one address")
+    return semantics.dnat_mistake(next(iter(theirs)), next(iter(ours)))
+
+
+def _destinations(chain) -> set[tuple[str, int | None]]:
     out = set()
     for rule in chain.rules:
         if rule.target == "DNAT":
-            args = list(rule.target_args)
-            for option in ("--to-destination", "--to"):
-                if option in args and args.index(option) + 1 < len(args):
-                    out.add(args[args.index(option) + 1])
+            try:
+                out.add(semantics.dnat_destination(rule))
+            except semantics.UnsupportedRule:
+                out.add((" ".join(rule.target_args), None))
     return out
+
+
+def _endpoint(where: tuple[str, int | None]) -> str:
+    return where[0] if where[1] is None else f"{where[0]}:{where[1]}"
 
 
 test_nothing_else_changed = nothing_else_changed_check()
