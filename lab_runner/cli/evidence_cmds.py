@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import time
 from pathlib import Path
 
@@ -107,7 +105,7 @@ def _print_probe(report, quiet: bool) -> None:
         _say("pod view   no pod received it")
     for entry in report.conntrack:
         _say(f"conntrack  {entry.describe()}")
-    moved = in_packet_order(moved_rules(report))
+    moved = moved_rules(report)  # in the order the packet met them
     if moved:
         _say("counters that moved (nat table), in the order the packet met them:")
         for packets, chain, number, text in moved:
@@ -115,49 +113,6 @@ def _print_probe(report, quiet: bool) -> None:
             _say(f"  +{packets:<4} {chain:<28} rule {number:<3} {rule}")
     else:
         _say("counters that moved: none in the nat table (no rule matched)")
-
-
-# The nat table's built-in chains in the order a packet meets them: one arriving (PREROUTING) or
-# sent by the node itself (OUTPUT), then delivered locally (INPUT) or sent on (POSTROUTING).
-NAT_HOOKS = ("PREROUTING", "OUTPUT", "INPUT", "POSTROUTING")
-JUMP = re.compile(r"\s-[jg]\s+(\S+)")
-
-
-def in_packet_order(moved: list[tuple[int, str, int, str]]) -> list[tuple[int, str, int, str]]:
-    """The rules whose counters moved (packets, chain, number, text), in the order one packet
-    met them: each hook's rules in order, a jump followed into its chain before the next rule.
-    Rules no moved jump leads to (another packet's) come last, as given."""
-    by_chain: dict[str, list] = {}
-    for entry in moved:
-        by_chain.setdefault(entry[1], []).append(entry)
-    ordered: list = []
-    entered: set[str] = set()
-
-    def enter(chain: str) -> None:
-        if chain in entered:
-            return  # a chain met twice (KUBE-MARK-MASQ) is listed where it was first met
-        entered.add(chain)
-        for entry in sorted(by_chain.get(chain, ()), key=lambda e: e[2]):
-            ordered.append(entry)
-            jump = JUMP.search(" " + entry[3])
-            if jump:
-                enter(jump.group(1))
-
-    for hook in NAT_HOOKS:
-        enter(hook)
-    return ordered + [e for e in moved if e not in ordered]
-
-
-def _masquerade_note(view, caller_ip: str, outside: bool) -> str:
-    """Why a pod saw this source: the cluster CIDR (every pod caller), a hairpin, or nothing."""
-    if view.src == caller_ip:
-        return ""
-    if outside:
-        return "   (masqueraded: the caller is outside the cluster CIDR" + (
-            ", and reached itself)" if view.dst == caller_ip else ")")
-    if view.dst == caller_ip:
-        return "   (hairpin: the caller reached itself, so it was masqueraded)"
-    return ""
 
 
 def _repeated(live, source, target, kind, count, until_all) -> None:
@@ -185,19 +140,13 @@ def _repeated(live, source, target, kind, count, until_all) -> None:
             if not until_all:
                 _say(f"{sent:>3}  {_answer_line(report)}")
     _say(f"{sent} probes from {source} ({caller_ip}) to {target}; what each pod saw:")
-    # A pod caller outside the cluster CIDR is marked by KUBE-SVC's `! -s CIDR` rule, whichever
-    # pod it reaches: that, not a hairpin, is why every pod then sees the node's address.
-    cidr = live.model.cluster_cidr
-    outside = live.resolve(source)[0] == "pod" and ipaddress.ip_address(caller_ip) not in cidr
-    notes = {pod: _masquerade_note(seen[pod], caller_ip, outside) for pod in seen}
+    outside = probing.pod_caller_outside(live.model, live.resolve(source)[0], caller_ip)
+    notes = {pod: probing.masquerade_note(seen[pod], caller_ip, outside) for pod in seen}
     for pod in sorted(seen):
         view = seen[pod]
         _say(f"  {pod:<28} saw {view.src}:{view.sport} -> {view.dst}:{view.dport}{notes[pod]}")
     if any("cluster CIDR" in note for note in notes.values()):
-        subnet = live.model.nodes[0].pod_subnet
-        _say(f"every pod caller is masqueraded: {caller_ip} is outside the cluster CIDR {cidr}, "
-             f"which KUBE-SVC's `! -s {cidr}` rule marks; `lab-runner rules "
-             f"{live.run.run_id} --cluster-cidr {subnet} --apply` makes the pods insiders")
+        _say(probing.pod_caller_reason(live.model, caller_ip, live.run.run_id))
     if until_all and not wanted <= set(seen):
         raise LabError(f"after {sent} probes these endpoints never answered: "
                        f"{', '.join(sorted(wanted - set(seen)))}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -134,11 +135,71 @@ def moved_rules(report: ProbeReport, table: str = "nat") -> list[tuple[int, str,
 
 
 def moved(counters: Delta | None, table: str = "nat") -> list[tuple[int, str, int, str]]:
-    """moved_rules() of a counters change."""
+    """moved_rules() of a counters change: in the order a packet met them (in_packet_order)."""
     if counters is None:
         return []
-    return [(r.change.packets, r.chain, r.number, r.text) for r in counters.rules
-            if r.table == table and r.change.packets]
+    return in_packet_order([(r.change.packets, r.chain, r.number, r.text) for r in counters.rules
+                            if r.table == table and r.change.packets])
+
+
+# The nat table's built-in chains in the order a packet meets them: one arriving (PREROUTING) or
+# sent by the node itself (OUTPUT), then delivered locally (INPUT) or sent on (POSTROUTING).
+NAT_HOOKS = ("PREROUTING", "OUTPUT", "INPUT", "POSTROUTING")
+JUMP = re.compile(r"\s-[jg]\s+(\S+)")  # in iptables-save's own text, always -j or -g
+
+
+def in_packet_order(moved: list[tuple[int, str, int, str]]) -> list[tuple[int, str, int, str]]:
+    """The rules whose counters moved (packets, chain, number, text), in the order one packet
+    met them: each hook's rules in order, a jump followed into its chain before the next rule.
+    Rules no moved jump leads to (another packet's) come last, as given."""
+    by_chain: dict[str, list] = {}
+    for entry in moved:
+        by_chain.setdefault(entry[1], []).append(entry)
+    ordered: list = []
+    entered: set[str] = set()
+
+    def enter(chain: str) -> None:
+        if chain in entered:
+            return  # a chain met twice (KUBE-MARK-MASQ) is listed where it was first met
+        entered.add(chain)
+        for entry in sorted(by_chain.get(chain, ()), key=lambda e: e[2]):
+            ordered.append(entry)
+            jump = JUMP.search(" " + entry[3])
+            if jump:
+                enter(jump.group(1))
+
+    for hook in NAT_HOOKS:
+        enter(hook)
+    return ordered + [e for e in moved if e not in ordered]
+
+
+def pod_caller_outside(model, kind: str, caller_ip: str) -> bool:
+    """A pod caller outside the cluster CIDR: KUBE-SVC's `! -s CIDR` rule marks it whichever
+    pod it reaches, so every pod sees the node's address (not because of a hairpin)."""
+    return kind == "pod" and ipaddress.ip_address(caller_ip) not in model.cluster_cidr
+
+
+def masquerade_note(view, caller_ip: str, outside: bool) -> str:
+    """Why a pod saw this source: the cluster CIDR (every pod caller), a hairpin, or nothing."""
+    if view.src == caller_ip:
+        return ""
+    if outside:
+        return "   (masqueraded: the caller is outside the cluster CIDR" + (
+            ", and reached itself)" if view.dst == caller_ip else ")")
+    if view.dst == caller_ip:
+        return "   (hairpin: the caller reached itself, so it was masqueraded)"
+    return ""
+
+
+def pod_caller_reason(model, caller_ip: str, run_id: str) -> str:
+    """Why every pod saw the node's address when a pod outside the cluster CIDR called, and how
+    to make the pods insiders."""
+    cidr, subnet = model.cluster_cidr, model.nodes[0].pod_subnet
+    return (f"every pod caller is masqueraded: {caller_ip} is outside the cluster CIDR {cidr}, "
+            f"which KUBE-SVC's `! -s {cidr}` rule marks; `lab-runner rules {run_id} "
+            f"--cluster-cidr {subnet} --apply` makes the pods insiders")
+
+
 
 
 def with_rules(moved: list[tuple[int, str, int, str]], ruleset) -> list[tuple[tuple, object]]:

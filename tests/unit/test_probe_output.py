@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from lab_runner.cli.evidence_cmds import _masquerade_note, in_packet_order
+from lab_runner import lab_file
+from lab_runner.evidence import probing
+from lab_runner.evidence.probing import in_packet_order, masquerade_note
+from lab_runner.ruleset.counters import Snapshot, delta
 
 SVC, SEP = "KUBE-SVC-Q7IJ732UBZY4AJKA", "KUBE-SEP-TWZJG7ZWZYI5EC7J"
 
@@ -43,9 +46,33 @@ def test_the_node_own_packets_start_in_output_and_strays_come_last():
 def test_a_pod_caller_outside_the_cluster_cidr_is_named_as_the_reason():
     saw = lambda src, dst: SimpleNamespace(src=src, dst=dst)  # noqa: E731
     caller = "172.17.0.2"
-    assert "outside the cluster CIDR)" in _masquerade_note(saw("172.17.0.1", "172.17.0.5"),
+    assert "outside the cluster CIDR)" in masquerade_note(saw("172.17.0.1", "172.17.0.5"),
                                                            caller, outside=True)
-    assert "outside the cluster CIDR, and reached itself" in _masquerade_note(
+    assert "outside the cluster CIDR, and reached itself" in masquerade_note(
         saw("172.17.0.1", caller), caller, outside=True)
-    assert "hairpin" in _masquerade_note(saw("172.17.0.1", caller), caller, outside=False)
-    assert _masquerade_note(saw(caller, "172.17.0.5"), caller, outside=False) == ""
+    assert "hairpin" in masquerade_note(saw("172.17.0.1", caller), caller, outside=False)
+    assert masquerade_note(saw(caller, "172.17.0.5"), caller, outside=False) == ""
+
+
+def test_moved_gives_every_caller_of_it_the_packets_order():
+    """probing.moved (what the grader, the walkthrough's probes and reports read) orders the
+    counters as the packet met them, not as iptables-save lists the chains."""
+    document = ("*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n"
+                f":{SVC} - [0:0]\n"
+                "[{n}:0] -A PREROUTING -j KUBE-SERVICES\n"
+                "[{n}:0] -A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000\n"
+                f"[{{n}}:0] -A KUBE-SERVICES -d 10.104.5.205/32 -p tcp -m tcp --dport 8080 -j {SVC}\n"
+                f"[{{n}}:0] -A {SVC} -j KUBE-MARK-MASQ\nCOMMIT\n")
+    before, after = (Snapshot.parse(document.format(n=n)) for n in (0, 1))
+    assert [c for _, c, _, _ in probing.moved(delta(before, after))] == [
+        "PREROUTING", "KUBE-SERVICES", SVC, "KUBE-MARK-MASQ"]
+
+
+def test_the_pod_caller_reason_names_the_cidr_and_the_fix():
+    lab = lab_file.load("lab-3")
+    pod = lab.pods[0]
+    assert probing.pod_caller_outside(lab, "pod", str(pod.ip)) == (pod.ip not in lab.cluster_cidr)
+    assert not probing.pod_caller_outside(lab, "client", "192.168.49.1")
+    said = probing.pod_caller_reason(lab, str(pod.ip), "abc123")
+    assert f"outside the cluster CIDR {lab.cluster_cidr}" in said
+    assert f"lab-runner rules abc123 --cluster-cidr {lab.nodes[0].pod_subnet} --apply" in said
