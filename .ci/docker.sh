@@ -111,7 +111,7 @@ docker build -q --network host --force-rm -t kplab-node --build-arg BASE="$KPLAB
   --build-arg EXTRA_CA_CERTS="$(cat /usr/local/share/ca-certificates/*.crt 2>/dev/null || true)" .
 
 step "tests: docker backend, lab-3 on both backends, walkthrough and solutions in containers, compose"
-KPLAB_REQUIRE_DOCKER=1 .venv/bin/pytest -q tests/integration/test_docker.py tests/integration/test_autograder.py \
+KPLAB_REQUIRE_DOCKER=1 .venv/bin/pytest -q tests/integration/test_docker.py tests/integration/test_autograder_platforms.py \
   tests/integration/test_zz_host_untouched.py
 
 step "bench"

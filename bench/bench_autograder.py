@@ -2,7 +2,7 @@
 
     python bench/bench_autograder.py [N]        (default 300)
 
-Builds the autograder image as Gradescope would (tests/integration/test_autograder.py: the zip
+Builds the autograder image as Gradescope would (tests/integration/test_autograder_platforms.py: the zip
 unpacked into a bare Debian container, setup.sh, committed), generates N submissions of lab-3
 exercise 3 (right answers spelled several ways, and wrong ones of several kinds, with a wrong
 file name and an empty file among them), and runs run_autograder for each in its own container
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))  # runnable from a checkout
 
 import pytest  # noqa: E402
 
-from tests.integration.test_autograder import (DEFAULT_HOST, Docker, base_image,  # noqa: E402
+from tests.integration.test_autograder_platforms import (DEFAULT_HOST, Docker, base_image,  # noqa: E402
                                                bundle, gradescope_image, run_gradescope)
 
 COUNT = int(sys.argv[1]) if len(sys.argv) > 1 else 300
