@@ -31,6 +31,15 @@ MISS_RATE = 1e-6  # chance that probing misses a reachable endpoint of a correct
 MAX_LIVE_FLOWS = 64_000  # new flows one caller can make: one per source port
 SPORT_BASE = 1024
 SELF_TRIES = 200  # more connections for a pod to find itself: misses a 7 % share with p < 1e-6
+# Both modes grade a connection by its first packet's fate. TCP retransmits an unanswered SYN
+# after 1 s (the initial RTO); where the SYN waited unconfirmed (sent to an address nobody holds,
+# it waits in the bridge's neighbour queue), that retransmission is a new connection and draws
+# its endpoint again, so a retrying client (curl) may get an answer late instead of none. The
+# tracer gives first-packet fates; live probes give up before the first retransmission, so they
+# see the same thing (README, Grading: "first packets").
+TCP_FIRST_RETRANSMISSION = 1.0
+FIRST_PACKET_TIMEOUT = 0.5  # an answer takes ~1 ms; well before the first retransmission
+NO_ANSWER_TIMEOUT = 0.25  # where no pod should answer at all
 
 
 class Undecidable(Exception):
@@ -264,7 +273,7 @@ class StaticSandbox(Sandbox):
                 continue
             ip, port = outcome.dnat if outcome.dnat else (target.ip, target.port)
             fate = outcomes.fate(self, cls, outcome)  # as the kernel makes it (live's answer)
-            detail = _static_fate(outcome, ip, port, target)
+            detail = _static_fate(outcome, ip, port, target, self.pod_at(ip) is not None)
             if not fate.answered and outcome.verdict == "ACCEPT" and self.pod_serves(
                     ip, port, target.proto) == source:
                 detail = (f"sent back to {source} itself with its own address as source, which "
@@ -468,7 +477,8 @@ class LiveSandbox(Sandbox):
         # (hairpin) is part of its outcome, even when it is no endpoint and should not be.
         caller = {source} if pods and any(p.name == source for p in self.model.pods) else set()
         reports, counters = probing.connections(self.lab, source, target,
-                                                timeout=0.5 if pods else 0.25,
+                                                timeout=FIRST_PACKET_TIMEOUT if pods
+                                                else NO_ANSWER_TIMEOUT,
                                                 count=_tries(pods), until_pods=pods | caller)
         moved = probing.moved(counters)
         if source in pods and all(r.answered for r in reports) and \
@@ -476,7 +486,8 @@ class LiveSandbox(Sandbox):
             # A pod that never reached itself although every connection was answered: its own
             # share may just be small (a wrong spread). Try on, so that whether it can reach
             # itself at all is decided as surely as static mode decides it.
-            more, counters = probing.connections(self.lab, source, target, timeout=0.5,
+            more, counters = probing.connections(self.lab, source, target,
+                                                 timeout=FIRST_PACKET_TIMEOUT,
                                                  count=SELF_TRIES, until_pods={source})
             reports, moved = reports + more, moved + probing.moved(counters)
         return reports, moved
@@ -544,7 +555,8 @@ class LiveSandbox(Sandbox):
         kind = "udp" if target.proto == "udp" else "syn"
         pods = set(self.endpoints(target).values())
         reports, _ = probing.connections(self.lab, source, target, kind=kind, counters=False,
-                                         timeout=0.5, budget=5, count=_tries(pods),
+                                         timeout=FIRST_PACKET_TIMEOUT, budget=5,
+                                         count=_tries(pods),
                                          until_pods=pods if kind == "udp" else ())
         return list(dict.fromkeys(
             f"{a['src']}:{a['sport']}" if r.answered and (a := r.answer).get("src") else None
@@ -609,18 +621,27 @@ def probe_limit(endpoints: int) -> int:
     return math.ceil(math.log(endpoints / MISS_RATE) / -math.log(1 - 1 / endpoints))
 
 
-def _static_fate(outcome, ip: str, port: int, target) -> str:
+# What a client that retries sees, said wherever a first packet was DNATed and got no answer.
+RETRY_NOTE = ("; graded on the first packet: a client that retries may draw another endpoint, "
+              "as its first SYN was never confirmed by conntrack")
+
+
+def _static_fate(outcome, ip: str, port: int, target, pod_exists: bool = False) -> str:
     """What happened to a connection, in words, for static feedback."""
     if outcome.verdict != "ACCEPT":
         return {"DROP": "dropped", "REJECT": "rejected"}.get(outcome.verdict, outcome.verdict) + \
             " by the rules"
     if not outcome.dnat:
         return f"not sent to any pod (no DNAT: it still goes to {target.ip}:{target.port})"
-    return f"sent to {ip}:{port}, where no pod listens"
+    if pod_exists:
+        return f"sent to {ip}:{port}, where its pod does not listen (it refuses)"
+    return f"sent to {ip}:{port}, where no pod is (it times out{RETRY_NOTE})"
 
 
 def _answer(report) -> str:
-    return str(report.answer.get("answer", "?"))
+    """The probe's answer in words; an unanswered SYN as static mode says it (RETRY_NOTE)."""
+    answer = str(report.answer.get("answer", "?"))
+    return f"it times out{RETRY_NOTE}" if answer == "timeout" else answer
 
 
 def open_sandbox(mode: str, exercise: Exercise, submission: Submission) -> Sandbox:
