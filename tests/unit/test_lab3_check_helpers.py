@@ -89,3 +89,13 @@ def test_a_postrouting_unmark_is_not_a_marking_rule(checks):
         _hit("-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000")}), caller_ip=lambda _: "192.168.49.1")
     assert "no rule sent it to KUBE-MARK-MASQ" in checks.conftest.unmasqueraded(
         sandbox, checks.conftest.SERVICE)
+
+
+def test_the_capstone_names_a_dnat_without_port_as_such():
+    from lab_runner.grading.grade import grade
+
+    path = (Path(__file__).resolve().parents[2] / "fixtures" / "submissions" / "lab-3"
+            / "ex5-dnat-without-port.lose-11.rules")
+    names = next(c for c in grade("lab-3", "5", path, "static").checks
+                 if c.id == "kube-proxy-chain-names")
+    assert "without a port" in names.output and "another endpoint" not in names.output, names.output
