@@ -65,7 +65,7 @@ def test_the_kit_writes_what_kube_proxy_s_own_tests_expect(expected):
 def test_every_kube_proxy_case_has_its_model_and_a_source():
     assert {p.name.split(".")[0] for p in EXPECTED} == {
         "overall", "affinity", "basic", "terminating", "itp-cluster", "itp-cluster-v123",
-        "terminating-v123"}
+        "terminating-v123", "noendpoints-v123"}
     assert "proxier_test.go" in (CASES / "cluster-ip-general.yaml").read_text()
     for expected in EXPECTED:
         assert "proxier_test.go" in expected.read_text().split("*", 1)[0]
