@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,7 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 # No state directory of its own: labs others run on this machine (root's /run/kplab) stay unseen.
-NO_RUNS = str(Path(tempfile.mkdtemp(prefix="kplab-cli-test-")) / "state")
+NO_RUNS_PARENT = tempfile.mkdtemp(prefix="kplab-cli-test-")
+NO_RUNS = str(Path(NO_RUNS_PARENT) / "state")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_runs_removed_afterwards():
+    yield
+    shutil.rmtree(NO_RUNS_PARENT, ignore_errors=True)
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess:
