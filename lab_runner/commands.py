@@ -23,9 +23,13 @@ class Place:
     def prefix(self) -> list[str]:
         if self.netns is None:
             return []
+        enter = ["ip", "netns", "exec", self.netns]
         if self.uts_pid is None:
-            return ["ip", "netns", "exec", self.netns]
-        return ["nsenter", f"--net=/run/netns/{self.netns}", f"--uts=/proc/{self.uts_pid}/ns/uts"]
+            return enter
+        # `ip netns exec` first: it also bind-mounts /etc/netns/<ns>/ (the lab's resolv.conf,
+        # with no name service); nsenter --net alone left the host's, and `iptables -L` without
+        # -n in the node waited 20 s on name lookups.
+        return enter + ["nsenter", f"--uts=/proc/{self.uts_pid}/ns/uts"]
 
     def __str__(self) -> str:
         return self.netns or "the host"

@@ -57,5 +57,5 @@ def test_a_failing_command_raises_with_its_place_unless_asked_not_to():
 def test_a_place_with_a_uts_namespace_enters_it_with_the_network_namespace():
     """A node's or pod's hostname lives in its holder process's UTS namespace (netns backend)."""
     assert Place("kplab-3fa2c1-node-minikube", uts_pid=4242).prefix() == [
-        "nsenter", "--net=/run/netns/kplab-3fa2c1-node-minikube", "--uts=/proc/4242/ns/uts"]
+        "ip", "netns", "exec", "kplab-3fa2c1-node-minikube", "nsenter", "--uts=/proc/4242/ns/uts"]
     assert NODE.prefix() == ["ip", "netns", "exec", "kplab-3fa2c1-node-minikube"]
