@@ -212,19 +212,23 @@ def new_run_id() -> str:
     KPLAB_RUN_ID asks for a given id: the docker backend gives the lab inside a node container
     the run id of the host's record, so a run id means the same run on both sides.
     """
-    root = ensure_state_root()
     requested = os.environ.get("KPLAB_RUN_ID")
     if requested:
         run_dir(requested)  # refuses anything but a run id
-        _make_run_dir(root / requested)
-        return journal(requested)
-    while True:
-        run_id = secrets.token_hex(3)
+    for _ in range(100):
+        run_id = requested or secrets.token_hex(3)
+        root = ensure_state_root()
         try:
             _make_run_dir(root / run_id)
             return journal(run_id)
         except FileExistsError:
+            if requested:
+                raise
+        except FileNotFoundError:
+            # The state root went between ensure_state_root and mkdir: another process's last
+            # run was taken down and removed it (LiveLab.down). Make it again and retry.
             continue
+    raise LabError(f"could not reserve a run id in {state_root()}: it keeps disappearing")
 
 
 def scratch_run_id() -> str:

@@ -34,3 +34,25 @@ def test_a_link_in_place_of_the_journal_is_not_followed(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         runs.scratch_run_id()
     assert target.read_text() == ""
+
+
+def test_a_state_root_removed_meanwhile_is_made_again(tmp_path, monkeypatch):
+    """Two graders at once: one's `down` removes the emptied state root just as the other
+    reserves its run id (seen in a live batch: FileNotFoundError on state/<run id>)."""
+    import shutil
+
+    monkeypatch.setenv("KPLAB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("KPLAB_RUN_JOURNAL", raising=False)
+    real_ensure = runs.ensure_state_root
+    calls = []
+
+    def ensure_then_lose_it():
+        root = real_ensure()
+        calls.append(root)
+        if len(calls) == 1:
+            shutil.rmtree(root)  # the other process's LiveLab.down, at the worst moment
+        return root
+
+    monkeypatch.setattr(runs, "ensure_state_root", ensure_then_lose_it)
+    run_id = runs.new_run_id()
+    assert (tmp_path / "state" / run_id).is_dir() and len(calls) == 2
