@@ -54,12 +54,25 @@ def node_addresses(lab: Lab, node: str | None = None) -> tuple[str, ...]:
     return (str(chosen.ip), str(chosen.bridge_address.ip), "127.0.0.1")
 
 
+UPLINK = "eth0"  # a node's link to the node network, as every backend names it
+
+
+def node_routes(lab: Lab, node: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The node's routes as (network, interface), as `ip route` in a lab's node shows them: its
+    pod subnet on its bridge; the node network, the other nodes' pod subnets and the default
+    route by the uplink. The tracer reads `-o` (and addrtype's subnet broadcasts) from them."""
+    chosen = lab.node(node) if node else lab.nodes[0]
+    others = tuple((str(n.bridge_address.network), UPLINK) for n in lab.nodes if n is not chosen)
+    return ((str(chosen.bridge_address.network), chosen.bridge), *others,
+            (str(lab.node_network), UPLINK), ("0.0.0.0/0", UPLINK))
+
+
 def expected_distribution(ruleset: Ruleset, lab: Lab, source_ip: str, target: Target,
                           *, sport: int = 20000, in_interface: str | None = "eth0") -> dict[str, Fraction]:
     """The exact probability of each DNAT destination for a new flow, from the rule tracer."""
     packet = tracer.Packet(src=source_ip, dst=target.ip, protocol=target.proto, sport=sport,
                            dport=target.port, in_interface=in_interface,
-                           local_addresses=node_addresses(lab))
+                           local_addresses=node_addresses(lab), routes=node_routes(lab))
     out: dict[str, Fraction] = {}
     for dest, p in tracer.trace(ruleset, packet).dnat_distribution().items():
         key = f"{dest[0]}:{dest[1]}" if dest else NO_DNAT

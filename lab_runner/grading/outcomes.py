@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from lab_runner.errors import LabError
+from lab_runner.evidence import sampling
 from lab_runner.evidence.probing import Target
 from lab_runner.ruleset import tracer
 from lab_runner.ruleset.compare import normalize
@@ -86,11 +87,11 @@ def cluster_caller_ip(model) -> str | None:
 
 def traced(sandbox, ruleset: Ruleset, cls: PacketClass) -> Outcome:
     """The exact outcome of `cls` through `ruleset` (the fates that have a probability > 0)."""
-    node = sandbox.model.nodes[0]
     packet = tracer.Packet(src=sandbox.caller_ip(cls.caller), dst=cls.target.ip,
                            protocol=cls.target.proto, sport=40000, dport=cls.target.port,
                            in_interface=sandbox.inbound(cls.caller), mark=cls.premark,
-                           local_addresses=(str(node.ip), str(node.bridge_address.ip), "127.0.0.1"))
+                           local_addresses=sampling.node_addresses(sandbox.model),
+                           routes=sampling.node_routes(sandbox.model))
     fates, kept, added = set(), set(), set()
     for o in tracer.trace(ruleset, packet).outcomes:
         if o.probability == 0:

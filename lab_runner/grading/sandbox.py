@@ -567,10 +567,10 @@ class LiveSandbox(Sandbox):
 
 
 def _trace(sandbox: Sandbox, ruleset, source: str, target: Target) -> tracer.Trace:
-    node = sandbox.model.nodes[0]
     packet = tracer.Packet(src=sandbox.caller_ip(source), dst=target.ip, protocol=target.proto,
                            sport=40000, dport=target.port, in_interface=sandbox.inbound(source),
-                           local_addresses=(str(node.ip), str(node.bridge_address.ip), "127.0.0.1"))
+                           local_addresses=sampling.node_addresses(sandbox.model),
+                           routes=sampling.node_routes(sandbox.model))
     return tracer.trace(ruleset, packet)
 
 

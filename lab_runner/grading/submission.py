@@ -63,8 +63,10 @@ def as_iptables_restore(text: str, name: str, base: Ruleset | None = None) -> Ru
 
 def refuse_unmodelled(ruleset: Ruleset, name: str) -> None:
     """Refuse a rule the tracer cannot model, in both modes alike: static mode could not grade
-    it, and live mode alone must not give a file a score the other mode cannot."""
-    problem = unsupported(ruleset)
+    it, and live mode alone must not give a file a score the other mode cannot. Static mode's
+    packets carry the node's routes (sampling.node_routes), so `-o` is graded; REDIRECT is not
+    (see semantics.unsupported)."""
+    problem = unsupported(ruleset, routes=True)
     if problem is not None:
         rule = problem.rule
         raise SubmissionError(f"{name}, line {rule.line_no}: the kit cannot model {problem.what} "

@@ -114,3 +114,31 @@ def test_lost_rules_reads_the_concerned_rules_by_meaning_not_text():
                  "--dport 8080 --jump KUBE-SVC-X"}
     assert lost_rules(start, now, concerned) == []
     assert [(c, n) for c, n, _ in lost_rules(start, now, set())] == [("KUBE-SERVICES", 1)]
+
+
+def test_an_output_interface_match_is_graded_by_the_nodes_routes():
+    """Issue 20: static packets carry the node's routes, so the intake takes `-o` and the tracer
+    reads the interface a packet leaves by from them: the node's own connection to the Service
+    leaves by eth0 (the default route), so it RETURNs undNATed; arriving ones meet no output
+    interface in PREROUTING and are DNATed as before."""
+    ex = exercises.find("lab-3", "1")
+    answer = (ROOT / "labs" / "lab-3-clusterip" / "solutions" / "ex1-matching.rules").read_text()
+    rules = answer.replace("*nat\n", "*nat\n-A KUBE-SERVICES -o eth0 -j RETURN\n").encode()
+    sandbox = StaticSandbox(ex, submission.from_bytes(rules, "out-eth0.rules", ex))
+    node = outcomes.PacketClass("node", SERVICE)
+    assert sandbox.outcome(node).fates == {outcomes.NO_ANSWER}
+    assert sandbox.reference_outcome(node).fates != {outcomes.NO_ANSWER}
+    for caller in ["client", *[p.name for p in ex.lab.pods]]:
+        assert sandbox.differs(outcomes.PacketClass(caller, SERVICE)) is None, caller
+
+
+def test_static_packets_carry_the_routes_a_lab_node_has():
+    """As `ip route` shows them in lab 2's node-a (checked on a live lab): its pod subnet on
+    cni0, node-b's pod subnet and the node network by eth0, the default route by eth0."""
+    from lab_runner.evidence import sampling
+
+    lab2 = exercises.find("lab-2", "1").lab
+    assert sampling.node_routes(lab2) == (("10.244.0.0/24", "cni0"), ("10.244.1.0/24", "eth0"),
+                                          ("192.168.49.0/24", "eth0"), ("0.0.0.0/0", "eth0"))
+    assert sampling.node_routes(lab2, "node-b")[:2] == (("10.244.1.0/24", "cni0"),
+                                                        ("10.244.0.0/24", "eth0"))

@@ -590,8 +590,10 @@ def test_persistent_dnat_range_hashes_the_source_alone():
 def test_redirect_goes_to_the_incoming_interfaces_address_or_loopback():
     ruleset = custom("-A PREROUTING -p tcp -j REDIRECT --to-ports 8080",
                      "-A OUTPUT -p tcp -j REDIRECT")
-    assert unsupported(ruleset) is not None  # not without the node's routes (the intake's call)
-    assert unsupported(ruleset, routes=True) is None
+    assert unsupported(ruleset) is not None  # not without the node's routes
+    # nor with them alone: the intake refuses REDIRECT until the kernel has confirmed it
+    assert "target REDIRECT" in str(unsupported(ruleset, routes=True))
+    assert unsupported(ruleset, routes=True, redirect=True) is None
     common = dict(local_addresses=NODE_ADDRESSES, routes=NODE_ROUTES)
     pod = Packet("172.17.0.2", VIP, "tcp", 1000, 80, in_interface="docker0", **common)
     client = Packet("192.168.49.1", VIP, "tcp", 1000, 80, in_interface="eth0", **common)
@@ -603,9 +605,9 @@ def test_redirect_goes_to_the_incoming_interfaces_address_or_loopback():
         trace(ruleset, replace(client, routes=()))
 
 
-def test_output_interface_matches_are_refused_unless_the_packets_carry_routes():
-    """Static grading's packets carry no routes yet (issue 20): a rule with -o would stop a
-    trace mid-grade, so the intake refuses it in both modes until they do."""
+def test_output_interface_matches_are_modelled_only_for_packets_that_carry_routes():
+    """Without the node's routes a rule with -o would stop a trace mid-grade; static grading's
+    packets carry them (sampling.node_routes), so the intake asks with routes=True."""
     ruleset = custom("-A POSTROUTING -o docker0 -j MASQUERADE")
     assert "-o docker0 (a match on the output interface)" in str(unsupported(ruleset))
     assert unsupported(ruleset, routes=True) is None
