@@ -439,6 +439,57 @@ def lab3_nat_document(profile: str | None = None) -> Document:
     return Document.of(nat_table(render(lab, profile or lab.profile)))
 
 
+def applied(start: str, answer: str) -> Document:
+    """The nat table of `start` with `answer`'s nat lines added, as one whole-table document:
+    its chain declarations after the start's, its rules before COMMIT (answers that only add
+    chains and append rules, as lab 2's do)."""
+    table = nat_table(start).rstrip("\n").split("\n")
+    body = nat_table(answer).rstrip("\n").split("\n")[1:-1]
+    declared = max(i for i, line in enumerate(table) if line.startswith(("*", ":")))
+    chains = [line for line in body if line.startswith(":")]
+    rules = [line for line in body if RULE.match(line)]
+    return Document(tuple(table[:declared + 1] + chains + table[declared + 1:-1] + rules
+                          + table[-1:]))
+
+
+@dataclass(frozen=True)
+class Base:
+    """A document the live tier edits, on the lab model it runs on, and where callers connect."""
+
+    name: str
+    lab: str
+    exercise: str
+    document: Document
+    target: tuple[str, int, str] | None = None  # (address, port, protocol); None: the Service
+
+
+LAB2_VIP = ("10.96.0.200", 80, "tcp")  # lab 2's exercises' virtual IP (labs/lab-2-nat/lab.yaml)
+
+
+def lab_bases(lab: str) -> list[Base]:
+    """The documents generated edits start from in labs 2 and 4. Lab 2: the node's skeleton
+    with an exercise's reference answer (the random spread of exercise 2; the mark, own chain
+    and MASQUERADE towards the other node's pod of exercise 3). Lab 4: each exercise's starting
+    rules (endpoints not yet synced: new pods unreached, a stale endpoint with no pod) and the
+    synced chain set, on that exercise's own pods."""
+    from lab_runner.grading import exercise as exercises
+    from lab_runner.ruleset.render import render
+
+    out = []
+    for ex in exercises.all_exercises(lab):
+        number = str(ex.number)
+        if lab == "lab-2" and number in ("2", "3"):
+            answer = ex.directory.parent.parent / "solutions" / f"{ex.directory.name}.rules"
+            out.append(Base(f"lab-2 ex{number} answer", lab, number,
+                            applied(ex.start_document, answer.read_text()), LAB2_VIP))
+        elif lab == "lab-4":
+            out.append(Base(f"lab-4 ex{number} start", lab, number,
+                            Document.of(nat_table(ex.start_document))))
+            out.append(Base(f"lab-4 ex{number} synced", lab, number,
+                            Document.of(nat_table(render(ex.lab, ex.lab.profile)))))
+    return out
+
+
 def solutions(labs=("lab-2", "lab-3", "lab-4")) -> list[tuple[object, Document]]:
     """(exercise, its reference answer) of each rules exercise of the labs."""
     from lab_runner.grading import exercise as exercises

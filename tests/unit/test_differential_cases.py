@@ -1,7 +1,8 @@
-"""Issue 20's differential regression cases, checked without root: each kept variant of lab 3's
-nat table (fixtures/differential/) is refused by the intake exactly when iptables-restore refused
-it, and the tracer predicts what the kernel did from every caller (exact shares). Also the known
-gaps outside the tracer, as strict xfails that flip when they are mended (issue 20, items 1 and 6: both mended, now plain tests).
+"""Issue 20's differential regression cases, checked without root: each kept variant of a lab's
+nat table (fixtures/differential/: labs 2, 3 and 4) is refused by the intake exactly when
+iptables-restore refused it, and the tracer predicts what the kernel did from every caller
+(exact shares). Also the known gaps outside the tracer (issue 20, items 1 and 6: both mended,
+now plain tests).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def test_a_kept_variant_is_read_and_traced_as_the_kernel_did(case):
         assert not case.loads, f"iptables-restore loads it, the intake refuses: {exc}"
         return
     assert case.loads, "iptables-restore refuses it, the intake takes it"
-    callers = Callers(LAB3)
+    callers = case.callers()
     for caller, expected in case.expect.items():
         assert callers.predicted(ruleset, caller) == expected, caller
 
@@ -41,7 +42,8 @@ def test_every_case_has_its_rules_and_says_what_was_found():
     assert CASES
     for case in CASES:
         assert case.found and case.edits and case.text.startswith("# ")
-        assert not case.loads or set(case.expect) == set(Callers(LAB3).callers), case.name
+        assert not case.loads or set(case.expect) == set(case.callers().callers), case.name
+    assert {case.lab for case in CASES} >= {"lab-2", "lab-3", "lab-4"}
 
 
 # -- gaps outside the tracer (files another engineer owns now) -----------------------------------
