@@ -2,7 +2,9 @@
 
 fixtures/golden/kube-proxy/NAME.yaml describes the services of a kube-proxy unit test
 (pkg/proxy/iptables/proxier_test.go); NAME.PROFILE.expected holds that test's expected lines for
-them (each file's header says which test and what was left out). The kit's document for the
+them (each file's header says which test and what was left out). NAME-handwritten cases hold
+rules written by hand from kube-proxy's proxier.go where no test covers the ground (UDP, two
+ports, four and seven endpoints); their headers give the derivation. The kit's document for the
 model must hold exactly those chains with exactly those rules, once three differences of the
 test's fake proxier are taken into account: its marks are written 0x4000 (a real kube-proxy
 writes %#08x, 0x00004000), its fake iptables has no --random-fully, and the canary chains and
@@ -62,13 +64,42 @@ def test_the_kit_writes_what_kube_proxy_s_own_tests_expect(expected):
             assert comparable(chain, mine[chain]) == comparable(chain, rules), f"{table} {chain}"
 
 
+def header(path: Path) -> str:
+    return " ".join(line[2:] for line in path.read_text().split("\n*", 1)[0].splitlines())
+
+
 def test_every_kube_proxy_case_has_its_model_and_a_source():
     assert {p.name.split(".")[0] for p in EXPECTED} == {
         "overall", "affinity", "basic", "terminating", "itp-cluster", "itp-cluster-v123",
-        "terminating-v123", "noendpoints-v123"}
+        "terminating-v123", "noendpoints-v123", "udp-handwritten", "multiport-handwritten",
+        "seven-handwritten", "lab3-handwritten"}
     assert "proxier_test.go" in (CASES / "cluster-ip-general.yaml").read_text()
     for expected in EXPECTED:
-        assert "proxier_test.go" in expected.read_text().split("*", 1)[0]
+        text = header(expected)
+        if "-handwritten." in expected.name:
+            # A hand-written case names the source it was derived from, at a commit.
+            assert re.search(r"Written by hand from pkg/proxy/iptables/proxier\.go in \S+/\S+ at "
+                             r"[0-9a-f]{12}\b", text), expected.name
+        else:
+            assert re.search(r"(proxier|rules)_test\.go", text), expected.name
+        # 2bb4b1042dfd is a v1.6-era proxier_test.go, without the tests these cases come from.
+        assert "2bb4b1042dfd" not in text + (CASES / f"{expected.name.split('.')[0]}.yaml").read_text()
+
+
+# Single-port hand-written cases are written in the order syncProxyRules writes its buffers, so
+# the whole document is deterministic: v1.23 writes KUBE-SEP chains before KUBE-SVC and the
+# KUBE-SVC masquerade rule before the KUBE-SERVICES jump; v1.28-v1.30 the other way round.
+IN_WRITE_ORDER = ["seven-handwritten.v1.23.expected", "lab3-handwritten.v1.30.expected"]
+
+
+@pytest.mark.parametrize("name", IN_WRITE_ORDER)
+def test_the_kit_writes_in_kube_proxy_s_order(name):
+    stem, profile = re.fullmatch(r"(.+)\.(v1\.\d+)\.expected", name).groups()
+    ours = as_the_fake_proxier_writes(render(lab_file.load(CASES / f"{stem}.yaml"), profile,
+                                             base_jumps=False)).splitlines()
+    theirs = [line for line in (CASES / name).read_text().splitlines()
+              if not line.startswith("#")]
+    assert ours == theirs
 
 
 # TestClusterIPGeneral's packet-flow cases (SCTP left out): source, destination, port, protocol,
