@@ -66,6 +66,7 @@ def main() -> None:
     from lab_runner.cli import grade_cmds  # noqa: F401
     from lab_runner.cli import cluster_cmds  # noqa: F401
     from lab_runner.cli import autograder_cmds  # noqa: F401
+    from lab_runner.cli import explain_cmds  # noqa: F401
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

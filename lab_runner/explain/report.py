@@ -1,0 +1,250 @@
+"""`explain`'s two answers, as text for a terminal (80-column tables) or as JSON for scripts."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from rich.console import Console
+
+from lab_runner.explain.packet import Explanation, ended_by, marked_by, nat_rules
+from lab_runner.explain.services import ServicePort
+from lab_runner.ruleset.counters import Counters
+from lab_runner.ruleset.tracer import Outcome, Step
+from lab_runner.views.tables import keep_whole, table
+
+VERDICTS = {"ACCEPT": "accepted", "DROP": "DROPPED", "REJECT": "REJECTED"}
+ROUTES = {"forward": "forwarded", "local": "delivered to the node itself",
+          "output": "sent out by the node", "dropped": "not routed"}
+
+
+def percent(share: Fraction) -> str:
+    """A share as a percentage with the digits that tell kernel-rounded shares apart."""
+    value = float(share) * 100
+    text = f"{value:.10f}".rstrip("0").rstrip(".")
+    return f"{text} %"
+
+
+def exact(share: Fraction) -> str:
+    return str(share.numerator) if share.denominator == 1 else \
+        f"{share.numerator}/{share.denominator}"
+
+
+def _counters(counters: Counters | None) -> str:
+    return "" if counters is None else f"[{counters.packets}:{counters.bytes}]"
+
+
+def _line(step: Step) -> int | None:
+    return step.rule.line_no if step.rule is not None else None
+
+
+def _spec(step: Step) -> str:
+    return step.rule.spec if step.rule is not None else step.text
+
+
+def _destination(fate: Outcome) -> str:
+    return f"{fate.dnat[0]}:{fate.dnat[1]}" if fate.dnat else "not DNATed"
+
+
+def _dnat_words(fate: Outcome) -> str:
+    return f"DNAT to {_destination(fate)}" if fate.dnat else "not DNATed"
+
+
+def _why_masqueraded(fate: Outcome) -> str:
+    if fate.snat:
+        return f"SNAT to {fate.snat[0]}" + (f":{fate.snat[1]}" if fate.snat[1] else "")
+    if not fate.masquerade:
+        return "not masqueraded: the endpoint sees the caller's own address"
+    marks = ", ".join(f"line {_line(s)} ({s.chain} rule {s.number})" for s in marked_by(fate))
+    by = f"marked by {marks} -> KUBE-MARK-MASQ" if marks else "no KUBE-MARK-MASQ jump on the way"
+    rules = ", ".join(f"line {_line(s)} ({s.chain})" for s in nat_rules(fate))
+    return f"masqueraded: {by}" + (f"; MASQUERADE at {rules}" if rules else "")
+
+
+def _verdict(fate: Outcome) -> str:
+    verdict = VERDICTS.get(fate.verdict, fate.verdict)
+    if fate.verdict == "ACCEPT":
+        return f"{verdict}, {ROUTES.get(fate.route, fate.route)}"
+    ended = ended_by(fate)
+    if ended is None:
+        return verdict
+    if ended.rule is None:
+        return f"{verdict} by the policy of {ended.table} {ended.chain}"
+    said = _comment_of(ended)
+    return f"{verdict} by line {_line(ended)} ({ended.table} {ended.chain})" + \
+        (f": \"{said}\"" if said else "")
+
+
+def _comment_of(step: Step) -> str | None:
+    from lab_runner.explain.services import comment
+
+    return comment(step.rule) if step.rule is not None else None
+
+
+def _steps_table(steps: tuple[Step, ...], counters: bool):
+    headers = ["LINE", "TABLE", "CHAIN", "RULE"] + (["COUNTERS"] if counters else [])
+    out = table(*headers)
+    for step in steps:
+        row = [str(_line(step) or "-"), step.table, f"{step.chain} #{step.number}" if
+               step.number else step.chain, _spec(step)]
+        if counters:
+            row.append(_counters(step.rule.counters if step.rule else None))
+        out.add_row(*row)
+    return keep_whole(out, 0, 2)
+
+
+def print_explanation(console: Console, e: Explanation) -> None:
+    p = e.packet
+    where = "sent by the node itself (OUTPUT)" if p.local else f"in on {p.in_interface}"
+    console.print(f"[bold]{e.source}[/]: a new {p.protocol} connection "
+                  f"{p.src}:{p.sport} -> {p.dst}:{p.dport}, {where}", highlight=False)
+    console.print(f"Service: {e.service or '(no kube-proxy Service on the way)'}", highlight=False)
+    for note in e.assumptions:
+        console.print(f"Assumed: {note}", highlight=False)
+    before, after = e.split_path()
+    if len(e.fates) == 1:
+        console.print("\n[bold]Rules it matched[/] (in the order the packet meets them):")
+        console.print(_steps_table(e.fates[0].path, e.counters))
+    else:
+        console.print("\n[bold]Rules every way matched[/] (in the order the packet meets them):")
+        console.print(_steps_table(before, e.counters))
+        console.print(f"\n[bold]Then {len(e.fates)} ways[/] (probabilities sum to exactly 1):")
+    shared = set(before) | set(after)
+    for number, fate in enumerate(e.fates, start=1):
+        console.print(f"\n{number}. [bold]{percent(fate.probability)}[/] (exactly "
+                      f"{exact(fate.probability)}): {_dnat_words(fate)}; "
+                      f"{_verdict(fate)}", highlight=False)
+        if fate.verdict == "ACCEPT":
+            console.print(f"   {_why_masqueraded(fate)}", highlight=False)
+        own = tuple(s for s in fate.path if s not in shared)
+        if own and len(e.fates) > 1:
+            console.print(_steps_table(own, e.counters))
+    if after and len(e.fates) > 1:
+        console.print("\n[bold]Then, on every way[/]:")
+        console.print(_steps_table(after, e.counters))
+    if e.left_out:
+        console.print("\n[bold]Not modelled[/] (rules on this packet's way the kit does not model):")
+        for item in e.left_out:
+            console.print(f"  {item.describe()}", highlight=False)
+    console.print(f"\n[bold]Verdict:[/] {summary_line(e)}", highlight=False)
+
+
+def summary_line(e: Explanation) -> str:
+    """One sentence: accepted to N endpoints, rejected (no endpoints), dropped, or a mix."""
+    by_verdict: dict[str, Fraction] = {}
+    for fate in e.fates:
+        by_verdict[fate.verdict] = by_verdict.get(fate.verdict, Fraction(0)) + fate.probability
+    parts = []
+    for verdict, share in by_verdict.items():
+        ways = [f for f in e.fates if f.verdict == verdict]
+        if verdict == "ACCEPT":
+            targets = {f.dnat for f in ways if f.dnat}
+            what = f"accepted, DNATed to {len(targets)} endpoint(s)" if targets else \
+                "accepted, not DNATed (no Service rule matched it)"
+        else:
+            what = _verdict(ways[0])
+        parts.append(what if share == 1 else f"{what} ({percent(share)})")
+    return "; ".join(parts)
+
+
+def explanation_json(e: Explanation) -> dict:
+    p = e.packet
+    return {
+        "file": e.source,
+        "packet": {"src": p.src, "sport": p.sport, "dst": p.dst, "dport": p.dport,
+                   "protocol": p.protocol, "in_interface": p.in_interface, "local": p.local,
+                   "node_addresses": list(p.local_addresses)},
+        "service": e.service,
+        "assumptions": list(e.assumptions),
+        "fates": [{
+            "probability": exact(f.probability), "percent": float(f.probability) * 100,
+            "verdict": f.verdict, "route": f.route,
+            "dnat": _destination(f) if f.dnat else None,
+            "masqueraded": f.masquerade,
+            "snat": None if not f.snat else f"{f.snat[0]}" + (f":{f.snat[1]}" if f.snat[1] else ""),
+            "marked_by": [_step_json(s) for s in marked_by(f)],
+            "ended_by": _step_json(ended_by(f)) if ended_by(f) else None,
+            "path": [_step_json(s) for s in f.path],
+        } for f in e.fates],
+        "not_modelled": [{"line": i.rule.line_no, "table": i.rule.table, "chain": i.rule.chain,
+                          "what": i.what, "message": i.describe()} for i in e.left_out],
+        "verdict": summary_line(e),
+    }
+
+
+def _step_json(step: Step) -> dict:
+    counters = step.rule.counters if step.rule is not None else None
+    return {"line": _line(step), "table": step.table, "chain": step.chain, "number": step.number,
+            "rule": _spec(step),
+            "counters": None if counters is None else [counters.packets, counters.bytes]}
+
+
+# -- the summary -----------------------------------------------------------------------------
+
+def _addresses(port: ServicePort) -> str:
+    parts = []
+    if port.cluster_ip:
+        parts.append(f"{port.cluster_ip}:{port.port}")
+    parts += [f"node:{n}" for n in port.node_ports]
+    parts += [f"ext {a}" for a in port.external_ips]
+    parts += [f"lb {a}" for a in port.load_balancer_ips]
+    return "\n".join(parts) or "-"
+
+
+def _endpoints(port: ServicePort, counters: bool) -> str:
+    if not port.endpoints:
+        return "<none>"
+    return "\n".join(f"{e.address} {float(e.share) * 100:.4g} %" +
+                     (f" {_counters(e.counters)}" if counters and e.counters else "")
+                     for e in port.endpoints)
+
+
+# rich lays out a table cell by cell: seconds for a node of 10,000 Service ports. Beyond this
+# many rows the summary is written as kubectl writes a wide listing: padded columns, no wrapping.
+RICH_ROWS = 500
+HEADERS = ("SERVICE PORT", "PROTO", "ADDRESSES", "ENDPOINTS (share of new connections)")
+
+
+def print_summary(console: Console, source: str, ports: list[ServicePort], counters: bool) -> None:
+    console.print(f"[bold]{source}[/]: {len(ports)} Service port(s)", highlight=False)
+    if not ports:
+        return
+    rows = [(port.name, port.protocol, _addresses(port), _endpoints(port, counters))
+            for port in ports]
+    if len(rows) <= RICH_ROWS:
+        out = table(*HEADERS)
+        for row in rows:
+            out.add_row(*row)
+        console.print(keep_whole(out, 1, 2, 3))
+    else:
+        console.file.write(plain_table(HEADERS, rows))
+    notes = [(port, note) for port in ports for note in port.notes]
+    if notes:
+        console.print("\nNotes:")
+        for port, note in notes:
+            console.print(f"  {port.name}/{port.protocol}: {note}", highlight=False, soft_wrap=True)
+
+
+def plain_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest line, a cell's lines under each other (kubectl-like)."""
+    widths = [max(len(line) for cell in [h, *(r[i] for r in rows)] for line in cell.split("\n"))
+              for i, h in enumerate(headers)]
+    out: list[str] = []
+    for row in [headers, *rows]:
+        cells = [cell.split("\n") for cell in row]
+        for depth in range(max(map(len, cells))):
+            parts = [(c[depth] if depth < len(c) else "").ljust(w) for c, w in zip(cells, widths)]
+            out.append("  ".join(parts).rstrip())
+    return "\n".join(out) + "\n"
+
+
+def summary_json(source: str, ports: list[ServicePort]) -> dict:
+    return {"file": source, "services": [{
+        "name": p.name, "protocol": p.protocol, "cluster_ip": p.cluster_ip, "port": p.port,
+        "node_ports": p.node_ports, "external_ips": p.external_ips,
+        "load_balancer_ips": p.load_balancer_ips, "chain": p.chain, "line": p.line_no,
+        "endpoints": [{"address": e.address, "probability": exact(e.share),
+                       "percent": float(e.share) * 100, "chain": e.chain, "line": e.line_no,
+                       "counters": None if e.counters is None else
+                       [e.counters.packets, e.counters.bytes]} for e in p.endpoints],
+        "notes": p.notes,
+    } for p in ports]}
