@@ -140,3 +140,15 @@ def test_packets_go_where_kube_proxy_s_flow_tests_say(general, name, src, dst, d
     assert ", ".join(reached) == output
     if output:
         assert {o.masquerade for o in result.outcomes if o.dnat} == {masq}
+
+
+def test_provenance_says_where_every_golden_file_came_from():
+    provenance = (CASES.parent / "PROVENANCE.md").read_text()
+    derived, _, detectors = provenance.partition("## Made with the renderer")
+    for expected in EXPECTED:
+        assert f"| `{expected.name.removesuffix('.expected')}` |" in derived, expected.name
+    for rules in sorted(CASES.parent.glob("*.rules")):
+        row = re.search(rf"^\| `{re.escape(rules.name)}` \| (.+) \|$", detectors, re.M)
+        assert row, f"{rules.name} has no row in PROVENANCE.md"
+        # A change detector is kept only where independent evidence covers the same ground.
+        assert "kube-proxy/" in row.group(1) or "seed" in row.group(1), rules.name
