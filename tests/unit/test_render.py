@@ -151,6 +151,57 @@ def test_base_jumps_follow_prepend_order(lab3):
         assert ruleset.has_chain(table, "KUBE-PROXY-CANARY")
 
 
+# Written by hand from kube-proxy's iptablesJumpChains (and, v1.28+, iptablesKubeletJumpChains):
+# proxier.go in martinkennelly/kubernetes 75de5e20b328 (v1.23 generation) and kevinhehc/k8s-1.28
+# 804fd5efd0f7. syncProxyRules ensures each with EnsureRule(Prepend, ...) in list order, so a
+# built-in chain ends up holding its jumps in reverse list order; args are extraArgs, then the
+# comment (v1.28 leaves out an empty one), then -j.
+_NEW = "-m conntrack --ctstate NEW"
+_EXT, _SVC = '"kubernetes externally-visible service portals"', '"kubernetes service portals"'
+_LBF = '"kubernetes load balancer firewall"'
+KUBE_PROXY_JUMPS = {
+    "v1.23": [
+        '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
+        f"-A INPUT {_NEW} -m comment --comment {_EXT} -j KUBE-EXTERNAL-SERVICES",
+        '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+        f"-A FORWARD {_NEW} -m comment --comment {_SVC} -j KUBE-SERVICES",
+        f"-A FORWARD {_NEW} -m comment --comment {_EXT} -j KUBE-EXTERNAL-SERVICES",
+        f"-A OUTPUT {_NEW} -m comment --comment {_SVC} -j KUBE-SERVICES",
+        f"-A PREROUTING -m comment --comment {_SVC} -j KUBE-SERVICES",
+        f"-A OUTPUT -m comment --comment {_SVC} -j KUBE-SERVICES",
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    ],
+    "v1.30": [
+        "-A INPUT -j KUBE-FIREWALL",
+        f"-A INPUT {_NEW} -m comment --comment {_LBF} -j KUBE-PROXY-FIREWALL",
+        '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
+        f"-A INPUT {_NEW} -m comment --comment {_EXT} -j KUBE-EXTERNAL-SERVICES",
+        f"-A FORWARD {_NEW} -m comment --comment {_LBF} -j KUBE-PROXY-FIREWALL",
+        '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+        f"-A FORWARD {_NEW} -m comment --comment {_SVC} -j KUBE-SERVICES",
+        f"-A FORWARD {_NEW} -m comment --comment {_EXT} -j KUBE-EXTERNAL-SERVICES",
+        "-A OUTPUT -j KUBE-FIREWALL",
+        f"-A OUTPUT {_NEW} -m comment --comment {_LBF} -j KUBE-PROXY-FIREWALL",
+        f"-A OUTPUT {_NEW} -m comment --comment {_SVC} -j KUBE-SERVICES",
+        f"-A PREROUTING -m comment --comment {_SVC} -j KUBE-SERVICES",
+        f"-A OUTPUT -m comment --comment {_SVC} -j KUBE-SERVICES",
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    ],
+}
+
+
+@pytest.mark.parametrize("profile", ["v1.23", "v1.30"])
+def test_base_jumps_are_kube_proxy_s_jump_chains(lab3, profile):
+    builtin = re.compile(r"-A (INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) ")
+    document = render(lab3, profile)
+    assert [line for line in document.splitlines() if builtin.match(line)] == \
+        KUBE_PROXY_JUMPS[profile]
+    # v1.23's iptablesEnsureChains: an empty nat KUBE-MARK-DROP (kubelet fills it); gone by v1.28.
+    nat = document.split("*nat\n", 1)[1]
+    assert (":KUBE-MARK-DROP - [0:0]" in nat) == (profile == "v1.23")
+    assert "-A KUBE-MARK-DROP" not in nat
+
+
 def test_no_endpoints_rejects_in_filter_and_has_no_service_chain():
     lab, profile = golden(GOLDEN / "noendpoints.v1.23.rules")
     ruleset = parse(render(lab, profile))
