@@ -22,12 +22,14 @@ KPLAB_DIFF_CONNECTIONS (per caller, default 16).
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
 from hypothesis import example, given, seed
 
 from lab_runner.grading.submission import as_iptables_restore
+from lab_runner.ruleset.tracer import trace
 from tests.strategies import kernel
 from tests.strategies.edits import Document, NewRule, dnat_to, edit_lists, edited, nat_table
 from tests.strategies.kernel import labs  # noqa: F401 (a fixture)
@@ -65,6 +67,44 @@ def test_a_kept_variant_does_on_the_kernel_what_it_did(labs, case):
     if case.loads:
         measured = kernel.measure(live, case.expect, case.callers().target)
         assert not any(problem for problem, _, _ in measured.values()), measured
+
+
+# A listener on the node: prints the local address of each connection it accepts.
+LISTENER = """import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80)); s.listen(8); s.settimeout(10)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept(); print("%s:%d" % c.getsockname(), flush=True); c.close()
+"""
+
+
+def test_redirect_lands_where_the_tracer_says(lab, base):
+    """REDIRECT as the kernel does it (the intake still refuses it, semantics.unsupported): with
+    something listening on the node's port 80, the client's connection is accepted at eth0's
+    address, a pod's at the bridge's, the node's own at 127.0.0.1, as the tracer says."""
+    text = base.text.replace("COMMIT\n", "-I KUBE-SERVICES 1 -p tcp -j REDIRECT --to-ports 80\n"
+                             "COMMIT\n")
+    assert kernel.kernel_refuses(lab, text) is None
+    callers = Callers(lab.model)
+    ruleset = as_iptables_restore(text, "redirect.rules")
+    chosen = ["client", next(c for c in callers.callers if c not in ("client", "node")), "node"]
+    listener = lab.runner.spawn(["timeout", "15", "python3", "-c", LISTENER], lab.place("node"),
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline().strip() == "ready"
+        accepted = []
+        for caller in chosen:
+            lab.exec(caller, ["python3", "-c", "import socket; socket.create_connection("
+                              f"('{callers.target.ip}', {callers.target.port}), 2).close()"],
+                     check=True)
+            accepted.append(listener.stdout.readline().strip())
+    finally:
+        listener.kill()
+        listener.wait()
+        kernel.kernel_refuses(lab, base.text)
+    predicted = ["%s:%d" % trace(ruleset, callers.packet(c)).outcomes[0].dnat for c in chosen]
+    assert accepted == predicted == ["192.168.49.2:80", "172.17.0.1:80", "127.0.0.1:80"]
 
 
 @pytest.mark.slow
