@@ -255,6 +255,43 @@ def test_html_static_graph_from_submission_without_counts():
     assert "p 0.5000000000" in page  # the rule's own probability labels its edge
 
 
+def test_html_svgs_scale_down_and_the_graph_fits_800_pixels():
+    """Each SVG has a viewBox and width 100% up to its own size; the graph is at most 760 units
+    wide (an 800-pixel window's body is 757 px beside its scrollbar: text stays 11 px there)."""
+    page = render(result_mixed())
+    svgs = re.findall(r"<svg [^>]*>", page)
+    assert len(svgs) == 2
+    for tag in svgs:
+        width = int(re.search(r' width="(\d+)"', tag)[1])
+        assert f'viewBox="0 0 {width} ' in tag and f"max-width:{width}px" in tag
+        assert 'class="fit"' in tag
+    graph = next(t for t in svgs if "nat chains" in t)
+    assert int(re.search(r' width="(\d+)"', graph)[1]) <= 760
+
+
+def test_html_marks_duplicate_and_dead_rules():
+    without_counts = re.sub(r"^\[\d+:\d+\] ", "", COUNTERS, flags=re.M)
+    start = "\n".join(line for line in without_counts.splitlines()
+                      if not line.startswith("-A KUBE-SVC-"))
+    svc, half = "-A KUBE-SVC-Q7IJ732UBZY4AJKA", "-m statistic --mode random --probability 0.5"
+    submission = (f"*nat\n{svc} {half} -j KUBE-SEP-TWZJG7ZWZYI5EC7J\n"  # line 2, then again
+                  f"{svc} {half} -j KUBE-SEP-TWZJG7ZWZYI5EC7J\n{svc} -j KUBE-SEP-LCP7KINQA756A5JS\n"
+                  f"{svc} -j KUBE-SEP-TWZJG7ZWZYI5EC7J\nCOMMIT\n")  # line 5: after line 4
+    result = result_full()
+    result.evidence = {"submission": submission, "start": start + "\n"}
+    page = render(result)
+    assert "<h2>Rules to look at</h2>" in page and 'class="legend' in page
+    assert '<tr class="lint-duplicate"><td>line 3</td>' in page
+    assert '<tr class="lint-dead"><td>line 5</td>' in page
+    assert "duplicate of line 2" in page and "never reached: after line 4" in page
+    assert "<details open><summary>show the rules as submitted" in page  # the marks show
+    assert re.search(r'<div class="line lint-dead"><span class="ln">5 </span>', page)
+    assert page.count('class="edge edge-duplicate"') == 2  # its line and its label
+    assert "p 0.5" in page and "p 0.5000000000" not in page  # short label; title keeps it as is
+    body = render(result_mixed()).split("</style>")[1]
+    assert "lint-" not in body and "legend" not in body  # nothing to mark, no legend
+
+
 def test_html_without_evidence_and_ungradable():
     page = render(result_ungradable())
     assert "Not graded" in page and "the file is empty" in page and "<svg" not in page
