@@ -66,8 +66,9 @@ def explain(rules, target, caller, in_interface, out_interface, node_ips, wanted
         ports = [p for p in find_services(dump.ruleset) if not wanted or p.matches(wanted)]
         if wanted and not ports:
             raise click.UsageError(f"no Service port {wanted!r} in {rules}")
-        if fmt == "json":
-            click.echo(json.dumps(report.summary_json(dump.source, ports), indent=2))
+        if fmt == "json":  # indenting 100,000 endpoints would take longer than finding them
+            click.echo(json.dumps(report.summary_json(dump.source, ports),
+                                  indent=2 if len(ports) <= report.RICH_ROWS else None))
         else:
             report.print_summary(console, dump.source, ports, dump.has_counters)
         return
