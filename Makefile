@@ -14,11 +14,12 @@ PACKAGE_LIST := lab_runner/system-packages.txt
 APT_PACKAGES := $(shell sed -e 's/\#.*//' $(PACKAGE_LIST) | awk 'NF {print $$1}')
 
 .PHONY: help setup system-deps venv lab-% up down down-all status clean clean-all doctor test \
-        test-unit test-all bench
+        test-deps test-unit test-all bench
 
 help:
 	@echo "sudo make lab-3        the ClusterIP walkthrough (KEEP=1 leaves the lab up, STEP=N starts at step N)"
 	@echo "sudo make test         the fast suite: unit + real namespaces, without the slow tests (-m slow)"
+	@echo "sudo make test-deps    the packages only the tests need (chromium); make test installs them"
 	@echo "sudo make test-all     every test, the slow ones included"
 	@echo "make test-unit         the tests that need no root"
 	@echo "sudo make bench        timings: up/down, render+apply, probes, walkthrough"
@@ -77,7 +78,17 @@ clean-all: venv
 doctor: venv
 	$(RUNNER) doctor
 
-test: setup
+# Packages only the tests need: the "#test:" lines of the list (chromium, to check report.html in a
+# browser). `make test` installs them; `make setup` and `lab-runner doctor` never ask for them.
+test-deps:
+	@missing=$$($(PYTHON) lab_runner/system_deps.py missing --tests) || exit 3; \
+	[ -z "$$missing" ] || { echo "installing test-only packages:$$(printf ' %s' $$missing)"; \
+	  [ "$$(id -u)" = 0 ] || { echo "error: run with sudo to install them: sudo make test-deps"; exit 3; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	    || { echo "error: apt-get could not install: $$missing"; exit 3; }; }
+
+test: setup test-deps
 	$(PYTEST) -q -m "not slow" tests
 	@for lab in labs/*/walkthrough.md; do \
 	  lab=$$(basename $$(dirname $$lab)); echo "== walk $$lab --check"; \

@@ -79,19 +79,20 @@ tar -C "$work/rootfs" -c . | docker import - kplab-base:bookworm >/dev/null
 rm -rf "$work/rootfs"
 export KPLAB_BASE=kplab-base:bookworm
 
-step "fresh machine: a bare bookworm container, the kit from git archive HEAD, make setup (network)"
+step "fresh machine: a bare bookworm container, the kit from git archive HEAD, make setup test-deps (network)"
 # The README's promise on a fresh Debian: the user installs make, then `sudo make lab-3` and
 # `sudo make test` do all set-up. Only this step has a network (the engine's host network, for
-# apt and PyPI; the host's CA bundle for a proxy that re-signs TLS); the next runs with none.
+# apt and PyPI; the host's CA bundle for a proxy that re-signs TLS); the next runs with none, so
+# the test-only packages (chromium) that `make test` would install are installed here too.
 fresh=kplab-ci-fresh-$$
 git archive --format=tar HEAD | docker run -i --name "$fresh" --network host \
   -v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.pem:ro -e PIP_CERT=/run/host-ca.pem \
   -e DEBIAN_FRONTEND=noninteractive "$KPLAB_BASE" sh -ec '
     mkdir /kit && tar -C /kit -x
     apt-get update -qq && apt-get install -y -qq make python3 >/dev/null
-    cd /kit && make setup' > "$work/fresh-setup.log" 2>&1 \
+    cd /kit && make setup test-deps' > "$work/fresh-setup.log" 2>&1 \
   || { tail -30 "$work/fresh-setup.log"; docker rm -f "$fresh" >/dev/null; exit 1; }
-grep -E "installing system packages|setting up" "$work/fresh-setup.log" || true
+grep -E "installing (system|test-only) packages|setting up" "$work/fresh-setup.log" || true
 docker commit "$fresh" "$fresh:set-up" >/dev/null
 docker rm "$fresh" >/dev/null
 

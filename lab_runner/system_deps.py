@@ -1,7 +1,8 @@
 """The system packages the kit needs (system-packages.txt), and which of them this machine lacks.
 
-Runs with the standard library alone, as `python3 lab_runner/system_deps.py missing|packages`:
-the Makefile asks it before any virtual environment exists.
+Runs with the standard library alone, as `python3 lab_runner/system_deps.py missing|packages
+[--tests]`: the Makefile asks it before any virtual environment exists. `--tests` means the
+packages only the test suite needs (lines "#test: …"), which `make test-deps` installs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ LIST = Path(__file__).with_name("system-packages.txt")
 # Debian keeps administrators' tools in sbin, which an ordinary user's PATH often lacks: the tools
 # are there all the same, so look in both.
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+TEST_ONLY = "#test:"  # a comment to every other reader of the list
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Provision:
 class Package:
     name: str
     provides: tuple[Provision, ...]
+    test_only: bool = False
 
     def missing(self) -> list[Provision]:
         return [p for p in self.provides if p.where() is None]
@@ -60,11 +63,18 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path=os.pathsep.join(SBIN))
 
 
-def packages(path: Path = LIST) -> list[Package]:
-    """The list, read; a malformed line is named with its number."""
+def packages(path: Path = LIST, *, tests: bool = False) -> list[Package]:
+    """The packages the kit needs, or with tests=True those only its tests need; a malformed
+    line is named with its number."""
+    return [p for p in every_package(path) if p.test_only == tests]
+
+
+def every_package(path: Path = LIST) -> list[Package]:
+    """The whole list, read."""
     found = []
     for number, line in enumerate(path.read_text().split("\n"), start=1):
-        words = line.split("#", 1)[0].split()
+        test_only = line.startswith(TEST_ONLY)
+        words = line.removeprefix(TEST_ONLY).split("#", 1)[0].split()
         if not words:
             continue
         provisions = []
@@ -77,30 +87,30 @@ def packages(path: Path = LIST) -> list[Package]:
         if not provisions:
             raise ValueError(f"{path.name}, line {number}: package {words[0]} says nothing it "
                              "provides")
-        found.append(Package(words[0], tuple(provisions)))
+        found.append(Package(words[0], tuple(provisions), test_only))
     return found
 
 
-def missing_packages() -> list[Package]:
-    return [p for p in packages() if p.missing()]
+def missing_packages(tests: bool = False) -> list[Package]:
+    return [p for p in packages(tests=tests) if p.missing()]
 
 
 def provider(kind: str, name: str) -> str | None:
     """The package that provides `kind:name`, for messages that say what to install."""
-    for package in packages():
+    for package in every_package():
         if Provision(kind, name) in package.provides:
             return package.name
     return None
 
 
 def main(argv: list[str]) -> int:
-    if argv[1:] == ["packages"]:
-        print(" ".join(p.name for p in packages()))
-    elif argv[1:] == ["missing"]:
-        print(" ".join(p.name for p in missing_packages()))
-    else:
-        print(f"usage: {argv[0]} packages|missing", file=sys.stderr)
+    args = argv[1:]
+    if args[:1] not in (["packages"], ["missing"]) or args[1:] not in ([], ["--tests"]):
+        print(f"usage: {argv[0]} packages|missing [--tests]", file=sys.stderr)
         return 2
+    tests = args[1:] == ["--tests"]
+    chosen = packages(tests=tests) if args[0] == "packages" else missing_packages(tests)
+    print(" ".join(p.name for p in chosen))
     return 0
 
 

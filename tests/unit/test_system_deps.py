@@ -69,6 +69,49 @@ def test_the_list_reads_and_every_package_provides_something():
 
 
 @pytest.mark.skipif(not shutil.which("dpkg"), reason="tells essential packages apart with dpkg")
+def test_chromium_is_a_test_only_package_no_user_is_asked_for():
+    """The browser check of report.html needs chromium; labs, the node image, autograder bundles
+    and doctor do not, and read its "#test:" line as a comment."""
+    assert system_deps.provider("cmd", "chromium") == "chromium"
+    assert [p.name for p in system_deps.packages(tests=True)] == ["chromium"]
+    assert "chromium" not in {p.name for p in system_deps.packages()}
+    assert "iproute2" not in {p.name for p in system_deps.packages(tests=True)}
+    # What the Dockerfile, the Makefile's fallback and install.sh take: sed 's/#.*//' | awk.
+    plain = {line.split("#", 1)[0].split()[0] for line in system_deps.LIST.read_text().splitlines()
+             if line.split("#", 1)[0].split()}
+    assert plain == {p.name for p in system_deps.packages()}
+
+
+def test_doctor_does_not_ask_for_test_only_packages(monkeypatch):
+    from lab_runner import doctor
+
+    monkeypatch.setattr(system_deps.Provision, "where", lambda self: None)
+    assert all("chromium" not in f.what and "chromium" not in f.fix
+               for f in doctor.check_system_packages())
+
+
+@pytest.fixture
+def use_list(tmp_path, monkeypatch):
+    """Makes system_deps read a list with the given text instead of the kit's."""
+    def use(text: str) -> None:
+        fake = tmp_path / "system-packages.txt"
+        fake.write_text(text)
+        monkeypatch.setattr(system_deps, "LIST", fake)
+        for reader in (system_deps.every_package, system_deps.packages):
+            monkeypatch.setattr(reader, "__defaults__", (fake,))
+    return use
+
+
+def test_missing_tests_names_only_test_only_packages(use_list, capsys):
+    use_list("kplab-lab-only  cmd:kplab-no-such-program\n"
+             "#test: kplab-test-only  cmd:kplab-no-such-browser  # why\n")
+    assert system_deps.main(["system_deps.py", "missing", "--tests"]) == 0
+    assert capsys.readouterr().out.split() == ["kplab-test-only"]
+    assert system_deps.main(["system_deps.py", "missing"]) == 0
+    assert capsys.readouterr().out.split() == ["kplab-lab-only"]
+    assert system_deps.main(["system_deps.py", "missing", "--all"]) == 2
+
+
 def test_every_program_the_kit_runs_comes_from_a_listed_package():
     listed = {p.name for package in system_deps.packages() for p in package.provides
               if p.kind == "cmd"}
@@ -91,6 +134,12 @@ def test_makefile_ci_and_dockerfile_install_from_the_list():
     assert "COPY lab_runner/system-packages.txt" in dockerfile
     ci = (ROOT / ".ci/run").read_text()
     assert "make setup" in ci
+    # make test installs the test-only packages; CI's fresh machine must get them while it has
+    # a network, as its `make test` runs with none.
+    assert re.search(r"^test: setup test-deps$", makefile, re.M)
+    assert "system_deps.py missing --tests" in makefile
+    fresh = (ROOT / ".ci/docker.sh").read_text()
+    assert "make setup test-deps'" in fresh and "--network none" in fresh
     packages = {p.name for p in system_deps.packages()}
     for name, text in (("Makefile", makefile), ("Dockerfile", dockerfile), (".ci/run", ci)):
         for line in re.findall(r"apt-get install[^\n]*(?:\\\n[^\n]*)*", text):
@@ -99,12 +148,9 @@ def test_makefile_ci_and_dockerfile_install_from_the_list():
             assert not hard_coded, f"{name} names packages beside the list: {sorted(hard_coded)}"
 
 
-def test_missing_names_a_package_whose_program_is_absent(tmp_path, monkeypatch, capsys):
-    fake = tmp_path / "system-packages.txt"
-    fake.write_text("# comment\niproute2  cmd:ip\nkplab-nothing  cmd:kplab-no-such-program "
-                    "lib:kplab-no-such-library\n")
-    monkeypatch.setattr(system_deps, "LIST", fake)
-    monkeypatch.setattr(system_deps.packages, "__defaults__", (fake,))
+def test_missing_names_a_package_whose_program_is_absent(use_list, capsys):
+    use_list("# comment\niproute2  cmd:ip\nkplab-nothing  cmd:kplab-no-such-program "
+             "lib:kplab-no-such-library\n")
     assert system_deps.main(["system_deps.py", "missing"]) == 0
     assert capsys.readouterr().out.split() == ["kplab-nothing"]
     (missing,) = system_deps.missing_packages()
