@@ -11,6 +11,7 @@ the caller names the interface (--out).
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -21,6 +22,7 @@ from lab_runner.ruleset.parse import Chain, Rule, Ruleset, Table
 from lab_runner.ruleset.tracer import (Limits, Outcome, Packet, Step, TraceError, TraceLimit,
                                        UnsupportedRule, trace)
 
+NFACCT = re.compile(r"\s+-m nfacct\s+--nfacct-name\s+\S+")
 OUTSIDE = "203.0.113.10"  # TEST-NET-3: a caller outside the cluster, as a load balancer is
 NODE = "192.0.2.1"  # TEST-NET-1: the node's own address when the caller does not give one
 MAX_LEFT_OUT = 500  # rules left out for one packet before giving up (a loop guard)
@@ -124,6 +126,7 @@ def explain(dump: Dump, question: Question) -> Explanation:
     if question.out_interface is None:
         ruleset, out_matches = _without_out_matches(ruleset)
     ruleset = _only_this_destination(ruleset, question.dst)
+    ruleset, originals = _without_nfacct(ruleset)
     for _ in range(MAX_LEFT_OUT):
         try:
             result = trace(ruleset, packet, LIMITS)
@@ -138,7 +141,7 @@ def explain(dump: Dump, question: Question) -> Explanation:
     else:
         raise ExplainError(f"{dump.source}: more than {MAX_LEFT_OUT} rules on this packet's way "
                            "are not modelled; no answer is given")
-    numbers = _Numbers(dump.ruleset)
+    numbers = _Numbers(dump.ruleset, originals)
     fates = tuple(_fate(o, numbers) for o in sorted(result.fates(), key=_order))
     visited = _visited(dump.ruleset, fates)
     left_out += [LeftOut(r, f"-o {r.option('o')[1]} (a match on the output interface; give "
@@ -193,15 +196,22 @@ def _is_service_address(ruleset: Ruleset, address: str) -> bool:
 
 
 def without(ruleset: Ruleset, *rules: Rule) -> Ruleset:
-    """A copy of `ruleset` without `rules`; only the chains that held them are new objects."""
+    """A copy of `ruleset` without `rules`."""
+    return _changed(ruleset, {id(rule): (rule, None) for rule in rules})
+
+
+def _changed(ruleset: Ruleset, changes: dict[int, tuple[Rule, Rule | None]]) -> Ruleset:
+    """A copy of `ruleset` with rules replaced (by id: rule -> stand-in, None: left out). Only
+    the chains that change are new objects; a node's 100,000s of other rules are shared."""
     tables = dict(ruleset.tables)
-    for rule in rules:
-        table = tables[rule.table]
-        chain = table.chains[rule.chain]
-        chains = dict(table.chains)
-        chains[rule.chain] = Chain(chain.name, chain.builtin, chain.policy, chain.counters,
-                                   [r for r in chain.rules if r is not rule], chain.line_no)
-        tables[rule.table] = Table(table.name, chains)
+    for key in {(rule.table, rule.chain) for rule, _ in changes.values()}:
+        table = tables[key[0]]
+        chain = table.chains[key[1]]
+        rules = [changes[id(r)][1] if id(r) in changes else r for r in chain.rules]
+        chains = {**table.chains, chain.name: Chain(chain.name, chain.builtin, chain.policy,
+                                                    chain.counters, [r for r in rules if r],
+                                                    chain.line_no)}
+        tables[key[0]] = Table(table.name, chains)
     return Ruleset(tables, ruleset.source)
 
 
@@ -226,14 +236,27 @@ def _only_this_destination(ruleset: Ruleset, dst: str) -> Ruleset:
     callers = {c.name for c in nat.chains.values() for r in c.rules if r.target == "KUBE-SERVICES"}
     if not callers <= {"PREROUTING", "OUTPUT"}:
         return ruleset
-    chain = nat.chains["KUBE-SERVICES"]
-    kept = [r for r in chain.rules if _may_match_destination(r, dst)]
-    if len(kept) == len(chain.rules):
-        return ruleset
-    chains = dict(nat.chains)
-    chains["KUBE-SERVICES"] = Chain(chain.name, chain.builtin, chain.policy, chain.counters, kept,
-                                    chain.line_no)
-    return Ruleset({**ruleset.tables, "nat": Table(nat.name, chains)}, ruleset.source)
+    dropped = [r for r in nat.chains["KUBE-SERVICES"].rules if not _may_match_destination(r, dst)]
+    return _changed(ruleset, {id(rule): (rule, None) for rule in dropped}) if dropped else ruleset
+
+
+def _without_nfacct(ruleset: Ruleset) -> tuple[Ruleset, dict[int, Rule]]:
+    """The ruleset with every `-m nfacct` match taken out of its rule, and the file's rule for
+    each stand-in. nfacct (kube-proxy v1.31+ counts dropped INVALID packets and localhost
+    NodePort connections with it) only counts: it matches every packet, so the rule without it
+    matches the same packets. The stand-ins are traced; the answer shows the file's rules."""
+    found = [r for r in ruleset.rules() if "nfacct" in r.text and r.match("nfacct") is not None]
+    if not found:
+        return ruleset, {}
+    changes = {id(rule): (rule, Rule(rule.table, rule.chain, rule.line_no,
+                                      NFACCT.sub("", rule.text), None, rule.target, rule.goto,
+                                      rule.counters,
+                                      (rule.basic,
+                                       tuple(m for m in rule.matches if m.module != "nfacct"),
+                                       rule.target_args)))
+               for rule in found}
+    originals = {id(stand_in): rule for rule, stand_in in changes.values()}
+    return _changed(ruleset, changes), originals
 
 
 def _may_match_destination(rule: Rule, dst: str) -> bool:
@@ -256,20 +279,23 @@ class _Numbers:
     """A rule's 1-based position in its chain in the file: the traced copy lacks rules, so the
     tracer's own numbers can be smaller."""
 
-    def __init__(self, ruleset: Ruleset):
+    def __init__(self, ruleset: Ruleset, originals: dict[int, Rule]):
         self.ruleset = ruleset
+        self.originals = originals  # id of a traced stand-in -> the file's rule
         self.index: dict[tuple[str, str], dict[int, int]] = {}
 
     def step(self, step: Step) -> Step:
         if step.rule is None or not self.ruleset.has_chain(step.table, step.chain):
             return step
+        rule = self.originals.get(id(step.rule), step.rule)
         key = (step.table, step.chain)
         if key not in self.index:
             rules = self.ruleset.chain(*key).rules
-            self.index[key] = {id(rule): i for i, rule in enumerate(rules, start=1)}
-        number = self.index[key].get(id(step.rule), step.number)
-        return step if number == step.number else Step(step.table, step.chain, number, step.text,
-                                                       step.rule)
+            self.index[key] = {id(r): i for i, r in enumerate(rules, start=1)}
+        number = self.index[key].get(id(rule), step.number)
+        if number == step.number and rule is step.rule:
+            return step
+        return Step(step.table, step.chain, number, rule.text, rule)
 
 
 def _fate(outcome: Outcome, numbers: _Numbers) -> Outcome:

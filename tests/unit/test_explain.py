@@ -169,6 +169,32 @@ def test_rules_it_cannot_model_are_listed_with_their_line_not_guessed():
     assert [f.verdict for f in answer.fates] == ["ACCEPT"] and answer.fates[0].dnat is None
 
 
+def test_nfacct_only_counts_so_the_rule_it_sits_on_still_matches():
+    dump = read_file(REAL / "eks-v1.34.rules")
+    answer = explain(dump, Question("127.0.0.1", 31248, local=True, node_ips=("192.168.0.174",)))
+    assert answer.left_out == ()
+    lines = {s.rule.line_no for f in answer.fates for s in f.path}
+    assert 94 in lines and 95 not in lines  # the localhost NodePort rule, with its nfacct
+    step = next(s for s in answer.fates[0].path if s.rule.line_no == 94)
+    assert step.rule is next(r for r in dump.ruleset.rules() if r.line_no == 94)  # as written
+    assert "nfacct" in step.text and step.number == 1
+    assert shares(answer) == {"192.168.2.92:80": Fraction(1, 2), "192.168.4.161:80": Fraction(1, 2)}
+
+
+def test_an_ipset_match_is_named_with_its_line(tmp_path):
+    text = LAB3.replace("-A FORWARD -m comment --comment \"kubernetes forwarding rules\"",
+                        "-A FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" -m set "
+                        "--match-set cali40all-ipam-pools src -j ACCEPT\n"
+                        "-A FORWARD -m comment --comment \"kubernetes forwarding rules\"", 1)
+    path = tmp_path / "calico.rules"
+    path.write_text(text)
+    answer = explain(read_file(path), Question("10.104.5.205", 8080))
+    [item] = answer.left_out
+    assert item.describe() == ("line 17 (filter FORWARD): -m set is not modelled; the answer "
+                               "assumes it does not match")
+    assert len(answer.fates) == 4 and {f.verdict for f in answer.fates} == {"ACCEPT"}
+
+
 def test_the_nodes_own_connection_goes_through_output():
     answer = explain(read_file(REAL / "kubeadm-v1.20-docker.rules"),
                      Question("10.96.0.1", 443, local=True, node_ips=("192.168.49.2",)))
