@@ -308,7 +308,8 @@ def chain_graph(ruleset: Ruleset, marks: dict[int, list[Finding]] | None = None)
                 if not target.startswith("DNAT "):
                     queue.append(target)
             edge = edges.setdefault((name, target), Edge(name, target, 0))
-            edge.packets = None if packets is None or edge.packets is None else edge.packets + packets
+            edge.packets = None if packets is None or edge.packets is None \
+                else edge.packets + packets
             edge.rules.append(rule.text)
             edge.probability = _probability(rule) or edge.probability
             edge.marks += marks.get(id(rule), [])
