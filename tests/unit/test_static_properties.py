@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lab_runner.errors import SubmissionError
+from lab_runner.evidence.sampling import node_addresses, node_routes
 from lab_runner.grading.submission import as_iptables_restore, from_bytes
 from lab_runner.ruleset.parse import parse
 from lab_runner.ruleset.semantics import NO_OP_TARGETS, TARGETS, unsupported
@@ -66,9 +67,7 @@ def lab3_packets() -> list[Packet]:
 def exercise_packets(ex) -> list[Packet]:
     model = ex.lab
     node = model.nodes[0]
-    local = (str(node.ip), str(node.bridge_address.ip), "127.0.0.1")
-    routes = (("0.0.0.0/0", "eth0"), (str(model.node_network), "eth0"),
-              (str(node.bridge_address.network), node.bridge))
+    local, routes = node_addresses(model), node_routes(model)  # as static grading's packets
     callers = [(str(c.ip), "eth0") for c in model.clients]
     callers += [(str(p.ip), node.bridge) for p in model.pods if p.node == node.name]
     callers.append((str(node.ip), None))
