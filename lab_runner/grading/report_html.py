@@ -343,8 +343,11 @@ def _graph_ruleset(result: GradeResult, marks: Marks) -> tuple[Ruleset | None, s
     try:
         if evidence.get("counters"):
             saved = parse(evidence["counters"], "<iptables-save -c -t nat>", check=False)
-            # The node's own listing has no submission lines: its findings quote the rule.
-            found = lint(saved, where=lambda rule: f"“{_short(rule.spec, 60)}”")
+            # The node's listing has no submission lines: a rule is named by its place in its
+            # chain, as `iptables -t nat -L CHAIN --line-numbers` numbers it.
+            place = {id(rule): f"rule {n} of {chain.name}" for chain in saved.table("nat")
+                     .chains.values() for n, rule in enumerate(chain.rules, start=1)}
+            found = lint(saved, where=lambda rule: place[id(rule)])
             return saved, (
                 "the node's nat table at the end of grading (iptables-save -c): each edge's "
                 "count is the packets its rule(s) matched during grading"), by_rule(found)

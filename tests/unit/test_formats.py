@@ -292,6 +292,18 @@ def test_html_marks_duplicate_and_dead_rules():
     assert "lint-" not in body and "legend" not in body  # nothing to mark, no legend
 
 
+def test_html_live_graph_names_marked_rules_by_their_place_in_the_chain():
+    """The node's iptables-save has no submission lines: its rules are named as
+    `iptables -L --line-numbers` numbers them."""
+    rule = ("-A KUBE-SVC-Q7IJ732UBZY4AJKA -m statistic --mode random --probability 0.5000000000 "
+            "-j KUBE-SEP-TWZJG7ZWZYI5EC7J")
+    counters = COUNTERS.replace(f"[23:1380] {rule}\n", f"[23:1380] {rule}\n[0:0] {rule}\n")
+    assert counters != COUNTERS
+    page = render(result_mixed(evidence={"counters": counters, "submission": "*nat\nCOMMIT\n"}))
+    assert "duplicate of rule 2 of KUBE-SVC-Q7IJ732UBZY4AJKA" in page
+    assert page.count('class="edge edge-duplicate"') == 2  # its line and its label
+
+
 def test_html_without_evidence_and_ungradable():
     page = render(result_ungradable())
     assert "Not graded" in page and "the file is empty" in page and "<svg" not in page
