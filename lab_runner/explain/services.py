@@ -28,6 +28,7 @@ EXTERNAL_PREFIXES = ("KUBE-EXT-", "KUBE-XLB-", "KUBE-FW-")
 # unnamed port (a trailing colon).
 SERVICE_COMMENT = re.compile(r"^(?P<name>\S+?):? (?P<kind>cluster IP|external IP|loadbalancer IP|"
                              r"has no endpoints|has no local endpoints)$")
+LOCAL_POLICY = "externalTrafficPolicy Local (outside callers reach this node's endpoints only)"
 PROBABILITY = re.compile(r"--probability[ =](\S+)")
 TO_DESTINATION = re.compile(r"--to-destination[ =](\S+)")
 SECONDS = re.compile(r"--seconds[ =](\d+)")
@@ -187,9 +188,14 @@ def _no_endpoints(port: ServicePort, rule: Rule, address: str | None, dport: int
     elif rule.chain == "KUBE-EXTERNAL-SERVICES" and dport and address is None and \
             dport not in port.node_ports and "addrtype" in rule.text:
         port.node_ports.append(dport)
-    note = f"{kind}: {rule.target} (line {rule.line_no})"
-    if note not in port.notes:
-        port.notes.append(note)
+    prefix = f"{kind}: {rule.target} (line"
+    at = next((i for i, note in enumerate(port.notes) if note.startswith(prefix)), None)
+    if at is None:
+        port.notes.append(f"{prefix} {rule.line_no})")
+    else:  # one note for the rules of each address: "(lines 34, 35, 36)"
+        port.notes[at] = port.notes[at][:-1].replace("(line ", "(lines ", 1) + f", {rule.line_no})"
+    if kind == "has no local endpoints" and LOCAL_POLICY not in port.notes:
+        port.notes.append(LOCAL_POLICY)
 
 
 def _external_chain(ruleset: Ruleset, port: ServicePort, chain: str | None) -> None:
@@ -200,7 +206,7 @@ def _external_chain(ruleset: Ruleset, port: ServicePort, chain: str | None) -> N
     if chain.startswith("KUBE-FW-"):
         note = "loadBalancerSourceRanges (KUBE-FW: other sources are dropped)"
     elif chain.startswith("KUBE-XLB-") or any(t and t.startswith("KUBE-SVL-") for t in targets):
-        note = "externalTrafficPolicy Local (outside callers reach this node's endpoints only)"
+        note = LOCAL_POLICY
     else:
         return
     if note not in port.notes:

@@ -115,6 +115,53 @@ def test_summary_reads_the_old_layout_affinity_local_policy_and_no_endpoints():
     assert any(n.startswith("has no endpoints: REJECT (line") for n in empty.notes)
 
 
+OVERALL = REAL / "kube-proxy-test-overall.v1.28.rules"
+
+
+def test_summary_reads_load_balancers_external_ips_node_ports_and_source_ranges():
+    ports = {p.name: p for p in find_services(read_file(OVERALL).ruleset)}
+    assert sorted(ports) == [f"ns{i}/svc{i}:p80" for i in range(1, 7)]
+    svc2, svc5 = ports["ns2/svc2:p80"], ports["ns5/svc5:p80"]
+    assert (svc2.external_ips, svc2.load_balancer_ips, svc2.node_ports) == \
+        (["192.168.99.22:80"], ["1.2.3.4:80"], [3001])
+    assert svc2.notes == ["has no local endpoints: DROP (lines 34, 35, 36)",
+                          "externalTrafficPolicy Local (outside callers reach this node's "
+                          "endpoints only)"]
+    assert (svc5.load_balancer_ips, svc5.node_ports) == (["5.6.7.8:80"], [3002])
+    assert svc5.notes == ["loadBalancerSourceRanges (KUBE-FW: other sources are dropped)"]
+    assert [(e.address, e.share) for e in ports["ns4/svc4:p80"].endpoints] == [
+        ("10.180.0.4:80", Fraction(1, 2)), ("10.180.0.5:80", Fraction(1, 2))]
+
+
+# kube-proxy's own test conventions: pods 10.0.0.0/8, node 192.168.0.2, outside 203.0.113.x.
+OVERALL_FLOWS = [  # (question, verdict, DNAT destinations, masqueraded, rule line that ended it)
+    (Question("5.6.7.8", 80), "ACCEPT", {("10.180.0.3", 80)}, True, None),  # source range
+    (Question("5.6.7.8", 80, src="203.0.113.200"), "DROP", {None}, False, 41),  # outside it
+    (Question("192.168.99.22", 80), "DROP", {None}, False, 34),  # Local, no local endpoint
+    (Question("192.168.99.22", 80, src="10.0.0.2", in_interface="cni0"), "ACCEPT",
+     {("10.180.0.2", 80)}, False, None),  # pods reach it through the cluster chain
+    (Question("192.168.0.2", 3001), "DROP", {None}, False, 36),  # its NodePort too
+    (Question("172.30.0.46", 80), "REJECT", {None}, False, 33),  # no endpoints
+    (Question("192.168.99.33", 80), "ACCEPT", {("10.180.0.4", 80), ("10.180.0.5", 80)}, True,
+     None),
+    (Question("192.168.0.2", 3003, local=True, node_ips=("192.168.0.2",)), "ACCEPT",
+     {("10.180.0.3", 80)}, True, None),
+]
+
+
+@pytest.mark.parametrize("flow", OVERALL_FLOWS, ids=lambda f: f"{f[0].src or 'outside'}->"
+                                                          f"{f[0].dst}:{f[0].dport}")
+def test_kube_proxys_own_services_of_every_kind(flow):
+    question, verdict, destinations, masqueraded, ended = flow
+    answer = explain(read_file(OVERALL), question)
+    assert {f.verdict for f in answer.fates} == {verdict}
+    assert {f.dnat for f in answer.fates} == destinations
+    assert {f.masquerade for f in answer.fates} == {masqueraded}
+    if ended is not None:
+        assert {f.path[-1].rule.line_no for f in answer.fates} == {ended}
+    assert answer.left_out == ()
+
+
 def test_masquerade_says_which_rule_marked_it():
     answer = explain(read_file(REAL / "kit-lab-3-live.rules"),
                      Question("10.104.5.205", 8080, src="172.17.0.2", in_interface="docker0"))
