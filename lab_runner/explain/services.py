@@ -205,8 +205,14 @@ def _external_chain(ruleset: Ruleset, port: ServicePort, chain: str | None) -> N
     targets = {r.target for r in ruleset.chain("nat", chain).rules}
     if chain.startswith("KUBE-FW-"):
         note = "loadBalancerSourceRanges (KUBE-FW: other sources are dropped)"
-    elif chain.startswith("KUBE-XLB-") or any(t and t.startswith("KUBE-SVL-") for t in targets):
+    elif chain.startswith("KUBE-XLB-"):
         note = LOCAL_POLICY
+    elif any(t and t.startswith("KUBE-SVL-") for t in targets):
+        local = next(t for t in targets if t and t.startswith("KUBE-SVL-"))
+        endpoints, _ = spread(ruleset, local)
+        reached = ", ".join(f"{e.address} ({float(e.share) * 100:.4g} %)" for e in endpoints)
+        note = (f"externalTrafficPolicy Local: outside callers reach only {reached} ({local})"
+                if endpoints else LOCAL_POLICY)
     else:
         return
     if note not in port.notes:

@@ -134,32 +134,51 @@ def test_summary_reads_load_balancers_external_ips_node_ports_and_source_ranges(
 
 
 # kube-proxy's own test conventions: pods 10.0.0.0/8, node 192.168.0.2, outside 203.0.113.x.
-OVERALL_FLOWS = [  # (question, verdict, DNAT destinations, masqueraded, rule line that ended it)
-    (Question("5.6.7.8", 80), "ACCEPT", {("10.180.0.3", 80)}, True, None),  # source range
-    (Question("5.6.7.8", 80, src="203.0.113.200"), "DROP", {None}, False, 41),  # outside it
-    (Question("192.168.99.22", 80), "DROP", {None}, False, 34),  # Local, no local endpoint
-    (Question("192.168.99.22", 80, src="10.0.0.2", in_interface="cni0"), "ACCEPT",
+ETP_LOCAL = REAL / "kube-proxy-test-etp-local.v1.28.rules"
+KUBE_PROXY_FLOWS = [  # (node, question, verdict, DNAT destinations, masqueraded, ending line)
+    (OVERALL, Question("5.6.7.8", 80), "ACCEPT", {("10.180.0.3", 80)}, True, None),  # in range
+    (OVERALL, Question("5.6.7.8", 80, src="203.0.113.200"), "DROP", {None}, False, 41),
+    (OVERALL, Question("192.168.99.22", 80), "DROP", {None}, False, 34),  # Local, none here
+    (OVERALL, Question("192.168.99.22", 80, src="10.0.0.2", in_interface="cni0"), "ACCEPT",
      {("10.180.0.2", 80)}, False, None),  # pods reach it through the cluster chain
-    (Question("192.168.0.2", 3001), "DROP", {None}, False, 36),  # its NodePort too
-    (Question("172.30.0.46", 80), "REJECT", {None}, False, 33),  # no endpoints
-    (Question("192.168.99.33", 80), "ACCEPT", {("10.180.0.4", 80), ("10.180.0.5", 80)}, True,
-     None),
-    (Question("192.168.0.2", 3003, local=True, node_ips=("192.168.0.2",)), "ACCEPT",
+    (OVERALL, Question("192.168.0.2", 3001), "DROP", {None}, False, 36),  # its NodePort too
+    (OVERALL, Question("172.30.0.46", 80), "REJECT", {None}, False, 33),  # no endpoints
+    (OVERALL, Question("192.168.99.33", 80), "ACCEPT", {("10.180.0.4", 80), ("10.180.0.5", 80)},
+     True, None),
+    (OVERALL, Question("192.168.0.2", 3003, local=True, node_ips=("192.168.0.2",)), "ACCEPT",
      {("10.180.0.3", 80)}, True, None),
+    # TestExternalTrafficPolicyLocal's own packet-flow cases, as kube-proxy's test states them.
+    (ETP_LOCAL, Question("172.30.0.41", 80, src="10.0.0.2", in_interface="cni0"), "ACCEPT",
+     {("10.180.0.1", 80), ("10.180.2.1", 80)}, False, None),
+    (ETP_LOCAL, Question("192.168.99.11", 80, src="203.0.113.2"), "ACCEPT",
+     {("10.180.2.1", 80)}, False, None),
+    (ETP_LOCAL, Question("1.2.3.4", 80, src="203.0.113.2"), "ACCEPT", {("10.180.2.1", 80)},
+     False, None),
+    (ETP_LOCAL, Question("192.168.0.2", 3001, src="203.0.113.2"), "ACCEPT",
+     {("10.180.2.1", 80)}, False, None),
 ]
 
 
-@pytest.mark.parametrize("flow", OVERALL_FLOWS, ids=lambda f: f"{f[0].src or 'outside'}->"
-                                                          f"{f[0].dst}:{f[0].dport}")
+@pytest.mark.parametrize("flow", KUBE_PROXY_FLOWS, ids=lambda f: f"{f[0].stem}:{f[1].src or 'out'}"
+                                                              f"->{f[1].dst}:{f[1].dport}")
 def test_kube_proxys_own_services_of_every_kind(flow):
-    question, verdict, destinations, masqueraded, ended = flow
-    answer = explain(read_file(OVERALL), question)
+    node, question, verdict, destinations, masqueraded, ended = flow
+    answer = explain(read_file(node), question)
     assert {f.verdict for f in answer.fates} == {verdict}
     assert {f.dnat for f in answer.fates} == destinations
     assert {f.masquerade for f in answer.fates} == {masqueraded}
     if ended is not None:
         assert {f.path[-1].rule.line_no for f in answer.fates} == {ended}
     assert answer.left_out == ()
+
+
+def test_summary_names_the_local_endpoints_of_a_local_policy():
+    [port] = find_services(read_file(ETP_LOCAL).ruleset)
+    assert (port.external_ips, port.load_balancer_ips, port.node_ports) == \
+        (["192.168.99.11:80"], ["1.2.3.4:80"], [3001])
+    assert [e.address for e in port.endpoints] == ["10.180.0.1:80", "10.180.2.1:80"]
+    assert port.notes == ["externalTrafficPolicy Local: outside callers reach only "
+                          "10.180.2.1:80 (100 %) (KUBE-SVL-XPGD46QRK7WJZT7O)"]
 
 
 def test_masquerade_says_which_rule_marked_it():
