@@ -81,7 +81,7 @@ def read_text(text: str, source: str = "<iptables-save>") -> Dump:
     try:
         ruleset = parse(text, source, check=False)
     except RulesetSyntaxError as exc:
-        if "never committed" in exc.problem:
+        if "never committed" in exc.problem or _cut_short(lines, exc.line_no):
             raise DumpError(source, "truncated: the table opened here has no COMMIT line (was "
                                     "the file cut short? take the whole `iptables-save` output)",
                             exc.line_no, exc.line) from exc
@@ -95,6 +95,16 @@ def read_text(text: str, source: str = "<iptables-save>") -> Dump:
                                 "kube-proxy in iptables mode did not write these rules (ipvs or "
                                 "nftables mode, or another node?)")
     return Dump(source, ruleset, lines)
+
+
+def _cut_short(lines: tuple[str, ...], line_no: int) -> bool:
+    """Whether the bad line is the file's last, inside a table no COMMIT closed: a dump cut
+    mid-rule."""
+    if any(line.strip() for line in lines[line_no:]):
+        return False
+    before = [line.strip() for line in lines[:line_no - 1]]
+    opened = max((i for i, line in enumerate(before) if line.startswith("*")), default=-1)
+    return opened >= 0 and "COMMIT" not in before[opened:]
 
 
 def _refuse_ipv6(source: str, lines: tuple[str, ...]) -> None:

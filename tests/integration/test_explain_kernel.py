@@ -19,6 +19,7 @@ from lab_runner.explain.dump import read_file
 from lab_runner.explain.packet import Question, explain, marked_by
 from lab_runner.explain.services import find_services
 from lab_runner.lab import LiveLab
+from lab_runner.probes import stats
 from lab_runner.ruleset.counters import Snapshot
 from lab_runner.ruleset.render import render
 
@@ -69,6 +70,10 @@ def test_kernel_spreads_new_flows_as_explain_says(lab, tmp_path, source):
     assert sampling.NO_DNAT not in report.observed, report.observed
     assert report.passed, (f"{FLOWS} flows from {source}: observed {report.observed}, explain "
                            f"said {shares}: {report.result}")
+    # Negative control: the same counts refute the classic mistake (every rule at 1/4, so the
+    # last endpoint would take 42 %), keyed to the endpoints in rule order.
+    wrong = dict(zip(shares, sampling.wrong_alternative(len(shares)).values()))
+    assert not stats.gof(report.observed, wrong, alpha=1e-6).passed, report.observed
 
 
 def test_the_rule_explain_says_marked_the_packet_counted_every_flow(lab, tmp_path):
