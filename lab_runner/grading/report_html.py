@@ -212,7 +212,15 @@ def submission_marks(result: GradeResult) -> Marks:
             else f"line {rule.line_no}"
 
     own = [rule for rule in ruleset.rules() if id(rule) not in kept]
-    return Marks(ruleset, lint(ruleset, own, where), kept)
+    return Marks(ruleset, _lint(ruleset, own, where), kept)
+
+
+def _lint(ruleset: Ruleset, own: list[Rule] | None, where) -> list[Finding]:
+    """rule_lint's findings; none if a rule it cannot read stops it (the page still renders)."""
+    try:
+        return lint(ruleset, own, where)
+    except Exception:  # noqa: BLE001 - a report never fails on odd evidence
+        return []
 
 
 LEGEND = ('<p class="legend note"><span class="key lint-duplicate mark mark-duplicate">duplicate'
@@ -347,7 +355,7 @@ def _graph_ruleset(result: GradeResult, marks: Marks) -> tuple[Ruleset | None, s
             # chain, as `iptables -t nat -L CHAIN --line-numbers` numbers it.
             place = {id(rule): f"rule {n} of {chain.name}" for chain in saved.table("nat")
                      .chains.values() for n, rule in enumerate(chain.rules, start=1)}
-            found = lint(saved, where=lambda rule: place[id(rule)])
+            found = _lint(saved, None, lambda rule: place[id(rule)])
             return saved, (
                 "the node's nat table at the end of grading (iptables-save -c): each edge's "
                 "count is the packets its rule(s) matched during grading"), by_rule(found)

@@ -59,15 +59,14 @@ def by_rule(findings: Iterable[Finding]) -> dict[int, list[Finding]]:
 
 
 def _table(table: Table, name: Callable[[Rule], str]) -> list[Finding]:
-    entry = _entry_protocols(table)
-    decides: dict[str, bool] = {}
+    facts = _Facts(table)
     found: list[Finding] = []
     dead: set[int] = set()
     for chain in table.chains.values():
         seen: dict[tuple, Rule] = {}
         stop: Rule | None = None
         for rule in chain.rules:
-            key = normalize(rule, comments=False)
+            key = facts.key(rule)
             if key in seen:
                 found.append(Finding(rule, "duplicate", seen[key],
                                      f"duplicate of {name(seen[key])}"))
@@ -77,8 +76,7 @@ def _table(table: Table, name: Callable[[Rule], str]) -> list[Finding]:
                 found.append(Finding(rule, "dead", stop, f"never reached: after {name(stop)}, "
                                      "which every packet leaves the chain by"))
                 dead.add(id(rule))
-            elif _unconditional(rule, entry.get(chain.name, ANY)) and \
-                    _ends_walk(rule, table, entry, decides):
+            elif facts.unconditional(rule) and facts.ends_walk(rule):
                 stop = rule
     if any(chain.builtin for chain in table.chains.values()):
         reached = _reached(table, dead)
@@ -94,68 +92,84 @@ def _table(table: Table, name: Callable[[Rule], str]) -> list[Finding]:
     return found
 
 
-def _protocol(rule: Rule) -> str | None:
-    """The protocol a rule requires (normalised, not inverted), or None."""
-    return next((value for key, inverted, value in normalize(rule)[0]
-                 if key == "p" and not inverted), None)
+class _Facts:
+    """What one table's rules mean for the walk: each rule's normalised form (read once), the
+    protocols that can enter each chain, and which chains decide every packet they get."""
 
+    def __init__(self, table: Table):
+        self.table = table
+        self._keys: dict[int, tuple] = {}
+        self._decides: dict[str, bool] = {}
+        self.entry = self._entry_protocols()
 
-def _entry_protocols(table: Table) -> dict[str, frozenset[str] | None]:
-    """Per chain, the protocols a packet entering it can have (None: any). Every jump counts,
-    dead ones too: more ways in only ever makes fewer rules unconditional."""
-    entry: dict[str, frozenset[str] | None] = {
-        name: (ANY if chain.builtin else frozenset()) for name, chain in table.chains.items()}
-    changed = True
-    while changed:  # each chain's set only grows, towards None: this ends
-        changed = False
-        for chain in table.chains.values():
-            for rule in chain.rules:
-                target = table.chains.get(rule.target or "")
-                if target is None or target.builtin or entry[target.name] is ANY:
-                    continue
-                proto = _protocol(rule)
-                came = frozenset({proto}) if proto else entry[chain.name]
-                new = ANY if came is ANY else entry[target.name] | came
-                if new != entry[target.name]:
-                    entry[target.name] = new
-                    changed = True
-    return entry
+    def key(self, rule: Rule) -> tuple:
+        """compare.normalize without comments: equal for rules that do the same."""
+        found = self._keys.get(id(rule))
+        if found is None:
+            found = self._keys[id(rule)] = normalize(rule, comments=False)
+        return found
 
+    def _protocol(self, rule: Rule) -> str | None:
+        """The protocol a rule requires (normalised, not inverted), or None."""
+        return next((value for key, inverted, value in self.key(rule)[0]
+                     if key == "p" and not inverted), None)
 
-def _unconditional(rule: Rule, entry: frozenset[str] | None) -> bool:
-    basic, matches, _ = normalize(rule, comments=False)
-    if matches:
-        return False
-    if not basic:
-        return True
-    # `-p tcp` where only TCP enters matches every packet (compare drops a bare `-m tcp`).
-    return entry is not ANY and len(entry) == 1 and basic == {("p", False, next(iter(entry)))}
+    def _entry_protocols(self) -> dict[str, frozenset[str] | None]:
+        """Per chain, the protocols a packet entering it can have (None: any). Every jump
+        counts, dead ones too: more ways in only ever makes fewer rules unconditional."""
+        chains = self.table.chains
+        entry: dict[str, frozenset[str] | None] = {
+            name: (ANY if chain.builtin else frozenset()) for name, chain in chains.items()}
+        changed = True
+        while changed:  # each chain's set only grows, towards None: this ends
+            changed = False
+            for chain in chains.values():
+                for rule in chain.rules:
+                    target = chains.get(rule.target or "")
+                    if target is None or target.builtin or entry[target.name] is ANY:
+                        continue
+                    proto = self._protocol(rule)
+                    came = frozenset({proto}) if proto else entry[chain.name]
+                    new = ANY if came is ANY else entry[target.name] | came
+                    if new != entry[target.name]:
+                        entry[target.name] = new
+                        changed = True
+        return entry
 
+    def unconditional(self, rule: Rule) -> bool:
+        """Whether every packet that gets to the rule matches it."""
+        basic, matches, _ = self.key(rule)
+        if matches:
+            return False
+        if not basic:
+            return True
+        # `-p tcp` where only TCP enters matches every packet (normalize drops a bare `-m tcp`).
+        entry = self.entry.get(rule.chain, ANY)
+        return entry is not ANY and len(entry) == 1 and basic == {("p", False, *entry)}
 
-def _ends_walk(rule: Rule, table: Table, entry: dict, decides: dict[str, bool]) -> bool:
-    """Whether a packet that matches `rule` never gets to the rule below it."""
-    if rule.target in ENDS_WALK:
-        return True
-    chain = table.chains.get(rule.target or "")
-    if chain is None or chain.builtin:
-        return False
-    return rule.goto or _decides(chain.name, table, entry, decides)
+    def ends_walk(self, rule: Rule) -> bool:
+        """Whether a packet that matches `rule` never gets to the rule below it."""
+        if rule.target in ENDS_WALK:
+            return True
+        chain = self.table.chains.get(rule.target or "")
+        if chain is None or chain.builtin:
+            return False
+        return rule.goto or self.decides(chain.name)
 
-
-def _decides(name: str, table: Table, entry: dict, decides: dict[str, bool]) -> bool:
-    """Whether every packet entering chain `name` ends there, none returning to its caller."""
-    if name in decides:
-        return decides[name]
-    decides[name] = False  # a loop (the intake refuses them) decides nothing
-    for rule in table.chains[name].rules:
-        target = table.chains.get(rule.target or "")
-        if rule.target == "RETURN" or (rule.goto and target is not None
-                                       and not _decides(target.name, table, entry, decides)):
-            break  # some packets go back to the caller
-        if _unconditional(rule, entry.get(name, ANY)) and _ends_walk(rule, table, entry, decides):
-            decides[name] = True
-            break
-    return decides[name]
+    def decides(self, name: str) -> bool:
+        """Whether every packet entering chain `name` ends there, none going back to its caller."""
+        if name in self._decides:
+            return self._decides[name]
+        self._decides[name] = False  # a loop (the intake refuses them) decides nothing
+        for rule in self.table.chains[name].rules:
+            target = self.table.chains.get(rule.target or "")
+            if rule.target == "RETURN" or (rule.goto and target is not None
+                                           and not self.decides(target.name)):
+                break  # some packets go back to the caller
+            if self.unconditional(rule) and self.ends_walk(rule):
+                self._decides[name] = True
+                break
+        return self._decides[name]
 
 
 def _reached(table: Table, dead: set[int]) -> set[str]:

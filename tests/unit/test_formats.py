@@ -304,6 +304,18 @@ def test_html_live_graph_names_marked_rules_by_their_place_in_the_chain():
     assert page.count('class="edge edge-duplicate"') == 2  # its line and its label
 
 
+def test_html_still_renders_when_the_rule_check_fails(monkeypatch):
+    from lab_runner.grading import report_html
+
+    def broken(*args, **kwargs):
+        raise IndexError("a rule rule_lint cannot read")
+
+    monkeypatch.setattr(report_html, "lint", broken)
+    page = render(result_mixed())
+    assert "KUBE-SEP-LCP7KINQA756A5JS" in page and "23 pkts" in page  # the graph is there
+    assert "Rules to look at" not in page
+
+
 def test_html_without_evidence_and_ungradable():
     page = render(result_ungradable())
     assert "Not graded" in page and "the file is empty" in page and "<svg" not in page
