@@ -81,7 +81,8 @@ doctor: venv
 # Packages only the tests need: the "#test:" lines of the list (chromium, to check report.html in a
 # browser). `make test` installs them; `make setup` and `lab-runner doctor` never ask for them.
 test-deps:
-	@missing=$$($(PYTHON) lab_runner/system_deps.py missing --tests) || exit 3; \
+	@missing=$$($(PYTHON) lab_runner/system_deps.py missing --tests) \
+	  || { echo "error: $(PYTHON) could not read $(PACKAGE_LIST): sudo make setup first"; exit 3; }; \
 	[ -z "$$missing" ] || { echo "installing test-only packages:$$(printf ' %s' $$missing)"; \
 	  [ "$$(id -u)" = 0 ] || { echo "error: run with sudo to install them: sudo make test-deps"; exit 3; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
