@@ -1,11 +1,13 @@
 """One new connection through a node's rules: the kit's tracer, told plainly what it cannot model.
 
-The tracer refuses a rule it does not model (ipsets, CONNMARK --restore-mark, nfacct, …) rather
-than guess. A real node has such rules from other software (CNI plugins, Docker, cloud agents),
-so this adapter traces a copy of the rules without each one the packet meets, assumes it does not
+The tracer refuses a rule it does not model (ipsets, CONNMARK --restore-mark, …) rather than
+guess. A real node has such rules from other software (CNI plugins, Docker, cloud agents), so
+this adapter traces a copy of the rules without each one the packet meets, assumes it does not
 match (or, for a target, has no effect), and lists it with its line. Matches on the output
 interface (-o) need the node's routes, which a dump lacks: they are left out the same way unless
-the caller names the interface (--out).
+the caller names the interface (--out). kube-proxy's own nfacct matches only count, so they are
+taken out of their rules rather than the rules out of the ruleset. Every copy shares the rules it
+does not change with the dump, so a node of 100,000s of rules is not copied for one packet.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fractions import Fraction
 
 from lab_runner.errors import LabError
 from lab_runner.explain.dump import Dump
-from lab_runner.explain.services import SERVICE_COMMENT, _protocol, comment
+from lab_runner.explain.services import SERVICE_COMMENT, comment, protocol_of
 from lab_runner.ruleset.parse import Chain, Rule, Ruleset, Table
 from lab_runner.ruleset.tracer import (Limits, Outcome, Packet, Step, TraceError, TraceLimit,
                                        UnsupportedRule, trace)
@@ -182,8 +184,8 @@ def _is_node_port(ruleset: Ruleset, q: Question) -> bool:
         return False
     for rule in ruleset.chain("nat", "KUBE-NODEPORTS").rules:
         words = rule.text.split()
-        if "--dport" in words and words.index("--dport") + 1 < len(words) and \
-                words[words.index("--dport") + 1] == str(q.dport) and _protocol(rule) == q.protocol:
+        at = words.index("--dport") + 1 if "--dport" in words else len(words)
+        if at < len(words) and words[at] == str(q.dport) and protocol_of(rule) == q.protocol:
             return True
     return False
 

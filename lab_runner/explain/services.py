@@ -101,14 +101,15 @@ def comment(rule: Rule) -> str | None:
 
 
 def _port_of(found: dict, rule: Rule, name: str) -> ServicePort:
-    protocol = _protocol(rule)
+    protocol = protocol_of(rule)
     key = (name, protocol)
     if key not in found:
         found[key] = ServicePort(name, protocol, line_no=rule.line_no)
     return found[key]
 
 
-def _protocol(rule: Rule) -> str:
+def protocol_of(rule: Rule) -> str:
+    """The rule's -p, lower case (tcp when it has none)."""
     option = rule.option("p")
     return option[1].lower() if option else "tcp"
 
@@ -173,7 +174,7 @@ def _filter_rule(rule: Rule, found: dict) -> None:
     parsed = SERVICE_COMMENT.match(text) if text else None
     if parsed is None or rule.target not in ("REJECT", "DROP"):
         return
-    key = (parsed["name"], _protocol(rule))
+    key = (parsed["name"], protocol_of(rule))
     port = found.get(key)
     if port is None:
         port = found[key] = ServicePort(*key, line_no=rule.line_no)
