@@ -7,7 +7,7 @@ from fractions import Fraction
 from rich.console import Console
 
 from lab_runner.explain.packet import Explanation, ended_by, marked_by, nat_rules
-from lab_runner.explain.services import ServicePort
+from lab_runner.explain.services import ServicePort, comment
 from lab_runner.ruleset.counters import Counters
 from lab_runner.ruleset.tracer import Outcome, Step
 from lab_runner.views.tables import keep_whole, table
@@ -53,7 +53,7 @@ def _why_masqueraded(fate: Outcome) -> str:
     if fate.snat:
         return f"SNAT to {fate.snat[0]}" + (f":{fate.snat[1]}" if fate.snat[1] else "")
     if not fate.masquerade:
-        return "not masqueraded: the endpoint sees the caller's own address"
+        return "not masqueraded: the destination sees the caller's own address"
     marks = ", ".join(f"line {_line(s)} ({s.chain} rule {s.number})" for s in marked_by(fate))
     by = f"marked by {marks} -> KUBE-MARK-MASQ" if marks else "no KUBE-MARK-MASQ jump on the way"
     rules = ", ".join(f"line {_line(s)} ({s.chain})" for s in nat_rules(fate))
@@ -75,8 +75,6 @@ def _verdict(fate: Outcome) -> str:
 
 
 def _comment_of(step: Step) -> str | None:
-    from lab_runner.explain.services import comment
-
     return comment(step.rule) if step.rule is not None else None
 
 
