@@ -135,10 +135,16 @@ def _service_rule(ruleset: Ruleset, rule: Rule, found: dict) -> None:
     """A KUBE-SERVICES rule of the nat table: a cluster IP, external IP or load balancer IP."""
     text = comment(rule)
     parsed = SERVICE_COMMENT.match(text) if text else None
-    if parsed is None or rule.target == "KUBE-MARK-MASQ":  # v1.2x's masquerade rule beside it
+    if rule.target == "KUBE-MARK-MASQ":  # v1.2x's masquerade rule beside the cluster IP's
         return
-    port = _port_of(found, rule, parsed["name"])
-    address, dport, kind = _destination(rule), _dport(rule), parsed["kind"]
+    if parsed is not None:
+        name, kind = parsed["name"], parsed["kind"]
+    elif rule.target and rule.target.startswith(SPREAD_PREFIXES) and _destination(rule):
+        name, kind = rule.target, "cluster IP"  # no comment (stripped, or another writer's)
+    else:
+        return
+    port = _port_of(found, rule, name)
+    address, dport = _destination(rule), _dport(rule)
     if kind == "cluster IP":
         port.cluster_ip, port.port = address, dport
         if rule.target and rule.target.startswith(SPREAD_PREFIXES):

@@ -101,6 +101,18 @@ def test_summary_finds_every_service_of_a_real_node():
         ("192.168.2.92:80", Fraction(1, 2)), ("192.168.4.161:80", Fraction(1, 2))]
 
 
+def test_a_service_without_kube_proxys_comments_is_found_by_its_rules(tmp_path):
+    import re
+
+    path = tmp_path / "no-comments.rules"
+    path.write_text(re.sub(r'-m comment --comment ("[^"]*"|\S+) ', "", LAB3))
+    [port] = find_services(read_file(path).ruleset)
+    assert (port.name, port.cluster_ip, port.port) == ("KUBE-SVC-Q7IJ732UBZY4AJKA", "10.104.5.205",
+                                                       8080)
+    assert [e.address for e in port.endpoints] == ["172.17.0.2:80", "172.17.0.5:80",
+                                                   "172.17.0.6:80", "172.17.0.7:80"]
+
+
 def test_summary_reads_the_old_layout_affinity_local_policy_and_no_endpoints():
     ports = {p.name: p for p in find_services(read_file(REAL / "kubeadm-v1.20-docker.rules")
                                               .ruleset)}
