@@ -35,6 +35,7 @@ MAX_NODES = 120
 # shows unscaled (the body's content is 772 px wide there); names of 28 characters (iptables'
 # longest) fit a box at 11 px. Wider windows keep it at that size, narrower ones scale it down.
 NODE_W, COL_GAP, ROW_GAP, LINE_H, PAD, MARGIN = 200, 70, 12, 15, 8, 10
+BOX_CHARS = 28  # characters of 11-px monospace a box holds
 DRAWN_COLUMNS = 3  # the fourth column of Graph (DNAT destinations) is drawn inside the boxes
 MARK_COLOURS = {"dead": "#cf222e", "duplicate": "#bf8700"}
 DASHED = ' stroke-dasharray="4 3"'
@@ -288,7 +289,7 @@ def chain_graph(ruleset: Ruleset, marks: dict[int, list[Finding]] | None = None)
     marks = marks or {}
     seen = {"KUBE-SERVICES": None}  # in the order reached: SEP i and its DNAT share a row
     queue, edges, notes, side_live = ["KUBE-SERVICES"], {}, {}, {}
-    cut = False
+    cut, chains = False, 1
     while queue:
         name = queue.pop(0)
         marked: int | None = 0
@@ -309,12 +310,14 @@ def chain_graph(ruleset: Ruleset, marks: dict[int, list[Finding]] | None = None)
             else:
                 continue
             if target not in seen:
-                if len(seen) >= MAX_NODES:
+                leaf = target.startswith("DNAT ")  # a line in its chain's box, not a box
+                if not leaf and chains >= MAX_NODES:
                     cut = True
                     continue
                 seen[target] = None
-                if not target.startswith("DNAT "):
+                if not leaf:
                     queue.append(target)
+                    chains += 1
             edge = edges.setdefault((name, target), Edge(name, target, 0))
             edge.packets = None if packets is None or edge.packets is None \
                 else edge.packets + packets
@@ -418,19 +421,26 @@ def _boxes(graph: Graph) -> dict[str, Box]:
         for name in names:
             lines = [(name, "#1f2328", name)]
             for edge in dnats.get(name, []):
-                count = "" if edge.packets is None else f" · {_count(edge.packets)}"
-                colour = MARK_COLOURS.get(edge.mark, "#116329")
-                flag = f" ({edge.marks[0].text})" if edge.mark else ""
-                lines.append((edge.target + count, colour, edge.target + count + flag))
+                lines += _dnat_lines(edge)
             note = graph.notes.get(name, "")
-            if note:
-                dead = name in graph.dead_notes
-                lines.append((note + (" (never reached)" if dead else ""),
-                              MARK_COLOURS["dead"] if dead else "#57606a", note))
+            if name in graph.dead_notes:
+                lines.append(("→ KUBE-MARK-MASQ: never reached", MARK_COLOURS["dead"], note))
+            elif note:
+                lines.append((note, "#57606a", note))
             box = Box(name, MARGIN + c * (NODE_W + COL_GAP), y, lines)
             boxes[name] = box
             y += box.height + ROW_GAP
     return boxes
+
+
+def _dnat_lines(edge: Edge) -> list[tuple[str, str, str]]:
+    """`DNAT 172.17.0.2:80 · 23 pkts`, the count on a line of its own where both do not fit."""
+    count = "" if edge.packets is None else _count(edge.packets)
+    colour = MARK_COLOURS.get(edge.mark, "#116329")
+    full = " · ".join(filter(None, [edge.target, count, edge.mark and edge.marks[0].text]))
+    if not count or len(edge.target) + len(count) + 3 <= BOX_CHARS:
+        return [(" · ".join(filter(None, [edge.target, count])), colour, full)]
+    return [(edge.target, colour, full), ("  " + count, colour, full)]
 
 
 def _graph_svg(graph: Graph) -> str:
@@ -483,7 +493,7 @@ def _edge_svg(edge: Edge, boxes: dict[str, Box], top: int) -> tuple[str, str]:
 def _box_svg(box: Box, dead: bool) -> str:
     lines = "".join(
         f'<text x="{box.x + PAD}" y="{box.y + PAD + 11 + i * LINE_H}" fill="{colour}">'
-        f"<title>{esc(full)}</title>{esc(_short(text, 28))}</text>"
+        f"<title>{esc(full)}</title>{esc(_short(text, BOX_CHARS))}</text>"
         for i, (text, colour, full) in enumerate(box.lines))
     return (f'<g class="node{" node-dead" if dead else ""}"><title>{esc(box.name)}'
             f'{" — never reached" if dead else ""}</title>'

@@ -216,7 +216,16 @@ def test_the_big_graph_draws_its_limit_and_says_the_rest_is_cut(browser, pages):
     page = browser.page(pages["big"].as_uri(), 800)
     try:
         nodes = page.evaluate("document.querySelectorAll('svg g.node').length")
-        assert 100 < nodes <= MAX_NODES
+        assert nodes == MAX_NODES  # chains; their DNATs are lines in their boxes
+        dnat_shown = page.evaluate(
+            "[...document.querySelectorAll('svg g.node')].filter(g => g.textContent"
+            ".startsWith('KUBE-SEP-')).map(g => [...g.querySelectorAll('text')]"
+            ".some(t => t.textContent.startsWith('DNAT 172.17.')))")
+        assert len(dnat_shown) > 90 and all(dnat_shown)
+        texts = page.evaluate("[...document.querySelectorAll('svg g.node text')]"
+                              ".map(t => t.lastChild.textContent)")
+        # Too long for one line with its count: two lines, nothing cut off.
+        assert "DNAT 172.17.255.254:65535" in texts and "  7 pkts" in texts
         assert "more chains than can be drawn" in page.evaluate("document.body.textContent")
     finally:
         page.close()
