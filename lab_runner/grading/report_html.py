@@ -424,7 +424,8 @@ def _boxes(graph: Graph) -> dict[str, Box]:
                 lines += _dnat_lines(edge)
             note = graph.notes.get(name, "")
             if name in graph.dead_notes:
-                lines.append(("→ KUBE-MARK-MASQ: never reached", MARK_COLOURS["dead"], note))
+                lines.append(("→ MARK-MASQ: never reached", MARK_COLOURS["dead"],
+                              f"{note}: never reached"))
             elif note:
                 lines.append((note, "#57606a", note))
             box = Box(name, MARGIN + c * (NODE_W + COL_GAP), y, lines)

@@ -292,6 +292,19 @@ def test_html_marks_duplicate_and_dead_rules():
     assert "lint-" not in body and "legend" not in body  # nothing to mark, no legend
 
 
+def test_html_graph_marks_a_hairpin_mark_after_the_dnat():
+    without_counts = re.sub(r"^\[\d+:\d+\] ", "", COUNTERS, flags=re.M)
+    sep = "-A KUBE-SEP-TWZJG7ZWZYI5EC7J"
+    start = "\n".join(line for line in without_counts.splitlines() if not line.startswith(sep))
+    result = result_full()
+    result.evidence = {"start": start + "\n", "submission": (
+        f"*nat\n{sep} -p tcp -m tcp -j DNAT --to-destination 172.17.0.2:80\n"
+        f"{sep} -s 172.17.0.2/32 -j KUBE-MARK-MASQ\nCOMMIT\n")}
+    page = render(result)
+    assert "never reached: after line 2" in page
+    assert "→ MARK-MASQ: never reached</text>" in page  # in the SEP chain's box, whole
+
+
 def test_html_live_graph_names_marked_rules_by_their_place_in_the_chain():
     """The node's iptables-save has no submission lines: its rules are named as
     `iptables -L --line-numbers` numbers them."""
