@@ -125,10 +125,11 @@ def explain(dump: Dump, question: Question) -> Explanation:
     ruleset = dump.ruleset
     left_out: list[LeftOut] = []
     out_matches: list[Rule] = []
-    if question.out_interface is None:
-        ruleset, out_matches = _without_out_matches(ruleset)
+    out_matches, counting = _unmodelled_here(ruleset, question.out_interface is None)
+    if out_matches:
+        ruleset = without(ruleset, *out_matches)
     ruleset = _only_this_destination(ruleset, question.dst)
-    ruleset, originals = _without_nfacct(ruleset)
+    ruleset, originals = _without_nfacct(ruleset, counting)
     for _ in range(MAX_LEFT_OUT):
         try:
             result = trace(ruleset, packet, LIMITS)
@@ -217,10 +218,19 @@ def _changed(ruleset: Ruleset, changes: dict[int, tuple[Rule, Rule | None]]) -> 
     return Ruleset(tables, ruleset.source)
 
 
-def _without_out_matches(ruleset: Ruleset) -> tuple[Ruleset, list[Rule]]:
-    found = [r for r in ruleset.rules()
-             if (" -o " in r.text or "--out-interface" in r.text) and r.option("o") is not None]
-    return (without(ruleset, *found) if found else ruleset), found
+def _unmodelled_here(ruleset: Ruleset, out_matches: bool) -> tuple[list[Rule], list[Rule]]:
+    """The rules matching on the output interface (when `out_matches`) and those with an nfacct
+    match, in one pass over the node's rules (a cheap look at the text first)."""
+    outs: list[Rule] = []
+    counting: list[Rule] = []
+    for rule in ruleset.rules():
+        text = rule.text
+        if out_matches and (" -o " in text or "--out-interface" in text) and \
+                rule.option("o") is not None:
+            outs.append(rule)
+        if "nfacct" in text and rule.match("nfacct") is not None:
+            counting.append(rule)
+    return outs, counting
 
 
 def _only_this_destination(ruleset: Ruleset, dst: str) -> Ruleset:
@@ -230,24 +240,30 @@ def _only_this_destination(ruleset: Ruleset, dst: str) -> Ruleset:
     the tracer would read and test each. In nat PREROUTING and OUTPUT, where kube-proxy jumps to
     it, the packet still has its own destination (a DNAT ends the nat table's traversal), so a
     rule matching another destination cannot match; dropping it changes no outcome and no path
-    (only matched rules are steps). Not done if another chain than those two jumps to it.
+    (only matched rules are steps). Not done if nat INPUT or POSTROUTING can reach it.
     """
     nat = ruleset.tables.get("nat")
     if nat is None or "KUBE-SERVICES" not in nat.chains:
         return ruleset
-    callers = {c.name for c in nat.chains.values() for r in c.rules if r.target == "KUBE-SERVICES"}
-    if not callers <= {"PREROUTING", "OUTPUT"}:
+    if any(_reaches(nat, hook, "KUBE-SERVICES", set()) for hook in ("INPUT", "POSTROUTING")):
         return ruleset
     dropped = [r for r in nat.chains["KUBE-SERVICES"].rules if not _may_match_destination(r, dst)]
     return _changed(ruleset, {id(rule): (rule, None) for rule in dropped}) if dropped else ruleset
 
 
-def _without_nfacct(ruleset: Ruleset) -> tuple[Ruleset, dict[int, Rule]]:
+def _reaches(table: Table, chain: str, wanted: str, seen: set[str]) -> bool:
+    """Whether `chain` is `wanted` or jumps or goes there, directly or through other chains."""
+    seen.add(chain)
+    return chain == wanted or any(
+        _reaches(table, r.target, wanted, seen) for r in table.chains[chain].rules
+        if r.target in table.chains and r.target not in seen)
+
+
+def _without_nfacct(ruleset: Ruleset, found: list[Rule]) -> tuple[Ruleset, dict[int, Rule]]:
     """The ruleset with every `-m nfacct` match taken out of its rule, and the file's rule for
     each stand-in. nfacct (kube-proxy v1.31+ counts dropped INVALID packets and localhost
     NodePort connections with it) only counts: it matches every packet, so the rule without it
     matches the same packets. The stand-ins are traced; the answer shows the file's rules."""
-    found = [r for r in ruleset.rules() if "nfacct" in r.text and r.match("nfacct") is not None]
     if not found:
         return ruleset, {}
     changes = {id(rule): (rule, Rule(rule.table, rule.chain, rule.line_no,
