@@ -30,10 +30,10 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 COLOURS = {"passed": "#1a7f37", "failed": "#cf222e", "undecidable": "#9a6700", "error": "#cf222e"}
 # Chains off the Service path: a jump there is shown as a note on its chain, not as a node.
 SIDE_CHAINS = ("KUBE-MARK-MASQ", "KUBE-MARK-DROP", "KUBE-NODEPORTS", "KUBE-POSTROUTING")
-MAX_NODES = 120
+MAX_NODES = 120  # chains drawn at most (their DNATs are lines in their boxes)
 # Three columns of 200 + two gaps of 70 + margins: 760 user units, which an 800-pixel window
-# shows unscaled (the body's content is 772 px wide there); names of 28 characters (iptables'
-# longest) fit a box at 11 px. Wider windows keep it at that size, narrower ones scale it down.
+# shows at 0.996 (its body is 757 px beside the scrollbar) and wider ones at full size; names of
+# 28 characters (iptables' longest) fit a box at 11 px. Narrower windows scale it down.
 NODE_W, COL_GAP, ROW_GAP, LINE_H, PAD, MARGIN = 200, 70, 12, 15, 8, 10
 BOX_CHARS = 28  # characters of 11-px monospace a box holds
 DRAWN_COLUMNS = 3  # the fourth column of Graph (DNAT destinations) is drawn inside the boxes
