@@ -17,21 +17,30 @@ LABS_DIR = Path(__file__).resolve().parent.parent / "labs"
 
 # Allowed keys per object: key -> required?
 TOP_KEYS = {"id": True, "title": True, "teaches": False, "profile": False, "clusterCIDR": True,
-            "serviceCIDR": False, "nodeNetwork": False, "nodes": True, "pods": False,
-            "services": False, "clients": False}
+            "serviceCIDR": False, "nodeNetwork": False, "nodePortRange": False, "kubeProxy": False,
+            "nodes": True, "pods": False, "services": False, "clients": False}
+KUBE_PROXY_KEYS = {"masqueradeAll": False, "nfacct": False}
 NODE_KEYS = {"name": True, "bridge": True, "ip": False}
 BRIDGE_KEYS = {"name": True, "address": True}
 POD_KEYS = {"name": True, "namespace": False, "node": False, "labels": False, "ip": True,
-            "ports": False, "app": False, "ready": False, "containers": False}
+            "ports": False, "app": False, "ready": False, "containers": False,
+            "terminating": False, "nodeName": False}
 CONTAINER_PORT_KEYS = {"name": False, "containerPort": True, "protocol": False}
 SERVICE_KEYS = {"namespace": False, "name": True, "labels": False, "selector": True,
                 "clusterIP": True, "ports": True, "sessionAffinity": False,
-                "sessionAffinityTimeout": False}
-SERVICE_PORT_KEYS = {"name": False, "port": True, "targetPort": False, "protocol": False}
+                "sessionAffinityTimeout": False, "type": False, "externalIPs": False,
+                "loadBalancerIPs": False, "loadBalancerSourceRanges": False,
+                "externalTrafficPolicy": False, "internalTrafficPolicy": False,
+                "healthCheckNodePort": False}
+SERVICE_PORT_KEYS = {"name": False, "port": True, "targetPort": False, "protocol": False,
+                     "nodePort": False}
 CLIENT_KEYS = {"name": True, "ip": True, "node": False}
 
 PROTOCOLS = ("TCP", "UDP")
-PROFILES = ("v1.23", "v1.30")
+PROFILES = ("v1.23", "v1.30", "v1.34")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+TRAFFIC_POLICIES = ("Cluster", "Local")
+DEFAULT_NODE_PORT_RANGE = "30000-32767"  # kube-apiserver's --service-node-port-range
 APP_KINDS = ("http", "echo")
 AFFINITIES = ("None", "ClientIP")
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
@@ -185,6 +194,20 @@ class _Checker:
             return 1
         return value
 
+    def flag(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            self.problem(path, f"must be true or false, got {value!r}")
+            return False
+        return value
+
+    def port_range(self, value: Any) -> range:
+        """nodePortRange "LOW-HIGH", as kube-apiserver's --service-node-port-range."""
+        low, _, high = str(value).partition("-")
+        if low.isdigit() and high.isdigit() and 1 <= int(low) <= int(high) <= 65535:
+            return range(int(low), int(high) + 1)
+        self.problem("nodePortRange", f"{value!r} is not a port range like {DEFAULT_NODE_PORT_RANGE}")
+        return range(30000, 32768)
+
     def labels(self, value: Any, path: str) -> dict[str, str]:
         if value is None:
             return {}
@@ -227,16 +250,22 @@ class _Checker:
         nodes = self.nodes(top.get("nodes"), node_network)
         node_names = [n.name for n in nodes]
         pods = self.pods(top.get("pods"), nodes)
+        self.node_ports = self.port_range(top.get("nodePortRange", DEFAULT_NODE_PORT_RANGE))
         services = self.services(top.get("services"), pods, cluster_cidr, service_cidr, nodes)
         clients = self.clients(top.get("clients"), node_names, node_network, cluster_cidr, nodes)
         self.unique_addresses(nodes, pods, services, clients)
+        profile = self.choice(top.get("profile"), "profile", PROFILES, "v1.23")
+        self.needs_newer_profile(profile, top.get("services"), services)
+        kube_proxy = self.mapping(top.get("kubeProxy", {}), "kubeProxy", KUBE_PROXY_KEYS) or {}
+        masquerade_all = self.flag(kube_proxy.get("masqueradeAll", False), "kubeProxy.masqueradeAll")
+        nfacct = self.flag(kube_proxy.get("nfacct", False), "kubeProxy.nfacct")
         if self.problems:
             return None
         return Lab(
             id=self.string(top.get("id"), "id") or "",
             title=self.string(top.get("title"), "title") or "",
             teaches=str(top.get("teaches") or "").strip(),
-            profile=self.choice(top.get("profile"), "profile", PROFILES, "v1.23"),
+            profile=profile, masquerade_all=masquerade_all, nfacct=nfacct,
             cluster_cidr=cluster_cidr, service_cidr=service_cidr, node_network=node_network,
             nodes=tuple(nodes), pods=tuple(pods), services=tuple(services),
             clients=tuple(clients), source=source,
@@ -301,9 +330,13 @@ class _Checker:
                     self.problem(f"{path}.ip", f"{ip} is the network, broadcast or bridge address "
                                  f"of {node.pod_subnet}")
             ports = self.container_ports(entry.get("ports"), f"{path}.ports")
-            ready = entry.get("ready", True)
-            if not isinstance(ready, bool):
-                self.problem(f"{path}.ready", f"must be true or false, got {ready!r}")
+            ready = self.flag(entry.get("ready", True), f"{path}.ready")
+            terminating = self.flag(entry.get("terminating", False), f"{path}.terminating")
+            endpoint_node = entry.get("nodeName")
+            if endpoint_node is not None and not isinstance(endpoint_node, str):
+                self.problem(f"{path}.nodeName", f"must be a node name (or \"\" for none), got "
+                             f"{endpoint_node!r}")
+                endpoint_node = None
             if any((p.namespace, p.name) == (namespace, name) for p in pods):
                 self.problem(f"{path}.name", f"pod {namespace}/{name} is defined twice")
             if name and len(name) > 63:
@@ -313,7 +346,10 @@ class _Checker:
                                 labels=self.labels(entry.get("labels"), f"{path}.labels"),
                                 ports=tuple(ports),
                                 app=self.choice(entry.get("app"), f"{path}.app", APP_KINDS, "http"),
-                                ready=ready is True,
+                                # `ready` in the file is the readiness probe; EndpointSlice's
+                                # Ready is serving and not terminating.
+                                ready=ready and not terminating, serving=ready,
+                                terminating=terminating, endpoint_node=endpoint_node,
                                 containers=self.count(entry.get("containers", 1),
                                                       f"{path}.containers")))
         return pods
@@ -365,15 +401,91 @@ class _Checker:
             ports = self.service_ports(entry.get("ports"), f"{path}.ports")
             if any((s.namespace, s.name) == (namespace, name) for s in services):
                 self.problem(f"{path}.name", f"service {namespace}/{name} is defined twice")
+            beside = self.external(entry, path, ports, services)
             if not (name and cluster_ip and ports):
                 continue
             service = Service(namespace=namespace, name=name, cluster_ip=cluster_ip,
                               ports=tuple(ports), selector=selector,
                               labels=self.labels(entry.get("labels"), f"{path}.labels"),
-                              session_affinity=affinity, affinity_timeout=timeout)
+                              session_affinity=affinity, affinity_timeout=timeout, **beside)
             self.named_targets(service, pods, path)
             services.append(service)
         return services
+
+    def external(self, entry: dict, path: str, ports: list[ServicePort],
+                 earlier: list[Service]) -> dict[str, Any]:
+        """type, node ports, external and load balancer addresses, traffic policies: what
+        kube-apiserver's validation allows beside a clusterIP."""
+        kind = self.choice(entry.get("type"), f"{path}.type", SERVICE_TYPES, "ClusterIP")
+        external_ips = self.addresses(entry.get("externalIPs"), f"{path}.externalIPs")
+        lb_ips = self.addresses(entry.get("loadBalancerIPs"), f"{path}.loadBalancerIPs")
+        ranges = [self.network(str(r).strip(), f"{path}.loadBalancerSourceRanges[{i}]")
+                  for i, r in enumerate(self.items(entry.get("loadBalancerSourceRanges"),
+                                                   f"{path}.loadBalancerSourceRanges"))]
+        etp = self.choice(entry.get("externalTrafficPolicy"), f"{path}.externalTrafficPolicy",
+                          TRAFFIC_POLICIES, "Cluster")
+        itp = self.choice(entry.get("internalTrafficPolicy"), f"{path}.internalTrafficPolicy",
+                          TRAFFIC_POLICIES, "Cluster")
+        health = entry.get("healthCheckNodePort")
+        if kind != "LoadBalancer":
+            for key in ("loadBalancerIPs", "loadBalancerSourceRanges"):
+                if entry.get(key):
+                    self.problem(f"{path}.{key}", f"only a Service of type LoadBalancer has "
+                                 f"{key}; this one is {kind}")
+        if "externalTrafficPolicy" in entry and kind == "ClusterIP" and not external_ips:
+            self.problem(f"{path}.externalTrafficPolicy", "may only be set on a NodePort or "
+                         "LoadBalancer Service, or one with externalIPs (kube-apiserver refuses "
+                         "it on a plain ClusterIP Service)")
+        if health is not None:
+            if kind != "LoadBalancer" or etp != "Local":
+                self.problem(f"{path}.healthCheckNodePort", "only a LoadBalancer Service with "
+                             "externalTrafficPolicy: Local has a health check node port")
+            health = self.node_port(health, f"{path}.healthCheckNodePort")
+        for j, port in enumerate(ports):
+            if port.node_port is None:
+                continue
+            ppath = f"{path}.ports[{j}].nodePort"
+            if kind == "ClusterIP":
+                self.problem(ppath, "a ClusterIP Service has no node ports; set type: NodePort "
+                             "or LoadBalancer")
+            self.node_port(port.node_port, ppath)
+            for other in earlier:
+                if any(p.node_port == port.node_port and p.protocol == port.protocol
+                       for p in other.ports):
+                    self.problem(ppath, f"{port.node_port}/{port.protocol} is already the node "
+                                 f"port of {other.namespace}/{other.name}")
+        return dict(type=kind, external_ips=tuple(external_ips), load_balancer_ips=tuple(lb_ips),
+                    source_ranges=tuple(r for r in ranges if r is not None),
+                    external_traffic_policy=etp, internal_traffic_policy=itp,
+                    health_check_node_port=health)
+
+    def addresses(self, value, path) -> list[ipaddress.IPv4Address]:
+        found = [self.address(v, f"{path}[{i}]") for i, v in enumerate(self.items(value, path))]
+        return [a for a in found if a is not None]
+
+    def node_port(self, value: Any, path: str) -> int | None:
+        number = self.port(value, path)
+        if number is not None and number not in self.node_ports:
+            self.problem(path, f"{number} is outside the node port range "
+                         f"{self.node_ports.start}-{self.node_ports.stop - 1} (nodePortRange)")
+            return None
+        return number
+
+    def needs_newer_profile(self, profile: str, raw: Any, services: list[Service]) -> None:
+        """The v1.23 profile renders ClusterIP Services only: name the first field beyond that."""
+        if profile != "v1.23" or not isinstance(raw, list):
+            return
+        fields = ("type", "externalIPs", "externalTrafficPolicy", "internalTrafficPolicy")
+        for i, entry in enumerate(raw):
+            service = next((s for s in services if isinstance(entry, dict)
+                            and (s.namespace, s.name) == (entry.get("namespace", "default"),
+                                                          entry.get("name"))), None)
+            if service is None or not service.beyond_cluster_ip:
+                continue
+            key = next(k for k in fields if k in entry and entry[k] not in ("ClusterIP", "Cluster"))
+            self.problem(f"services[{i}].{key}", f"{key}: {entry[key]} needs profile v1.30 or "
+                         "later; the v1.23 profile renders ClusterIP Services only "
+                         f"(profiles: {', '.join(PROFILES)})")
 
     def service_ports(self, value, path) -> list[ServicePort]:
         ports: list[ServicePort] = []
@@ -399,8 +511,11 @@ class _Checker:
                 self.problem(f"{ppath}.name", f"port name {name!r} is used twice")
             if number and any((p.port, p.protocol) == (number, protocol) for p in ports):
                 self.problem(f"{ppath}.port", f"{number}/{protocol} is listed twice")
+            node_port = entry.get("nodePort")
+            if node_port is not None and self.port(node_port, f"{ppath}.nodePort") is None:
+                node_port = None
             if number:
-                ports.append(ServicePort(number, protocol, name, target))
+                ports.append(ServicePort(number, protocol, name, target, node_port))
         return ports
 
     def named_targets(self, service: Service, pods: list[Pod], path: str) -> None:

@@ -8,7 +8,9 @@ from typing import Literal
 
 Protocol = Literal["TCP", "UDP"]
 AppKind = Literal["http", "echo"]
-Profile = Literal["v1.23", "v1.30"]
+Profile = Literal["v1.23", "v1.30", "v1.34"]
+ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+TrafficPolicy = Literal["Cluster", "Local"]
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,20 @@ class Pod:
     labels: dict[str, str] = field(default_factory=dict, hash=False)
     ports: tuple[ContainerPort, ...] = ()
     app: AppKind = "http"
-    ready: bool = True
+    ready: bool = True  # the endpoint's Ready condition: serving and not terminating
     containers: int = 1  # only shown in kubectl's READY column (the seed's pods have a sidecar: 2/2)
+    # A pod being deleted stays in its EndpointSlice as terminating; `serving` says whether its
+    # readiness probe still passes (kube-proxy v1.26+ falls back to serving-terminating pods).
+    terminating: bool = False
+    serving: bool = True
+    # The EndpointSlice's nodeName when it differs from the node the kit runs the pod on ("" for
+    # none): kube-proxy's own tests keep endpoints of other nodes in one subnet.
+    endpoint_node: str | None = None
+
+    @property
+    def slice_node(self) -> str:
+        """The node name kube-proxy compares with its own to call the endpoint local."""
+        return self.node if self.endpoint_node is None else self.endpoint_node
 
     def port_named(self, name: str, protocol: Protocol) -> ContainerPort | None:
         return next((p for p in self.ports if p.name == name and p.protocol == protocol), None)
@@ -60,6 +74,7 @@ class ServicePort:
     protocol: Protocol = "TCP"
     name: str | None = None
     target_port: int | str | None = None  # None means: the same number as `port`
+    node_port: int | None = None  # NodePort and LoadBalancer Services only
 
     @property
     def target(self) -> int | str:
@@ -68,7 +83,7 @@ class ServicePort:
 
 @dataclass(frozen=True)
 class Service:
-    """A Service of type ClusterIP."""
+    """A Service: ClusterIP, or NodePort / LoadBalancer with the external addresses beside it."""
 
     namespace: str
     name: str
@@ -78,6 +93,33 @@ class Service:
     labels: dict[str, str] = field(default_factory=dict, hash=False)
     session_affinity: Literal["None", "ClientIP"] = "None"
     affinity_timeout: int = 10800
+    type: ServiceType = "ClusterIP"
+    external_ips: tuple[ipaddress.IPv4Address, ...] = ()
+    load_balancer_ips: tuple[ipaddress.IPv4Address, ...] = ()  # status.loadBalancer.ingress
+    source_ranges: tuple[ipaddress.IPv4Network, ...] = ()  # loadBalancerSourceRanges
+    external_traffic_policy: TrafficPolicy = "Cluster"
+    internal_traffic_policy: TrafficPolicy = "Cluster"
+    health_check_node_port: int | None = None  # LoadBalancer with externalTrafficPolicy Local
+
+    @property
+    def externally_accessible(self) -> bool:
+        """kube-proxy's ExternallyAccessible: a node port, a load balancer IP or an external IP."""
+        return (any(p.node_port for p in self.ports) or bool(self.load_balancer_ips)
+                or bool(self.external_ips))
+
+    @property
+    def external_policy_local(self) -> bool:
+        return self.externally_accessible and self.external_traffic_policy == "Local"
+
+    @property
+    def internal_policy_local(self) -> bool:
+        return self.internal_traffic_policy == "Local"
+
+    @property
+    def beyond_cluster_ip(self) -> bool:
+        """True when the Service uses anything the v1.23 profile does not render."""
+        return (self.type != "ClusterIP" or bool(self.external_ips) or self.internal_policy_local
+                or self.external_traffic_policy == "Local")
 
     def port_name(self, port: ServicePort) -> str:
         """kube-proxy's servicePortName: `ns/name:portName`, or `ns/name` for an unnamed port."""
@@ -122,6 +164,10 @@ class Lab:
     services: tuple[Service, ...] = ()
     clients: tuple[Client, ...] = ()
     profile: Profile = "v1.23"
+    masquerade_all: bool = False  # kube-proxy's --masquerade-all
+    # Whether the node's kernel has nfacct accounting: kube-proxy v1.30+ then counts the INVALID
+    # drops (v1.31+ also localhost node ports) with `-m nfacct`; without it the match is left out.
+    nfacct: bool = False
     teaches: str = ""
     source: str = ""  # the file it was loaded from, for messages
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from operator import itemgetter
+from socket import inet_ntoa  # str(IPv4Address), twice as fast: it runs once per endpoint
 from typing import NamedTuple
 
-from lab_runner.endpoints import PodIndex
-from lab_runner.model import Lab, Service, ServicePort
+from lab_runner.endpoints import PodIndex, resolve_target_port, selects
+from lab_runner.model import Lab, Pod, Service, ServicePort
 from lab_runner.ruleset import names as n
 
-PROFILES = ("v1.23", "v1.30")
+PROFILES = ("v1.23", "v1.30", "v1.34")
 
 # kube-proxy: fmt.Sprintf("%#08x", 1<<masqueradeBit) with the default bit 14. Go zero-pads the
 # digits to 8 and then adds "0x", so this is what kube-proxy writes (its logs say the same);
@@ -23,19 +25,29 @@ CT_NEW = ("-m", "conntrack", "--ctstate", "NEW")
 
 @dataclass(frozen=True)
 class _Profile:
-    """What differs between the two kube-proxy generations the kit reproduces."""
+    """What differs between the kube-proxy generations the kit reproduces."""
 
     name: str
     arrow_comments: bool  # v1.30: "ns/svc:port -> ip:port" on the KUBE-SVC endpoint rules
     service_chain_first: bool  # v1.30 writes KUBE-SVC before KUBE-SEP; v1.23 the other way
     firewall_chains: bool  # v1.30: KUBE-PROXY-FIREWALL, and KUBE-FIREWALL's localnet guard
     ensures_mark_drop: bool  # v1.23 ensures an (empty) KUBE-MARK-DROP in nat
+    # v1.30+ (kubernetes PR 122812): `-m nfacct --nfacct-name ct_state_invalid_dropped_pkts` on
+    # the INVALID drop, when the kernel's nfacct accounting works (Lab.nfacct).
+    invalid_nfacct: bool = False
+    # v1.31+ (PR 125015): localhost node ports counted by a `-d 127.0.0.0/8 ... -m nfacct` rule.
+    localhost_nfacct: bool = False
 
 
 _PROFILES = {
     "v1.23": _Profile("v1.23", False, False, False, True),
-    "v1.30": _Profile("v1.30", True, True, True, False),
+    "v1.30": _Profile("v1.30", True, True, True, False, invalid_nfacct=True),
+    "v1.34": _Profile("v1.34", True, True, True, False, invalid_nfacct=True,
+                      localhost_nfacct=True),
 }
+# nfacct counter names (pkg/proxy/metrics): what `nfacct list` shows on a node.
+INVALID_COUNTER = "ct_state_invalid_dropped_pkts"
+LOCALHOST_NODEPORT_COUNTER = "localhost_nps_accepted_pkts"
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,7 @@ _JUMPS_V130 = _JUMPS_V123 + (
     _Jump("filter", n.KUBE_FIREWALL, "INPUT", ""),
     _Jump("filter", n.KUBE_FIREWALL, "OUTPUT", ""),
 )
-_JUMPS = {"v1.23": _JUMPS_V123 + _JUMPS_NAT, "v1.30": _JUMPS_V130}
+_JUMPS = {"v1.23": _JUMPS_V123 + _JUMPS_NAT, "v1.30": _JUMPS_V130, "v1.34": _JUMPS_V130}
 _BUILTIN_ORDER = {"filter": ("INPUT", "FORWARD", "OUTPUT"),
                   "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")}
 
@@ -81,6 +93,9 @@ class _Endpoint(NamedTuple):  # a tuple: there is one per endpoint, 100,000s in 
     address: str  # "ip:port", the string kube-proxy hashes and sorts by
     ip: str
     chain: str
+    ready: bool = True
+    serving_terminating: bool = False  # kube-proxy's fallback when nothing is ready
+    local: bool = False  # on the node whose rules these are
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,17 @@ class _Port:
     @property
     def affinity(self) -> bool:
         return self.service.session_affinity == "ClientIP"
+
+    @property
+    def hash(self) -> str:
+        return self.chain[len(n.SERVICE_PREFIX):]
+
+    def chain_of(self, prefix: str) -> str:
+        """The KUBE-SVL/EXT/FW chain of this port: the same hash as its KUBE-SVC chain."""
+        return prefix + self.hash
+
+    def ready(self) -> tuple[_Endpoint, ...]:
+        return tuple(e for e in self.endpoints if e.ready)
 
     def match_vip(self) -> list[str]:
         return ["-m", self.protocol, "-p", self.protocol, "-d", str(self.service.cluster_ip),
@@ -144,9 +170,14 @@ def probability(n_left: int) -> str:
 
 
 
-def ports_of(lab: Lab) -> list[_Port]:
-    """Every service port, in the lab file's order (kube-proxy iterates a Go map: no set order)."""
+def ports_of(lab: Lab, node: str | None = None) -> list[_Port]:
+    """Every service port, in the lab file's order (kube-proxy iterates a Go map: no set order).
+
+    Endpoints are those of the EndpointSlice: ready ones, and serving-terminating ones for
+    kube-proxy's fallback; `node` (default: the lab's first) decides which are local.
+    """
     index = PodIndex(lab)
+    here = node if node is not None else (lab.nodes[0].name if lab.nodes else "")
     found = []
     # dict keys, as endpoints.all_endpoints: an exact duplicate (service, port) renders once.
     for service, port in dict.fromkeys((s, p) for s in lab.services for p in s.ports):
@@ -156,14 +187,65 @@ def ports_of(lab: Lab) -> list[_Port]:
         # str(e.ip) writes it (IPv4: the address up to its colon).
         seed = name + proto
         eps = tuple(_Endpoint(address, address.rpartition(":")[0],
-                              n.ENDPOINT_PREFIX + n.hash16(seed + address))
-                    for address in index.addresses(service, port))
+                              n.ENDPOINT_PREFIX + n.hash16(seed + address), pod.ready,
+                              pod.terminating and pod.serving, pod.slice_node == here)
+                    for address, pod in _in_slice(index, service, port))
         found.append(_Port(service, port, name, proto, n.SERVICE_PREFIX + n.hash16(seed), eps))
     return found
 
 
-def render(lab: Lab, profile: str | None = None, *, base_jumps: bool = True) -> str:
-    """kube-proxy's iptables-restore document for the lab's services.
+def _in_slice(index: PodIndex, service: Service, port: ServicePort) -> list[tuple[str, Pod]]:
+    """("ip:port", pod) of the pods in the service port's EndpointSlice, in "ip:port" order:
+    ready pods and terminating ones still serving (endpoints.PodIndex keeps the ready ones)."""
+    if not service.selector:
+        return []
+    first = next(iter(service.selector.items()))
+    found = []
+    for pod in index.by_label.get((service.namespace, *first), ()):
+        if (pod.ready or (pod.terminating and pod.serving)) and selects(service, pod):
+            number = resolve_target_port(port, pod)
+            if number is not None:
+                found.append((f"{inet_ntoa(pod.ip.packed)}:{number}", pod))
+    found.sort(key=itemgetter(0))
+    return found
+
+
+class _Split(NamedTuple):
+    """proxy.CategorizeEndpoints without topology hints: who serves which traffic."""
+
+    cluster: tuple[_Endpoint, ...]  # for Cluster policy
+    local: tuple[_Endpoint, ...]  # for Local policy
+    reachable: tuple[_Endpoint, ...]  # every endpoint that gets a KUBE-SEP chain
+    any: bool  # usable endpoints anywhere in the cluster
+
+
+def categorize(port: _Port) -> _Split:
+    """Ready endpoints first; only when there are none, serving-terminating ones (separately for
+    Cluster and for Local policy)."""
+    svc = port.service
+    eps = port.endpoints
+    uses_cluster = not svc.internal_policy_local or (svc.externally_accessible
+                                                     and not svc.external_policy_local)
+    uses_local = svc.internal_policy_local or svc.external_policy_local
+    cluster: tuple[_Endpoint, ...] = ()
+    if uses_cluster:
+        cluster = tuple(e for e in eps if e.ready) or tuple(e for e in eps if e.serving_terminating)
+    if not uses_local:
+        return _Split(cluster, (), cluster, bool(cluster))
+    local = (tuple(e for e in eps if e.local and e.ready)
+             or tuple(e for e in eps if e.local and e.serving_terminating))
+    anywhere = bool(cluster) or any(e.ready or e.serving_terminating for e in eps)
+    if not uses_cluster:
+        return _Split((), local, local, anywhere)
+    # kube-proxy merges the two through a map (no order); the "ip:port" order here.
+    merged = {e.address: e for e in cluster + local}
+    return _Split(cluster, local, tuple(merged[a] for a in sorted(merged)), anywhere)
+
+
+def render(lab: Lab, profile: str | None = None, *, base_jumps: bool = True,
+           node: str | None = None) -> str:
+    """kube-proxy's iptables-restore document for the lab's services, on `node` (default: the
+    lab's first node; it decides which endpoints are local and the node IP of source ranges).
 
     base_jumps=True also writes what kube-proxy sets up outside its restore document on a fresh
     node (jumps from the built-in chains, KUBE-PROXY-CANARY in mangle/nat/filter, v1.23's empty
@@ -174,16 +256,28 @@ def render(lab: Lab, profile: str | None = None, *, base_jumps: bool = True) -> 
     if chosen not in _PROFILES:
         raise ValueError(f"unknown profile {chosen!r}; the profiles are: {', '.join(PROFILES)}")
     prof = _PROFILES[chosen]
-    ports = ports_of(lab)
+    here = next((x for x in lab.nodes if x.name == node), lab.nodes[0] if lab.nodes else None)
+    if node is not None and (here is None or here.name != node):
+        raise ValueError(f"no node {node!r}; the nodes are: {', '.join(x.name for x in lab.nodes)}")
+    ports = ports_of(lab, here.name if here else "")
     comments = sum(len(p.endpoints) for p in ports) <= LARGE_CLUSTER_ENDPOINTS
     doc = _Document()
     if base_jumps:
         _base_setup(doc, prof)
     _top_level(doc, prof)
-    for port in ports:
-        _service_port(doc, prof, port, str(lab.cluster_cidr), comments)
+    if prof.service_chain_first:
+        sync = _Sync(doc, prof, str(lab.cluster_cidr), comments, lab.masquerade_all,
+                     lab.nfacct, here.ip if here else None)
+        for port in ports:
+            sync.service_port(port)
+    else:
+        for port in ports:
+            if port.service.beyond_cluster_ip:
+                raise ValueError(f"{port.service.namespace}/{port.service.name} needs profile "
+                                 "v1.30 or later: the v1.23 profile renders ClusterIP Services only")
+            _service_port(doc, prof, port, str(lab.cluster_cidr), comments, lab.masquerade_all)
     _nodeports_tail(doc)
-    _forward_rules(doc)
+    _forward_rules(doc, prof.invalid_nfacct and lab.nfacct)
     return doc.text()
 
 
@@ -235,62 +329,69 @@ def _top_level(doc: _Document, prof: _Profile) -> None:
 
 
 def _service_port(doc: _Document, prof: _Profile, port: _Port, cluster_cidr: str,
-                  comments: bool) -> None:
+                  comments: bool, masquerade_all: bool) -> None:
+    """The v1.23 generation's rules for a ClusterIP service port (ready endpoints only: its
+    terminating-endpoint fallback was an alpha feature, off by default)."""
+    port = replace(port, endpoints=port.ready())
     if not port.endpoints:
         doc.filter_rules.append(line(
             "-A", n.KUBE_SERVICES, "-m", "comment", "--comment", f'"{port.name} has no endpoints"',
             *port.match_vip(), "-j", "REJECT"))
         return
-    capture = _capture_rules(port, cluster_cidr)
-    if prof.service_chain_first:  # v1.30
-        doc.nat_rules.extend(capture)
-        doc.nat_chains.append(chain_line(port.chain))
-        doc.nat_rules.extend(_service_chain_rules(prof, port, comments))
-        _endpoint_chains(doc, port, comments)
-    else:  # v1.23: endpoint chains first, then the service chain
-        _endpoint_chains(doc, port, comments)
-        doc.nat_chains.append(chain_line(port.chain))
-        doc.nat_rules.extend(reversed(capture))
-        doc.nat_rules.extend(_service_chain_rules(prof, port, comments))
+    # Endpoint chains first, then the service chain with its masquerade rule before the jump.
+    _endpoint_chains(doc, port, port.endpoints, comments)
+    doc.nat_chains.append(chain_line(port.chain))
+    doc.nat_rules.append(_masquerade_rule(port, port.chain, cluster_cidr, masquerade_all))
+    doc.nat_rules.append(_cluster_ip_jump(port, port.chain))
+    doc.nat_rules.extend(_service_chain_rules(prof, port, port.chain, port.endpoints, comments))
 
 
-def _capture_rules(port: _Port, cluster_cidr: str) -> list[str]:
-    """The KUBE-SERVICES jump for the clusterIP and the KUBE-SVC masquerade rule for outsiders."""
-    cluster_ip = ["-m", "comment", "--comment", f'"{port.name} cluster IP"', *port.match_vip()]
-    return [line("-A", n.KUBE_SERVICES, *cluster_ip, "-j", port.chain),
-            line("-A", port.chain, *cluster_ip, "!", "-s", cluster_cidr, "-j", n.KUBE_MARK_MASQ)]
+def _cluster_ip_args(port: _Port) -> list[str]:
+    return ["-m", "comment", "--comment", f'"{port.name} cluster IP"', *port.match_vip()]
+
+
+def _cluster_ip_jump(port: _Port, target: str) -> str:
+    return line("-A", n.KUBE_SERVICES, *_cluster_ip_args(port), "-j", target)
+
+
+def _masquerade_rule(port: _Port, chain: str, cluster_cidr: str, masquerade_all: bool) -> str:
+    """Traffic to the clusterIP from outside the pod network (or all of it, --masquerade-all)."""
+    outsiders = [] if masquerade_all else ["!", "-s", cluster_cidr]
+    return line("-A", chain, *_cluster_ip_args(port), *outsiders, "-j", n.KUBE_MARK_MASQ)
 
 
 # The per-endpoint rules below are written with f-strings: the same words line() would join,
 # without a list per rule (they are most of a big document).
-def _service_chain_rules(prof: _Profile, port: _Port, comments: bool) -> list[str]:
+def _service_chain_rules(prof: _Profile, port: _Port, chain: str,
+                         endpoints: tuple[_Endpoint, ...], comments: bool) -> list[str]:
     """writeServiceToEndpointRules: affinity checks first, then 1/(n-i) random picks."""
-    head = f"-A {port.chain} "
+    head = f"-A {chain} "
     if not comments:
-        comment = [""] * len(port.endpoints)
+        comment = [""] * len(endpoints)
     elif prof.arrow_comments:
-        comment = [f'-m comment --comment "{port.name} -> {ep.address}" ' for ep in port.endpoints]
+        comment = [f'-m comment --comment "{port.name} -> {ep.address}" ' for ep in endpoints]
     else:
-        comment = [f"-m comment --comment {port.name} "] * len(port.endpoints)
+        comment = [f"-m comment --comment {port.name} "] * len(endpoints)
     rules = []
     if port.affinity:
         seconds = port.service.affinity_timeout
         rules += [f"{head}{text}-m recent --name {ep.chain} --rcheck --seconds {seconds} --reap "
-                  f"-j {ep.chain}" for ep, text in zip(port.endpoints, comment)]
-    last = len(port.endpoints) - 1
-    for i, (ep, text) in enumerate(zip(port.endpoints, comment)):
+                  f"-j {ep.chain}" for ep, text in zip(endpoints, comment)]
+    last = len(endpoints) - 1
+    for i, (ep, text) in enumerate(zip(endpoints, comment)):
         pick = f"-m statistic --mode random --probability {probability(last + 1 - i)} " \
             if i < last else ""
         rules.append(f"{head}{text}{pick}-j {ep.chain}")
     return rules
 
 
-def _endpoint_chains(doc: _Document, port: _Port, comments: bool) -> None:
+def _endpoint_chains(doc: _Document, port: _Port, endpoints: tuple[_Endpoint, ...],
+                     comments: bool) -> None:
     """KUBE-SEP-…: masquerade hairpin traffic, then DNAT (recording affinity when asked)."""
     comment = f"-m comment --comment {port.name} " if comments else ""
     dnat = f"-m {port.protocol} -p {port.protocol} -j DNAT --to-destination "
     chains, rules = doc.nat_chains, doc.nat_rules
-    for ep in port.endpoints:
+    for ep in endpoints:
         chains.append(f":{ep.chain} - [0:0]")
         rules.append(f"-A {ep.chain} {comment}-s {ep.ip} -j {n.KUBE_MARK_MASQ}")
         affinity = f"-m recent --name {ep.chain} --set " if port.affinity else ""
@@ -305,12 +406,154 @@ def _nodeports_tail(doc: _Document) -> None:
         "-m", "addrtype", "--dst-type", "LOCAL", "-j", n.KUBE_NODEPORTS))
 
 
-def _forward_rules(doc: _Document) -> None:
+def _forward_rules(doc: _Document, nfacct: bool) -> None:
+    counted = ["-m", "nfacct", "--nfacct-name", INVALID_COUNTER] if nfacct else []
     doc.filter_rules += [
-        line("-A", n.KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"),
+        line("-A", n.KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", *counted, "-j", "DROP"),
         line("-A", n.KUBE_FORWARD, "-m", "comment", "--comment", '"kubernetes forwarding rules"',
              "-m", "mark", "--mark", f"{MASQ_MARK}/{MASQ_MARK}", "-j", "ACCEPT"),
         line("-A", n.KUBE_FORWARD, "-m", "comment", "--comment",
              '"kubernetes forwarding conntrack rule"', "-m", "conntrack", "--ctstate",
              "RELATED,ESTABLISHED", "-j", "ACCEPT"),
     ]
+
+
+@dataclass
+class _Sync:
+    """syncProxyRules of the v1.28+ generation for one service port at a time: clusterIP,
+    external IPs, load balancer IPs and node ports, each traffic policy's chain (KUBE-SVC for
+    Cluster, KUBE-SVL for Local), KUBE-EXT for external traffic and KUBE-FW for source ranges."""
+
+    doc: _Document
+    prof: _Profile
+    cluster_cidr: str
+    comments: bool
+    masquerade_all: bool
+    nfacct: bool
+    node_ip: object  # IPv4Address of this node, or None
+
+    def service_port(self, port: _Port) -> None:
+        svc, split = port.service, categorize(port)
+        cluster_chain, local_chain = port.chain, port.chain_of(n.LOCAL_SERVICE_PREFIX)
+        ext_chain, fw_chain = port.chain_of(n.EXTERNAL_PREFIX), port.chain_of(n.FIREWALL_PREFIX)
+        has_any = split.any
+        internal_chain = local_chain if svc.internal_policy_local else cluster_chain
+        has_internal = has_any and (bool(split.local) or not svc.internal_policy_local)
+        external_chain = local_chain if svc.external_policy_local else cluster_chain
+        has_external = has_any and (bool(split.local) or not svc.external_policy_local)
+        uses_fw = has_any and bool(svc.load_balancer_ips) and bool(svc.source_ranges)
+        lb_chain = fw_chain if uses_fw else ext_chain
+        if not has_any:
+            internal_drop = external_drop = ("REJECT", f'"{port.name} has no endpoints"')
+        else:
+            internal_drop = external_drop = ("DROP", f'"{port.name} has no local endpoints"')
+        self._capture(port, has_any, has_internal, internal_chain, internal_drop,
+                      has_external, external_drop, lb_chain, ext_chain, uses_fw)
+        nat = self.doc.nat_rules
+        if has_internal:
+            nat.append(_masquerade_rule(port, internal_chain, self.cluster_cidr,
+                                        self.masquerade_all))
+        if has_any and svc.externally_accessible:
+            self._external_chain(port, ext_chain, cluster_chain, external_chain, has_external)
+        if uses_fw:
+            self._firewall_chain(port, fw_chain, ext_chain)
+        for chain, endpoints in ((cluster_chain, split.cluster), (local_chain, split.local)):
+            if endpoints:
+                self.doc.nat_chains.append(chain_line(chain))
+                nat.extend(_service_chain_rules(self.prof, port, chain, endpoints, self.comments))
+        _endpoint_chains(self.doc, port, split.reachable, self.comments)
+
+    def _capture(self, port: _Port, has_any: bool, has_internal: bool, internal_chain: str,
+                 internal_drop: tuple[str, str], has_external: bool,
+                 external_drop: tuple[str, str], lb_chain: str, ext_chain: str,
+                 uses_fw: bool) -> None:
+        """What sends each of the port's addresses to its chains, or drops / rejects it in
+        filter: clusterIP, external IPs, load balancer IPs, node port, health check port."""
+        svc, nat, filt = port.service, self.doc.nat_rules, self.doc.filter_rules
+        proto = ["-m", port.protocol, "-p", port.protocol]
+        dport = ["--dport", str(port.port.port)]
+        if has_internal:
+            nat.append(_cluster_ip_jump(port, internal_chain))
+        else:
+            filt.append(line("-A", n.KUBE_SERVICES, "-m", "comment", "--comment", internal_drop[1],
+                             *port.match_vip(), "-j", internal_drop[0]))
+        refused = ["-m", "comment", "--comment", external_drop[1]]
+        for ip in svc.external_ips:
+            if has_any:
+                nat.append(line("-A", n.KUBE_SERVICES, "-m", "comment", "--comment",
+                                f'"{port.name} external IP"', *proto, "-d", str(ip), *dport,
+                                "-j", ext_chain))
+            if not has_external:
+                filt.append(line("-A", n.KUBE_EXTERNAL_SERVICES, *refused, *proto, "-d", str(ip),
+                                 *dport, "-j", external_drop[0]))
+        for ip in svc.load_balancer_ips:
+            if has_any:
+                nat.append(line("-A", n.KUBE_SERVICES, "-m", "comment", "--comment",
+                                f'"{port.name} loadbalancer IP"', *proto, "-d", str(ip), *dport,
+                                "-j", lb_chain))
+            if uses_fw:
+                filt.append(line("-A", n.KUBE_PROXY_FIREWALL, "-m", "comment", "--comment",
+                                 f'"{port.name} traffic not accepted by '
+                                 f'{port.chain_of(n.FIREWALL_PREFIX)}"', *proto, "-d", str(ip),
+                                 *dport, "-j", "DROP"))
+        if not has_external:
+            filt.extend(line("-A", n.KUBE_EXTERNAL_SERVICES, *refused, *proto, "-d", str(ip),
+                             *dport, "-j", external_drop[0]) for ip in svc.load_balancer_ips)
+        node_port = port.port.node_port
+        if node_port:
+            by_port = ["-m", "comment", "--comment", port.name, *proto]
+            if has_any:
+                if self.prof.localhost_nfacct and self.nfacct:  # localhostNodePorts, IPv4
+                    nat.append(line("-A", n.KUBE_NODEPORTS, *by_port, "-d", "127.0.0.0/8",
+                                    "--dport", str(node_port), "-m", "nfacct", "--nfacct-name",
+                                    LOCALHOST_NODEPORT_COUNTER, "-j", ext_chain))
+                nat.append(line("-A", n.KUBE_NODEPORTS, *by_port, "--dport", str(node_port),
+                                "-j", ext_chain))
+            if not has_external:
+                filt.append(line("-A", n.KUBE_EXTERNAL_SERVICES, *refused, "-m", "addrtype",
+                                 "--dst-type", "LOCAL", *proto, "--dport", str(node_port),
+                                 "-j", external_drop[0]))
+        if svc.health_check_node_port:
+            # Accepted whether or not this node has local endpoints: the load balancer asks.
+            filt.append(line("-A", n.KUBE_NODEPORTS, "-m", "comment", "--comment",
+                             f'"{port.name} health check node port"', "-m", "tcp", "-p", "tcp",
+                             "--dport", str(svc.health_check_node_port), "-j", "ACCEPT"))
+
+    def _external_chain(self, port: _Port, ext_chain: str, cluster_chain: str,
+                        external_chain: str, has_external: bool) -> None:
+        """KUBE-EXT-…: masquerade everything (Cluster policy, it may leave the node), or keep the
+        source and send only the node's own and pods' traffic to the Cluster chain (Local)."""
+        self.doc.nat_chains.append(chain_line(ext_chain))
+        nat, name = self.doc.nat_rules, port.name
+        if not port.service.external_policy_local:
+            nat.append(line("-A", ext_chain, "-m", "comment", "--comment",
+                            f'"masquerade traffic for {name} external destinations"',
+                            "-j", n.KUBE_MARK_MASQ))
+        else:
+            nat += [
+                line("-A", ext_chain, "-m", "comment", "--comment",
+                     f'"pod traffic for {name} external destinations"', "-s", self.cluster_cidr,
+                     "-j", cluster_chain),
+                line("-A", ext_chain, "-m", "comment", "--comment",
+                     f'"masquerade LOCAL traffic for {name} external destinations"',
+                     "-m", "addrtype", "--src-type", "LOCAL", "-j", n.KUBE_MARK_MASQ),
+                line("-A", ext_chain, "-m", "comment", "--comment",
+                     f'"route LOCAL traffic for {name} external destinations"',
+                     "-m", "addrtype", "--src-type", "LOCAL", "-j", cluster_chain),
+            ]
+        if has_external:
+            nat.append(line("-A", ext_chain, "-j", external_chain))
+
+    def _firewall_chain(self, port: _Port, fw_chain: str, ext_chain: str) -> None:
+        """KUBE-FW-…: allowed source ranges go on to KUBE-EXT; the rest falls through to the
+        KUBE-PROXY-FIREWALL drop in filter."""
+        svc = port.service
+        self.doc.nat_chains.append(chain_line(fw_chain))
+        head = ["-A", fw_chain, "-m", "comment", "--comment", f'"{port.name} loadbalancer IP"']
+        nat = self.doc.nat_rules
+        nat.extend(line(*head, "-s", str(cidr), "-j", ext_chain) for cidr in svc.source_ranges)
+        # A request from the node to its own load balancer IP comes back with that IP as source.
+        if self.node_ip is not None and any(self.node_ip in c for c in svc.source_ranges):
+            nat.extend(line(*head, "-s", str(ip), "-j", ext_chain) for ip in svc.load_balancer_ips)
+        nat.append(line("-A", fw_chain, "-m", "comment", "--comment",
+                        f'"other traffic to {port.name} will be dropped by KUBE-PROXY-FIREWALL"'))
