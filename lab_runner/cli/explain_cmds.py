@@ -63,9 +63,14 @@ def explain(rules, target, caller, in_interface, out_interface, node_ips, wanted
     if target is None:
         from lab_runner.explain.services import find_services
 
-        ports = [p for p in find_services(dump.ruleset) if not wanted or p.matches(wanted)]
+        found = find_services(dump.ruleset)
+        ports = [p for p in found if not wanted or p.matches(wanted)]
         if wanted and not ports:
-            raise click.UsageError(f"no Service port {wanted!r} in {rules}")
+            names = sorted({p.name.split(":")[0] for p in found})
+            listing = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12
+                                               else "")
+            raise click.UsageError(f"no Service port {wanted!r} in {rules} (give ns/name or "
+                                   f"ns/name:port); its Services: {listing or 'none'}")
         if fmt == "json":  # indenting 100,000 endpoints would take longer than finding them
             click.echo(json.dumps(report.summary_json(dump.source, ports),
                                   indent=2 if len(ports) <= report.RICH_ROWS else None))

@@ -362,6 +362,13 @@ def test_a_binary_file_is_refused(tmp_path):
         read_file(latin)
 
 
+def test_an_unknown_service_lists_the_nodes_services():
+    result = cli(str(REAL / "eks-v1.34.rules"), "--service", "kube-dns")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "no Service port 'kube-dns'" in said and said.endswith(", kube-system/kube-dns")
+
+
 def test_a_missing_file_is_an_error_not_a_traceback(tmp_path):
     result = cli(str(tmp_path / "nope.rules"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
