@@ -1,0 +1,699 @@
+"""Read an nftables ruleset as text (`nft -f` commands or `nft list ruleset` output) into data.
+
+Two spellings of one thing are read into one model: the kit's render (`add table/chain/rule/set/
+map/element …`, one command a line) and the kernel's listing (`table ip t { chain c { type nat
+hook prerouting priority dstnat; policy accept; … } }`, with `counter packets N bytes M`,
+comments and `# handle N` from `nft -a`). Tables hold chains (hook, priority, policy, rules) and
+sets and maps (key, flags, elements: concatenations, prefixes, verdicts). Each rule becomes a
+tuple of statements the tracer evaluates; a statement this reader does not model stays in the
+rule as `Unmodelled` and is listed in `NftRuleset.unmodelled` (never silently dropped). Malformed
+text raises NftSyntaxError naming the line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from lab_runner.errors import LabError
+
+# Named base-chain priorities of the ip/inet families (nft(8), "CHAINS").
+PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
+              "srcnat": 100}
+# Selectors a match or lookup may read; each names what the tracer compares.
+SELECTORS = {("ip", "saddr"), ("ip", "daddr"), ("ip", "protocol"), ("meta", "l4proto"),
+             ("meta", "mark"), ("meta", "iifname"), ("meta", "oifname"), ("th", "dport"),
+             ("th", "sport"), ("tcp", "dport"), ("tcp", "sport"), ("udp", "dport"),
+             ("udp", "sport"), ("sctp", "dport"), ("sctp", "sport"), ("ct", "state")}
+SHORT_SELECTORS = {"mark": "meta mark", "iifname": "meta iifname", "oifname": "meta oifname",
+                   "l4proto": "meta l4proto"}
+VERDICTS = ("accept", "drop", "reject", "return", "continue", "jump", "goto")
+NO_OP_WORDS = ("counter", "log")  # they count or log; the packet goes on unchanged
+_TOKEN = re.compile(r'"[^"]*"|!=|==|[{};,]|[^\s{};,"]+')
+_HANDLE = re.compile(r"\s*#\s*handle\s+\d+\s*$")
+
+
+class NftSyntaxError(LabError):
+    """Text that is not an nftables ruleset this reader understands; names the line."""
+
+    def __init__(self, line_no: int, line: str, problem: str):
+        self.line_no = line_no
+        self.line = line
+        self.problem = problem
+        super().__init__(f"nftables ruleset, line {line_no}: {problem}\n    {line.strip()}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # accept, drop, reject, return, continue, jump, goto
+    target: str | None = None  # the chain of jump / goto
+
+
+@dataclass(frozen=True)
+class Element:
+    """One element of a set or map: its key (parts of a concatenation) and, in a map, its value."""
+
+    key: tuple[str, ...]
+    value: Verdict | str | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    """`selector [!=] value`: selectors is one or a concatenation; values are literals (an
+    anonymous set's items) or set_ref names a set (`@cluster-ips`)."""
+
+    selectors: tuple[str, ...]
+    negate: bool
+    values: tuple[str, ...] = ()
+    set_ref: str | None = None
+    mask: int | None = None  # `mark and 0x4000 == 0`: the value compared is mark & mask
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """`selectors vmap {…}` or `vmap @map`: the element whose key matches gives the verdict.
+    A `numgen random mod N offset K` selector draws its key uniformly from K..K+N-1."""
+
+    selectors: tuple[str, ...]
+    elements: tuple[Element, ...] = ()
+    map_ref: str | None = None
+    numgen: tuple[int, int] | None = None  # (mod, offset)
+
+
+@dataclass(frozen=True)
+class MarkSet:
+    op: str  # set, or, xor, and
+    value: int
+
+
+@dataclass(frozen=True)
+class Nat:
+    kind: str  # dnat, snat, masquerade
+    address: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class SetUpdate:
+    """`update @set { ip saddr }`: records the key for later packets; a first packet's own
+    outcome is unchanged (affinity is seen by the connections after it)."""
+
+    set_name: str
+    key: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NoOp:
+    word: str  # counter, log, comment
+
+
+@dataclass(frozen=True)
+class Unmodelled:
+    text: str
+
+
+Statement = Match | Lookup | MarkSet | Nat | SetUpdate | NoOp | Verdict | Unmodelled
+
+
+@dataclass
+class Rule:
+    table: str
+    chain: str
+    line_no: int
+    text: str
+    statements: tuple = ()
+    handle: int | None = None
+
+
+@dataclass
+class Chain:
+    name: str
+    line_no: int
+    type: str | None = None  # filter, nat, route: None for a regular chain
+    hook: str | None = None
+    priority: int | None = None
+    policy: str = "accept"
+    comment: str | None = None
+    rules: list[Rule] = field(default_factory=list)
+
+    @property
+    def base(self) -> bool:
+        return self.hook is not None
+
+
+@dataclass
+class NamedSet:
+    """A named set or map (`kind` says which); a map's data type is after the colon."""
+
+    name: str
+    kind: str  # set | map
+    line_no: int
+    key_type: str = ""
+    data_type: str | None = None
+    flags: tuple[str, ...] = ()
+    comment: str | None = None
+    elements: list[Element] = field(default_factory=list)
+
+
+@dataclass
+class Table:
+    family: str
+    name: str
+    line_no: int
+    comment: str | None = None
+    chains: dict[str, Chain] = field(default_factory=dict)
+    sets: dict[str, NamedSet] = field(default_factory=dict)  # sets and maps share a namespace
+
+
+@dataclass
+class NftRuleset:
+    tables: dict[tuple[str, str], Table] = field(default_factory=dict)
+    # (line, what) of everything read but not modelled: rules' statements, objects, commands.
+    unmodelled: list[tuple[int, str]] = field(default_factory=list)
+
+    def table(self, family: str, name: str) -> Table:
+        return self.tables[(family, name)]
+
+    def base_chains(self, hook: str, families=("ip", "inet")) -> list[tuple[Table, Chain]]:
+        """Every base chain at `hook` of the tables that see IPv4, by priority (the kernel's
+        order; equal priorities in the order they were read)."""
+        found = [(t, c) for t in self.tables.values() if t.family in families
+                 for c in t.chains.values() if c.hook == hook]
+        return sorted(found, key=lambda tc: tc[1].priority)
+
+
+def tokens(text: str) -> list[str]:
+    """Words of nft syntax: quoted strings whole; braces, semicolons and commas alone."""
+    return _TOKEN.findall(text)
+
+
+def unquote(word: str) -> str:
+    return word[1:-1] if len(word) >= 2 and word[0] == word[-1] == '"' else word
+
+
+def parse_nft(text: str) -> NftRuleset:
+    """The ruleset `text` describes, in either form (they may be mixed, as in `nft -f`)."""
+    return _Reader(text.splitlines()).read()
+
+
+class _Reader:
+    """Reads lines one by one; `stack` holds the open blocks of the listing form."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        self.ruleset = NftRuleset()
+        self.stack: list = []  # Table, then Chain or NamedSet inside it
+        self.i = 0
+
+    def fail(self, line_no: int, problem: str):
+        raise NftSyntaxError(line_no, self.lines[line_no - 1], problem)
+
+    def read(self) -> NftRuleset:
+        while self.i < len(self.lines):
+            self.i += 1
+            line_no, raw = self.i, self.lines[self.i - 1]
+            handle = re.search(r"#\s*handle\s+(\d+)\s*$", raw)
+            text = _HANDLE.sub("", raw).strip()
+            if not text or text.startswith("#"):
+                continue
+            words = tokens(text)
+            if words.count("{") > words.count("}") and not words[-1] == "{":
+                words, text = self.join_until_balanced(words, text)
+            if not self.stack:
+                self.top_level(line_no, words, text)
+            elif isinstance(self.stack[-1], Table):
+                self.in_table(line_no, words, text)
+            elif isinstance(self.stack[-1], Chain):
+                self.in_chain(line_no, words, text, int(handle.group(1)) if handle else None)
+            else:
+                self.in_set(line_no, words)
+        if self.stack:
+            self.fail(len(self.lines) or 1, f"end of text inside an open block "
+                                            f"({type(self.stack[-1]).__name__.lower()} "
+                                            f"{self.stack[-1].name}): a '}}' is missing")
+        return self.ruleset
+
+    def join_until_balanced(self, words: list[str], text: str) -> tuple[list[str], str]:
+        """`elements = { a,` continued on the next lines, as the kernel wraps long sets."""
+        start = self.i
+        while words.count("{") > words.count("}"):
+            if self.i >= len(self.lines):
+                self.fail(start, "a '{' is never closed")
+            self.i += 1
+            text += " " + _HANDLE.sub("", self.lines[self.i - 1]).strip()
+            words = tokens(text)
+        return words, text
+
+    # -- the listing form --------------------------------------------------------------------
+    def top_level(self, line_no: int, words: list[str], text: str) -> None:
+        if words[0] == "table" and len(words) == 4 and words[3] == "{":
+            self.stack.append(self.ensure_table(line_no, words[1], words[2]))
+        elif words[0] in ("add", "create", "insert", "delete", "destroy", "flush"):
+            self.command(line_no, words, text)
+        else:
+            self.fail(line_no, f"expected `table FAMILY NAME {{` or a command (add, insert, "
+                               f"delete, flush …), found {words[0]!r}")
+
+    def in_table(self, line_no: int, words: list[str], text: str) -> None:
+        table = self.stack[-1]
+        if words == ["}"]:
+            self.stack.pop()
+        elif words[0] == "comment" and len(words) == 2:
+            table.comment = unquote(words[1])
+        elif words[0] == "flags":
+            pass  # table flags (dormant, owner) do not change what a packet meets
+        elif words[0] == "chain" and len(words) == 3 and words[2] == "{":
+            self.stack.append(self.ensure_chain(table, unquote(words[1]), line_no))
+        elif words[0] in ("set", "map") and len(words) == 3 and words[2] == "{":
+            self.stack.append(self.ensure_set(table, words[0], unquote(words[1]), line_no))
+        elif len(words) >= 3 and words[-1] == "{":
+            # flowtable, ct helper, counter, quota … objects: named, skipped whole.
+            self.ruleset.unmodelled.append((line_no, f"{words[0]} {words[1]} (an nftables "
+                                                     f"{words[0]} object)"))
+            self.skip_block(line_no)
+        else:
+            self.fail(line_no, f"expected a chain, set or map of table {table.name}")
+
+    def skip_block(self, line_no: int) -> None:
+        depth = 1
+        while depth:
+            if self.i >= len(self.lines):
+                self.fail(line_no, "a '{' is never closed")
+            self.i += 1
+            words = tokens(_HANDLE.sub("", self.lines[self.i - 1]))
+            depth += words.count("{") - words.count("}")
+
+    def in_chain(self, line_no: int, words: list[str], text: str, handle: int | None) -> None:
+        chain = self.stack[-1]
+        if words == ["}"]:
+            self.stack.pop()
+        elif words[0] == "type":
+            self.chain_spec(line_no, chain, words)
+        elif words[0] == "policy":
+            self.chain_spec(line_no, chain, words)
+        elif words[0] == "comment" and len(words) == 2:
+            chain.comment = unquote(words[1])
+        else:
+            table = self.stack[-2]
+            chain.rules.append(self.rule(line_no, table, chain, text, handle))
+
+    def in_set(self, line_no: int, words: list[str]) -> None:
+        named = self.stack[-1]
+        if words == ["}"]:
+            self.stack.pop()
+        else:
+            self.set_spec(line_no, named, words)
+
+    # -- the command form --------------------------------------------------------------------
+    def command(self, line_no: int, words: list[str], text: str) -> None:
+        verb, kind = words[0], words[1] if len(words) > 1 else ""
+        if kind == "ruleset" and verb in ("flush", "delete"):
+            self.ruleset.tables.clear()
+            return
+        if len(words) < 4:
+            self.fail(line_no, f"`{verb} {kind}` needs a family and a table name")
+        family, table_name = words[2], unquote(words[3])
+        if kind == "table":
+            self.table_command(line_no, verb, family, table_name, words[4:])
+            return
+        table = self.ruleset.tables.get((family, table_name))
+        if table is None:
+            self.fail(line_no, f"table {family} {table_name} does not exist here")
+        if len(words) < 5:
+            self.fail(line_no, f"`{verb} {kind}` needs the {kind}'s name")
+        name, rest = unquote(words[4]), words[5:]
+        if kind == "chain":
+            self.chain_command(line_no, verb, table, name, rest)
+        elif kind == "rule" and verb in ("add", "insert"):
+            chain = table.chains.get(name)
+            if chain is None:
+                self.fail(line_no, f"rule for chain {name}, which is not declared before it")
+            body = re.match(r"\s*\S+\s+rule\s+\S+\s+\S+\s+\S+\s*(.*)$", text).group(1)
+            rule = self.rule(line_no, table, chain, body, None)
+            chain.rules.insert(0 if verb == "insert" else len(chain.rules), rule)
+        elif kind in ("set", "map") and verb in ("add", "create"):
+            named = self.ensure_set(table, kind, name, line_no)
+            for part in _split_specs(self.braced(line_no, rest, optional=True)):
+                self.set_spec(line_no, named, part)
+        elif kind in ("set", "map", "element") and verb in ("flush", "delete", "destroy") \
+                and name in table.sets and (kind != "element" or not rest):
+            table.sets[name].elements.clear() if verb == "flush" else table.sets.pop(name)
+        elif kind == "element" and verb in ("add", "create"):
+            named = table.sets.get(name)
+            if named is None:
+                self.fail(line_no, f"elements for {name}, a set or map not declared before them")
+            named.elements += self.elements(line_no, self.braced(line_no, rest))
+        else:
+            self.fail(line_no, f"`{verb} {kind}` is not a command this reader models")
+
+    def table_command(self, line_no: int, verb: str, family: str, name: str,
+                      rest: list[str]) -> None:
+        if verb in ("add", "create"):
+            table = self.ensure_table(line_no, family, name)
+            for part in _split_specs(self.braced(line_no, rest, optional=True)):
+                if part[0] == "comment" and len(part) == 2:
+                    table.comment = unquote(part[1])
+                elif part[0] != "flags":
+                    self.fail(line_no, f"table option {part[0]!r} is not one this reader knows")
+        elif verb in ("delete", "destroy"):
+            self.ruleset.tables.pop((family, name), None)
+        elif verb == "flush" and (family, name) in self.ruleset.tables:
+            table = self.ruleset.tables[(family, name)]
+            for chain in table.chains.values():
+                chain.rules.clear()
+            for named in table.sets.values():
+                named.elements.clear()
+
+    def chain_command(self, line_no: int, verb: str, table: Table, name: str,
+                      rest: list[str]) -> None:
+        if verb in ("add", "create"):
+            chain = self.ensure_chain(table, name, line_no)
+            for part in _split_specs(self.braced(line_no, rest, optional=True)):
+                self.chain_spec(line_no, chain, part)
+        elif verb == "flush" and name in table.chains:
+            table.chains[name].rules.clear()
+        elif verb in ("delete", "destroy"):
+            table.chains.pop(name, None)
+        else:
+            self.fail(line_no, f"`{verb} chain` of a chain that does not exist")
+
+    def braced(self, line_no: int, words: list[str], optional: bool = False) -> list[str]:
+        """The words between a command's outer braces."""
+        if not words and optional:
+            return []
+        if not words or words[0] != "{" or words[-1] != "}":
+            self.fail(line_no, "expected `{ … }` here")
+        return words[1:-1]
+
+    # -- objects ----------------------------------------------------------------------------
+    def ensure_table(self, line_no: int, family: str, name: str) -> Table:
+        if family not in ("ip", "ip6", "inet", "arp", "bridge", "netdev"):
+            self.fail(line_no, f"unknown table family {family!r}")
+        return self.ruleset.tables.setdefault((family, name), Table(family, unquote(name),
+                                                                    line_no))
+
+    @staticmethod
+    def ensure_chain(table: Table, name: str, line_no: int) -> Chain:
+        return table.chains.setdefault(name, Chain(name, line_no))
+
+    @staticmethod
+    def ensure_set(table: Table, kind: str, name: str, line_no: int) -> NamedSet:
+        return table.sets.setdefault(name, NamedSet(name, kind, line_no))
+
+    def chain_spec(self, line_no: int, chain: Chain, words: list[str]) -> None:
+        """`type T hook H priority P ; policy X ;` (either form); also `comment "…"`."""
+        parts = _split_specs(words)
+        for part in parts:
+            if part[0] == "type" and len(part) >= 6 and part[2] == "hook" and part[4] == "priority":
+                chain.type, chain.hook = part[1], part[3]
+                chain.priority = self.priority(line_no, part[5:])
+            elif part[0] == "policy" and len(part) == 2 and part[1] in ("accept", "drop"):
+                chain.policy = part[1]
+            elif part[0] == "comment" and len(part) == 2:
+                chain.comment = unquote(part[1])
+            elif part[0] == "device" or part[0] == "devices":
+                self.ruleset.unmodelled.append((line_no, f"chain {chain.name}: {' '.join(part)}"))
+            else:
+                self.fail(line_no, f"chain option {' '.join(part)!r} is not one this reader knows")
+
+    def priority(self, line_no: int, words: list[str]) -> int:
+        """`-110`, `dstnat`, `dstnat - 10`, `filter + 5`."""
+        try:
+            base = PRIORITIES[words[0]] if words[0] in PRIORITIES else int(words[0])
+            if len(words) == 1:
+                return base
+            if len(words) == 3 and words[1] in "+-":
+                return base + int(words[2]) * (1 if words[1] == "+" else -1)
+        except ValueError:
+            pass
+        self.fail(line_no, f"priority {' '.join(words)!r}: expected a number or one of "
+                           f"{', '.join(PRIORITIES)} (optionally ± a number)")
+
+    def set_spec(self, line_no: int, named: NamedSet, words: list[str]) -> None:
+        for part in _split_specs(words):
+            head = part[0]
+            if head in ("type", "typeof"):
+                spec = " ".join(part[1:])
+                key, _, data = spec.partition(" : ")
+                named.key_type, named.data_type = key, (data or None)
+            elif head == "flags":
+                named.flags = tuple(w for w in part[1:] if w != ",")
+            elif head == "comment" and len(part) == 2:
+                named.comment = unquote(part[1])
+            elif head == "elements" and len(part) >= 3 and part[1] == "=":
+                named.elements += self.elements(line_no, self.braced(line_no, part[2:]))
+            elif head in ("timeout", "gc-interval", "size", "policy", "counter", "auto-merge"):
+                pass  # how long entries live, how the kernel stores them: not what matches
+            else:
+                self.fail(line_no, f"{named.kind} option {' '.join(part)!r} is not one this "
+                                   "reader knows")
+
+    def elements(self, line_no: int, words: list[str]) -> list[Element]:
+        """`a . b . c comment "x" : goto chain , …` (a map) or `a , b/16 , …` (a set)."""
+        found = []
+        for item in _split_top(words, ","):
+            if not item:
+                continue
+            key, value, j = [], None, 0
+            while j < len(item):
+                word = item[j]
+                if word == ":":
+                    value = self.element_value(line_no, item[j + 1:])
+                    break
+                # An element's options say how it is kept or counted, not what it matches.
+                j += {"comment": 2, "timeout": 2, "expires": 2, "counter": 1, "packets": 2,
+                      "bytes": 2}.get(word, 0)
+                if word not in ("comment", "timeout", "expires", "counter", "packets", "bytes"):
+                    key.append(word)
+                    j += 1
+            if not key or key[1::2] != ["."] * (len(key) // 2) or len(key) % 2 == 0:
+                self.fail(line_no, f"element {' '.join(item)!r}: expected KEY or "
+                                   "KEY . KEY … (then `: VALUE` in a map)")
+            found.append(Element(tuple(key[0::2]), value))
+        return found
+
+    def element_value(self, line_no: int, words: list[str]) -> Verdict | str:
+        if words and words[0] in VERDICTS:
+            return self.verdict(line_no, words)
+        if len(words) != 1:
+            self.fail(line_no, f"element value {' '.join(words)!r}: expected one word or a verdict")
+        return words[0]
+
+    def verdict(self, line_no: int, words: list[str]) -> Verdict:
+        if words[0] in ("jump", "goto"):
+            if len(words) != 2:
+                self.fail(line_no, f"`{words[0]}` needs exactly one chain name")
+            return Verdict(words[0], unquote(words[1]))
+        if words[0] == "reject" or len(words) == 1:
+            return Verdict(words[0])
+        self.fail(line_no, f"unexpected words after {words[0]!r}: {' '.join(words[1:])}")
+
+    # -- rules ------------------------------------------------------------------------------
+    def rule(self, line_no: int, table: Table, chain: Chain, text: str,
+             handle: int | None) -> Rule:
+        statements = _RuleReader(self, line_no, tokens(text)).read()
+        for statement in statements:
+            if isinstance(statement, Unmodelled):
+                self.ruleset.unmodelled.append((line_no, f"{chain.name}: {statement.text}"))
+        return Rule(table.name, chain.name, line_no, text, tuple(statements), handle)
+
+
+class _RuleReader:
+    """One rule's words → statements. Only what kube-proxy writes, and plain neighbours of it,
+    is modelled; an unknown statement becomes Unmodelled(the rest of the rule)."""
+
+    def __init__(self, reader: _Reader, line_no: int, words: list[str]):
+        self.reader = reader
+        self.line_no = line_no
+        self.words = words
+        self.j = 0
+
+    def fail(self, problem: str):
+        self.reader.fail(self.line_no, problem)
+
+    def peek(self, k: int = 0) -> str | None:
+        return self.words[self.j + k] if self.j + k < len(self.words) else None
+
+    def take(self, n: int = 1) -> list[str]:
+        got = self.words[self.j:self.j + n]
+        if len(got) < n:
+            self.fail(f"the rule ends early after {' '.join(self.words)!r}")
+        self.j += n
+        return got
+
+    def read(self) -> list:
+        out = []
+        while self.j < len(self.words):
+            statement = self.statement()
+            out.append(statement)
+            if isinstance(statement, Unmodelled):
+                break
+        if not out:
+            self.fail("an empty rule")
+        return out
+
+    def statement(self):
+        word = self.peek()
+        if word in VERDICTS:
+            if word in ("jump", "goto"):
+                return self.reader.verdict(self.line_no, self.take(2))
+            self.take()
+            if word == "reject" and self.peek() == "with":  # icmp type … or tcp reset: a reject
+                while self.peek() not in (None, "comment"):
+                    self.take()
+            return Verdict(word)
+        if word == "comment":
+            self.take(2)
+            return NoOp("comment")
+        if word == "counter":
+            self.take()
+            if self.peek() == "packets":
+                self.take(4)
+            return NoOp("counter")
+        if word in ("dnat", "snat"):
+            return self.nat()
+        if word == "masquerade":
+            self.take()
+            while self.peek() in ("fully-random", "random", "persistent", ","):
+                self.take()
+            return Nat("masquerade")
+        if word in ("update", "add") and (self.peek(1) or "").startswith("@"):
+            return self.set_update()
+        if word == "mark" and self.peek(1) == "set" or word == "meta" and self.peek(1) == "mark" \
+                and self.peek(2) == "set":
+            return self.mark_set()
+        selectors = self.selectors()
+        if selectors is None:
+            return Unmodelled(" ".join(self.words[self.j:]))
+        return self.match_or_lookup(selectors)
+
+    def selectors(self) -> tuple[str, ...] | None:
+        """`ip daddr . meta l4proto . th dport`, `numgen random mod 4`, `fib daddr type`."""
+        found = []
+        while True:
+            word = self.peek()
+            if word in SHORT_SELECTORS:
+                self.take()
+                found.append(SHORT_SELECTORS[word])
+            elif (word, self.peek(1)) in SELECTORS:
+                found.append(" ".join(self.take(2)))
+            elif word == "fib" and self.peek(2) == "type" and self.peek(1) in ("daddr", "saddr"):
+                found.append(" ".join(self.take(3)))
+            elif word == "numgen" and self.peek(1) == "random" and self.peek(2) == "mod":
+                found.append(" ".join(self.take(4)))
+                if self.peek() == "offset":
+                    found[-1] += " " + " ".join(self.take(2))
+            else:
+                return None if not found else self.fail(f"{word!r} after {found[-1]!r} is not a "
+                                                        "selector this reader knows")
+            if self.peek() != ".":
+                return tuple(found)
+            self.take()
+
+    def match_or_lookup(self, selectors: tuple[str, ...]):
+        numgen = None
+        if selectors[0].startswith("numgen"):
+            parts = selectors[0].split()
+            numgen = (int(parts[3]), int(parts[5]) if len(parts) > 5 else 0)
+        if self.peek() == "vmap":
+            self.take()
+            if (self.peek() or "").startswith("@"):
+                return Lookup(selectors, map_ref=self.take()[0][1:], numgen=numgen)
+            items = self.reader.elements(self.line_no, self.braced())
+            return Lookup(selectors, tuple(items), numgen=numgen)
+        if numgen:
+            self.fail("numgen is read only as a verdict map's key (`numgen … vmap`)")
+        mask = None
+        if self.peek() in ("and", "&"):
+            self.take()
+            mask = _number(self.take()[0], self)
+        negate = False
+        if self.peek() in ("!=", "=="):
+            negate = self.take()[0] == "!="
+        word = self.peek()
+        if word is None:
+            self.fail(f"{' '.join(selectors)} without a value")
+        if word.startswith("@"):
+            return Match(selectors, negate, set_ref=self.take()[0][1:], mask=mask)
+        if word == "{":
+            values = tuple(" ".join(item) for item in _split_top(self.braced(), ",") if item)
+            return Match(selectors, negate, values, mask=mask)
+        values = [self.take()[0]]
+        while self.peek() == ",":  # ct state established,related
+            self.take()
+            values.append(self.take()[0])
+        if selectors == ("meta mark",):  # 0 and 0x00000000 are one mark
+            values = [str(_number(value, self)) for value in values]
+        return Match(selectors, negate, tuple(values), mask=mask)
+
+    def braced(self) -> list[str]:
+        if self.peek() != "{":
+            self.fail(f"expected '{{' after {self.words[self.j - 1]!r}")
+        depth, start = 0, self.j
+        while self.j < len(self.words):
+            depth += {"{": 1, "}": -1}.get(self.words[self.j], 0)
+            self.j += 1
+            if depth == 0:
+                return self.words[start + 1:self.j - 1]
+        self.fail("a '{' is never closed")
+
+    def nat(self) -> Nat:
+        kind = self.take()[0]
+        if self.peek() == "ip":
+            self.take()
+        if self.peek() != "to":
+            self.fail(f"`{kind}` needs `to ADDRESS[:PORT]`")
+        self.take()
+        target = self.take()[0]
+        address, _, port = target.partition(":")
+        if not re.fullmatch(r"\d+\.\d+\.\d+\.\d+", address) or (port and not port.isdigit()):
+            return Unmodelled(f"{kind} to {target}")  # maps, ranges: not modelled
+        while self.peek() in ("fully-random", "random", "persistent", ","):
+            self.take()
+        return Nat(kind, address, int(port) if port else None)
+
+    def set_update(self) -> SetUpdate:
+        _, name = self.take(2)
+        key = self.braced()
+        return SetUpdate(name[1:], tuple(w for w in key if w != "."))
+
+    def mark_set(self) -> MarkSet:
+        """`mark set mark or 0x4000` (the render) or `meta mark set meta mark | 0x00004000`
+        (the listing), and `… set 0x1`."""
+        self.take(2 if self.peek() == "mark" else 3)
+        if self.peek() == "meta":
+            self.take()
+        if self.peek() == "mark":
+            self.take()
+            op = {"or": "or", "|": "or", "xor": "xor", "^": "xor", "and": "and",
+                  "&": "and"}.get(self.take()[0])
+            if op is None:
+                self.fail("`mark set mark` needs or/|, xor/^ or and/& and a value")
+            return MarkSet(op, _number(self.take()[0], self))
+        return MarkSet("set", _number(self.take()[0], self))
+
+
+def _number(word: str, reader: _RuleReader) -> int:
+    try:
+        return int(word, 0)
+    except ValueError:
+        reader.fail(f"{word!r} is not a number")
+
+
+def _split_top(words: list[str], sep: str) -> list[list[str]]:
+    """Split at `sep` outside nested braces."""
+    out, cur, depth = [], [], 0
+    for word in words:
+        depth += {"{": 1, "}": -1}.get(word, 0)
+        if word == sep and depth == 0:
+            out.append(cur)
+            cur = []
+        else:
+            cur.append(word)
+    out.append(cur)
+    return out
+
+
+def _split_specs(words: list[str]) -> list[list[str]]:
+    """`type filter hook input priority 0 ; policy accept ;` → one list per clause."""
+    return [part for part in _split_top(words, ";") if part]
