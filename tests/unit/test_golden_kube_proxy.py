@@ -73,7 +73,8 @@ def test_every_kube_proxy_case_has_its_model_and_a_source():
         "overall", "affinity", "basic", "terminating", "itp-cluster", "itp-cluster-v123",
         "terminating-v123", "noendpoints-v123", "udp-handwritten", "multiport-handwritten",
         "seven-handwritten", "lab3-handwritten", "overall-ext", "overall-lb", "etp-local",
-        "overall-v134", "overall-lb-v134"}
+        "overall-v134", "overall-lb-v134", "itp-local", "itp-local-none", "terminating-local",
+        "terminating-fallback", "terminating-remote"}
     assert "proxier_test.go" in (CASES / "cluster-ip-general.yaml").read_text()
     for expected in EXPECTED:
         text = header(expected)
