@@ -8,6 +8,10 @@
     ├── RunNotFound               no running lab matches what was asked for
     │   └── AmbiguousRun          several running labs match: the user names one by run id
     └── SubmissionError           a student submission the grader cannot accept (names file and line)
+
+Defined beside the code that raises them (same tree): explain.dump.DumpError (an iptables-save dump
+that cannot be read: names file and line) and explain.packet.ExplainError (a question explain
+cannot answer for that dump).
 """
 
 from __future__ import annotations
