@@ -214,3 +214,106 @@ def test_unknown_lab_lists_labs():
     with pytest.raises(LabFileError) as info:
         lab_file.lab_path("lab-99")
     assert "lab-3-clusterip" in str(info.value)
+
+
+# -- beyond ClusterIP (issue 16) ---------------------------------------------------------------
+def newer(change):
+    """BASE in the v1.30 profile with `change` applied to its one Service."""
+    def apply(d):
+        d["profile"] = "v1.30"
+        change(d["services"][0])
+    return edit(apply)
+
+
+def test_node_port_load_balancer_and_policies_load():
+    def change(svc):
+        svc.update(type="LoadBalancer", externalTrafficPolicy="Local", healthCheckNodePort=32000,
+                   loadBalancerIPs=["203.0.113.10"], loadBalancerSourceRanges=[" 198.51.100.0/24"],
+                   externalIPs=["192.168.49.200"], internalTrafficPolicy="Local")
+        svc["ports"][0]["nodePort"] = 30080
+    svc = lab_file.parse(newer(change)).services[0]
+    assert (svc.type, svc.ports[0].node_port, svc.health_check_node_port) == ("LoadBalancer", 30080,
+                                                                             32000)
+    assert [str(a) for a in svc.load_balancer_ips + svc.external_ips] == ["203.0.113.10",
+                                                                        "192.168.49.200"]
+    assert [str(r) for r in svc.source_ranges] == ["198.51.100.0/24"]  # kube-proxy trims spaces
+    assert svc.external_policy_local and svc.internal_policy_local
+
+
+def test_node_port_outside_the_range_names_the_field_and_the_range():
+    def change(svc):
+        svc["type"] = "NodePort"
+        svc["ports"][0]["nodePort"] = 8080
+    [problem] = problems_of(newer(change))
+    assert "services[0].ports[0].nodePort" in problem
+    assert "8080 is outside the node port range 30000-32767 (nodePortRange)" in problem
+
+
+def test_a_lab_can_widen_the_node_port_range_and_a_bad_range_is_named():
+    def change(d):
+        d.update(profile="v1.30", nodePortRange="3000-32767")
+        d["services"][0]["type"] = "NodePort"
+        d["services"][0]["ports"][0]["nodePort"] = 3001
+    assert lab_file.parse(edit(change)).services[0].ports[0].node_port == 3001
+    problems = problems_of(edit(lambda d: d.update(nodePortRange="32767-30000")))
+    assert any(p.endswith("nodePortRange: '32767-30000' is not a port range like 30000-32767")
+               for p in problems)
+
+
+def test_external_traffic_policy_on_a_cluster_ip_service_is_refused():
+    [problem] = problems_of(newer(lambda svc: svc.update(externalTrafficPolicy="Local")))
+    assert "services[0].externalTrafficPolicy: may only be set on a NodePort or LoadBalancer" in problem
+
+
+def test_fields_of_other_service_types_are_named():
+    def change(svc):
+        svc.update(type="NodePort", loadBalancerIPs=["203.0.113.10"], healthCheckNodePort=32000)
+        svc["ports"][0]["nodePort"] = 30080
+    problems = problems_of(newer(change))
+    assert any("services[0].loadBalancerIPs: only a Service of type LoadBalancer" in p
+               and "this one is NodePort" in p for p in problems)
+    assert any("services[0].healthCheckNodePort: only a LoadBalancer Service with "
+               "externalTrafficPolicy: Local" in p for p in problems)
+    [problem] = problems_of(newer(lambda svc: svc["ports"][0].update(nodePort=30080)))
+    assert "services[0].ports[0].nodePort: a ClusterIP Service has no node ports" in problem
+
+
+def test_two_services_cannot_share_a_node_port():
+    def change(d):
+        d["profile"] = "v1.30"
+        first = d["services"][0]
+        first.update(type="NodePort")
+        first["ports"][0]["nodePort"] = 30080
+        d["services"].append({**first, "name": "web2", "clusterIP": "10.96.0.11",
+                              "ports": [{"name": "p", "port": 81, "nodePort": 30080}]})
+    [problem] = problems_of(edit(change))
+    assert "services[1].ports[0].nodePort: 30080/TCP is already the node port of ns/web" in problem
+
+
+def test_the_v1_23_profile_names_the_field_it_cannot_render():
+    def change(d):
+        d["services"][0]["internalTrafficPolicy"] = "Local"
+    [problem] = problems_of(edit(change))
+    assert problem.startswith("line ")
+    assert ("services[0].internalTrafficPolicy: internalTrafficPolicy: Local needs profile v1.30 "
+            "or later" in problem)
+
+
+def test_terminating_pods_are_not_ready_but_may_still_serve():
+    def change(d):
+        d["pods"][0]["terminating"] = True
+        d["pods"][1].update(terminating=True, ready=False, nodeName="")
+    lab = lab_file.parse(edit(change))
+    serving, gone = lab.pods
+    assert (serving.ready, serving.serving, serving.terminating) == (False, True, True)
+    assert (gone.ready, gone.serving, gone.slice_node) == (False, False, "")
+    assert serving.slice_node == "n1"  # without nodeName: the node it runs on
+    # The endpoints controller's Ready endpoints (what the v1.23 profile and kubectl use).
+    assert endpoints_for(lab, lab.services[0], lab.services[0].ports[0]) == []
+
+
+def test_kube_proxy_options_are_flags():
+    lab = lab_file.parse(edit(lambda d: d.update(kubeProxy={"masqueradeAll": True, "nfacct": True})))
+    assert (lab.masquerade_all, lab.nfacct) == (True, True)
+    [problem] = problems_of(edit(lambda d: d.update(kubeProxy={"masqueradeAll": "yes"})))
+    assert "kubeProxy.masqueradeAll: must be true or false, got 'yes'" in problem

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from lab_runner import lab_file
 from lab_runner.model import Pod
 from lab_runner.ruleset.compare import compare
+from lab_runner.ruleset import names as n
 from lab_runner.ruleset.parse import parse
 from lab_runner.ruleset.render import probability, render
 
@@ -232,3 +234,100 @@ def test_large_cluster_mode_drops_endpoint_comments(lab3):
     assert "cluster IP" in rules[0]
     assert all("--comment" not in r for r in rules[1:])
     assert len(rules) == 1002
+
+
+# -- beyond ClusterIP (issue 16); kube-proxy's own documents are in test_golden_kube_proxy.py ----
+KUBE_PROXY = GOLDEN / "kube-proxy"
+TWO_NODES = """\
+id: t
+title: two nodes
+profile: v1.30
+clusterCIDR: 10.244.0.0/16
+nodes:
+  - {name: a, bridge: {name: cni0, address: 10.244.0.1/24}}
+  - {name: b, bridge: {name: cni0, address: 10.244.1.1/24}}
+pods:
+  - {name: web-a, namespace: ns, node: a, ip: 10.244.0.2, labels: {app: web}}
+  - {name: web-b, namespace: ns, node: b, ip: 10.244.1.2, labels: {app: web}}
+services:
+  - namespace: ns
+    name: web
+    selector: {app: web}
+    clusterIP: 10.96.0.10
+    internalTrafficPolicy: Local
+    type: LoadBalancer
+    loadBalancerIPs: [203.0.113.10]
+    loadBalancerSourceRanges: [192.168.49.0/24]
+    ports: [{name: p, port: 80, nodePort: 30080}]
+"""
+
+
+def nat_rules(doc: str, chain: str) -> list[str]:
+    return [line for line in doc.splitlines() if line.startswith(f"-A {chain} ")]
+
+
+def test_v1_34_adds_only_the_localhost_node_port_counters_to_v1_30():
+    lab = lab_file.load(KUBE_PROXY / "overall-v134.yaml")
+    old = render(lab, "v1.30").splitlines()
+    new = render(lab, "v1.34").splitlines()
+    added = [line for line in new if line not in old]
+    assert added and all("-d 127.0.0.0/8" in line and "localhost_nps_accepted_pkts" in line
+                         for line in added)
+    assert [line for line in old if line not in new] == []
+    # Each comes right before its node port's own rule, as kube-proxy writes them.
+    for line in added:
+        assert new[new.index(line) + 1] == line.replace(" -d 127.0.0.0/8", "").replace(
+            " -m nfacct --nfacct-name localhost_nps_accepted_pkts", "")
+
+
+def test_nfacct_matches_only_where_the_node_has_nfacct():
+    lab = lab_file.load(KUBE_PROXY / "overall-v134.yaml")
+    without = render(lab.with_changes(nfacct=False), "v1.34")
+    assert "nfacct" not in without
+    invalid = "-A KUBE-FORWARD -m conntrack --ctstate INVALID -m nfacct --nfacct-name " \
+              "ct_state_invalid_dropped_pkts -j DROP"
+    assert invalid in render(lab, "v1.30").splitlines()
+    assert invalid in render(lab, "v1.34").splitlines()
+    assert "nfacct" not in render(lab_file.load("lab-3").with_changes(nfacct=True), "v1.23")
+
+
+def test_masquerade_all_drops_the_outsiders_condition(lab3):
+    for profile in ("v1.23", "v1.30", "v1.34"):
+        doc = render(lab3.with_changes(masquerade_all=True), profile)
+        [masq] = [r for r in nat_rules(doc, SVC) if r.endswith("-j KUBE-MARK-MASQ")]
+        assert "! -s" not in masq and '"stateful-apps/my-app:http-svc cluster IP"' in masq
+        assert masq.replace(" -j KUBE-MARK-MASQ", " ! -s 10.244.0.0/16 -j KUBE-MARK-MASQ") in \
+            render(lab3, profile)
+
+
+def test_the_v1_23_profile_refuses_services_it_does_not_render():
+    lab = lab_file.parse(TWO_NODES)
+    with pytest.raises(ValueError, match="ns/web needs profile v1.30 or later"):
+        render(lab, "v1.23")
+
+
+def test_each_node_renders_its_own_local_endpoints():
+    lab = lab_file.parse(TWO_NODES)
+    svl = n.local_service_chain("ns/web:p", "tcp")
+    for node, pod_ip in (("a", "10.244.0.2"), ("b", "10.244.1.2")):
+        doc = render(lab, node=node)
+        [pick] = [r for r in nat_rules(doc, svl) if "KUBE-SEP-" in r]
+        assert f'"ns/web:p -> {pod_ip}:80"' in pick
+    assert render(lab) == render(lab, node="a")
+    with pytest.raises(ValueError, match="no node 'c'; the nodes are: a, b"):
+        render(lab, node="c")
+
+
+def test_source_ranges_holding_the_node_ip_also_admit_the_load_balancer_ip():
+    """proxier.go: a node's own request to its LB IP comes back with the LB IP as source."""
+    lab = lab_file.parse(TWO_NODES)  # node a is 192.168.49.2, inside 192.168.49.0/24
+    fw, ext = n.firewall_chain("ns/web:p", "tcp"), n.external_chain("ns/web:p", "tcp")
+    comment = '-m comment --comment "ns/web:p loadbalancer IP"'
+    assert nat_rules(render(lab), fw) == [
+        f"-A {fw} {comment} -s 192.168.49.0/24 -j {ext}",
+        f"-A {fw} {comment} -s 203.0.113.10 -j {ext}",
+        f'-A {fw} -m comment --comment "other traffic to ns/web:p will be dropped by '
+        'KUBE-PROXY-FIREWALL"']
+    outside = lab.with_changes(services=(replace(lab.services[0], source_ranges=(
+        ipaddress.IPv4Network("198.51.100.0/24"),)),))
+    assert len(nat_rules(render(outside), fw)) == 2
