@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ pytestmark = pytest.mark.needs_root
 
 GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "golden"
 DOCUMENTS = sorted(GOLDEN.glob("*.rules"))
+# kube-proxy's own cases: NodePort, LoadBalancer, source ranges, traffic policies, terminating
+# endpoints, nfacct (test_golden_kube_proxy.py compares their text; here the kernel loads them).
+KUBE_PROXY_CASES = sorted(GOLDEN.glob("kube-proxy/*.expected"))
 BACKENDS = {"nft": ("iptables-restore", "iptables-save"),
             "legacy": ("iptables-legacy-restore", "iptables-legacy-save")}
 
@@ -76,3 +80,30 @@ def test_a_changed_rule_is_caught_after_the_round_trip(scratch_netns):
     result = compare(render(lab, profile), in_netns(scratch_netns, ["iptables-save"]))
     assert not result.equal
     assert result.text.startswith("nat KUBE-SVC-Q7IJ732UBZY4AJKA rule 3: expected ")
+
+
+def kube_proxy_case(expected: Path):
+    name, profile = re.fullmatch(r"(.+)\.(v1\.\d+)\.expected", expected.name).groups()
+    return lab_file.load(GOLDEN / "kube-proxy" / f"{name}.yaml"), profile
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize("expected", KUBE_PROXY_CASES, ids=[p.name for p in KUBE_PROXY_CASES])
+def test_kube_proxy_cases_load_into_the_kernel(scratch_netns, expected, backend):
+    restore, save = BACKENDS[backend]
+    lab, profile = kube_proxy_case(expected)
+    if lab.nfacct:  # kube-proxy creates its counters before it writes rules that count into them
+        in_netns(scratch_netns, [sys.executable, "-m", "lab_runner.nfacct"])
+    document = render(lab, profile)
+    in_netns(scratch_netns, [restore], document)
+    result = compare(document, in_netns(scratch_netns, [save, "-c"]))
+    assert result.equal, result.text
+
+
+def test_nfacct_rules_need_their_counters(scratch_netns):
+    """Why kubeProxy.nfacct is the node's: without the counters the whole document is refused."""
+    lab, profile = kube_proxy_case(GOLDEN / "kube-proxy" / "overall-v134.v1.34.expected")
+    done = subprocess.run(["ip", "netns", "exec", scratch_netns, "iptables-restore"],
+                          input=render(lab, profile), text=True, capture_output=True)
+    assert done.returncode != 0 and "No such file or directory" in done.stderr
+    in_netns(scratch_netns, ["iptables-restore"], render(lab.with_changes(nfacct=False), profile))
