@@ -78,7 +78,9 @@ def _table(table: Table, name: Callable[[Rule], str]) -> list[Finding]:
                 dead.add(id(rule))
             elif facts.unconditional(rule) and facts.ends_walk(rule):
                 stop = rule
-    if any(chain.builtin for chain in table.chains.values()):
+    # A table whose built-in chains have no rule is a fragment, as kube-proxy's own restore
+    # document (the jumps from PREROUTING and OUTPUT are made outside it): nothing is "unreached".
+    if any(chain.builtin and chain.rules for chain in table.chains.values()):
         reached = _reached(table, dead)
         jumped = {rule.target for chain in table.chains.values() for rule in chain.rules}
         for chain in table.chains.values():

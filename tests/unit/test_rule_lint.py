@@ -84,6 +84,14 @@ def test_kube_proxy_documents_have_no_findings_but_an_unused_chain():
             [], ["never reached: nothing jumps to KUBE-MARK-MASQ"]), path.name
 
 
+def test_kube_proxy_restore_documents_without_built_in_jumps_are_not_all_unreached():
+    """kube-proxy's own iptables-restore input leaves PREROUTING's jump to KUBE-SERVICES out."""
+    paths = sorted(ROOT.glob("fixtures/golden/kube-proxy/*.expected"))
+    assert paths
+    for path in paths:
+        assert lint(parse(path.read_text(), path.name, check=False)) == [], path.name
+
+
 def test_a_submission_rule_that_makes_a_starting_rule_dead_is_reported_with_it():
     path = ROOT / "fixtures/submissions/lab-3/ex4-one-dnat-before-hairpin.lose-2.rules"
     ruleset, own = applied("lab-3", "4", path)
