@@ -255,7 +255,8 @@ class Edge:
 
     @property
     def mark(self) -> str:
-        """"dead" when no rule behind the edge is reached, "duplicate" when one repeats, or ""."""
+        """What the edge shows: "dead" when no rule behind it is reached, "duplicate" when one
+        repeats an earlier rule, else ""."""
         if not self.live and self.marks:
             return "dead"
         return "duplicate" if any(f.kind == "duplicate" for f in self.marks) else ""
