@@ -74,7 +74,7 @@ def test_every_kube_proxy_case_has_its_model_and_a_source():
         "terminating-v123", "noendpoints-v123", "udp-handwritten", "multiport-handwritten",
         "seven-handwritten", "lab3-handwritten", "overall-ext", "overall-lb", "etp-local",
         "overall-v134", "overall-lb-v134", "itp-local", "itp-local-none", "terminating-local",
-        "terminating-fallback", "terminating-remote"}
+        "terminating-fallback", "terminating-remote", "masquerade-all-handwritten"}
     assert "proxier_test.go" in (CASES / "cluster-ip-general.yaml").read_text()
     for expected in EXPECTED:
         text = header(expected)
@@ -91,7 +91,8 @@ def test_every_kube_proxy_case_has_its_model_and_a_source():
 # Single-port hand-written cases are written in the order syncProxyRules writes its buffers, so
 # the whole document is deterministic: v1.23 writes KUBE-SEP chains before KUBE-SVC and the
 # KUBE-SVC masquerade rule before the KUBE-SERVICES jump; v1.28-v1.30 the other way round.
-IN_WRITE_ORDER = ["seven-handwritten.v1.23.expected", "lab3-handwritten.v1.30.expected"]
+IN_WRITE_ORDER = ["seven-handwritten.v1.23.expected", "lab3-handwritten.v1.30.expected",
+                  "masquerade-all-handwritten.v1.30.expected"]
 
 
 @pytest.mark.parametrize("name", IN_WRITE_ORDER)
