@@ -3,19 +3,20 @@
 Two spellings of one thing are read into one model: the kit's render (`add table/chain/rule/set/
 map/element …`, one command a line) and the kernel's listing (`table ip t { chain c { type nat
 hook prerouting priority dstnat; policy accept; … } }`, with `counter packets N bytes M`,
-comments and `# handle N` from `nft -a`). Tables hold chains (hook, priority, policy, rules) and
-sets and maps (key, flags, elements: concatenations, prefixes, verdicts). Each rule becomes a
-tuple of statements the tracer evaluates; a statement this reader does not model stays in the
-rule as `Unmodelled` and is listed in `NftRuleset.unmodelled` (never silently dropped). Malformed
+comments and `# handle N` from `nft -a`). The model is nft_model's: tables, chains, rules as
+statements, sets and maps. A statement this reader does not model stays in the rule as
+`Unmodelled` and is listed in `NftRuleset.unmodelled` (never silently dropped). Malformed
 text raises NftSyntaxError naming the line.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from lab_runner.errors import LabError
+from lab_runner.ruleset.nft_model import (Chain, Element, Lookup, MarkSet, Match, NamedSet, Nat,
+                                          NftRuleset, NoOp, Rule, SetUpdate, Table, Unmodelled,
+                                          Verdict)
 
 # Named base-chain priorities of the ip/inet families (nft(8), "CHAINS").
 PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
@@ -28,9 +29,10 @@ SELECTORS = {("ip", "saddr"), ("ip", "daddr"), ("ip", "protocol"), ("meta", "l4p
 SHORT_SELECTORS = {"mark": "meta mark", "iifname": "meta iifname", "oifname": "meta oifname",
                    "l4proto": "meta l4proto"}
 VERDICTS = ("accept", "drop", "reject", "return", "continue", "jump", "goto")
-NO_OP_WORDS = ("counter", "log")  # they count or log; the packet goes on unchanged
 _TOKEN = re.compile(r'"[^"]*"|!=|==|[{};,]|[^\s{};,"]+')
-_HANDLE = re.compile(r"\s*#\s*handle\s+\d+\s*$")
+# A line's `#` comment (outside quotes); `nft -a` writes `# handle N` there.
+_COMMENT = re.compile(r'^((?:[^"#]|"[^"]*")*)#(.*)$')
+_HANDLE = re.compile(r"\s*handle\s+(\d+)\s*$")
 
 
 class NftSyntaxError(LabError):
@@ -41,145 +43,6 @@ class NftSyntaxError(LabError):
         self.line = line
         self.problem = problem
         super().__init__(f"nftables ruleset, line {line_no}: {problem}\n    {line.strip()}")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    kind: str  # accept, drop, reject, return, continue, jump, goto
-    target: str | None = None  # the chain of jump / goto
-
-
-@dataclass(frozen=True)
-class Element:
-    """One element of a set or map: its key (parts of a concatenation) and, in a map, its value."""
-
-    key: tuple[str, ...]
-    value: Verdict | str | None = None
-
-
-@dataclass(frozen=True)
-class Match:
-    """`selector [!=] value`: selectors is one or a concatenation; values are literals (an
-    anonymous set's items) or set_ref names a set (`@cluster-ips`)."""
-
-    selectors: tuple[str, ...]
-    negate: bool
-    values: tuple[str, ...] = ()
-    set_ref: str | None = None
-    mask: int | None = None  # `mark and 0x4000 == 0`: the value compared is mark & mask
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """`selectors vmap {…}` or `vmap @map`: the element whose key matches gives the verdict.
-    A `numgen random mod N offset K` selector draws its key uniformly from K..K+N-1."""
-
-    selectors: tuple[str, ...]
-    elements: tuple[Element, ...] = ()
-    map_ref: str | None = None
-    numgen: tuple[int, int] | None = None  # (mod, offset)
-
-
-@dataclass(frozen=True)
-class MarkSet:
-    op: str  # set, or, xor, and
-    value: int
-
-
-@dataclass(frozen=True)
-class Nat:
-    kind: str  # dnat, snat, masquerade
-    address: str | None = None
-    port: int | None = None
-
-
-@dataclass(frozen=True)
-class SetUpdate:
-    """`update @set { ip saddr }`: records the key for later packets; a first packet's own
-    outcome is unchanged (affinity is seen by the connections after it)."""
-
-    set_name: str
-    key: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class NoOp:
-    word: str  # counter, log, comment
-
-
-@dataclass(frozen=True)
-class Unmodelled:
-    text: str
-
-
-Statement = Match | Lookup | MarkSet | Nat | SetUpdate | NoOp | Verdict | Unmodelled
-
-
-@dataclass
-class Rule:
-    table: str
-    chain: str
-    line_no: int
-    text: str
-    statements: tuple = ()
-    handle: int | None = None
-
-
-@dataclass
-class Chain:
-    name: str
-    line_no: int
-    type: str | None = None  # filter, nat, route: None for a regular chain
-    hook: str | None = None
-    priority: int | None = None
-    policy: str = "accept"
-    comment: str | None = None
-    rules: list[Rule] = field(default_factory=list)
-
-    @property
-    def base(self) -> bool:
-        return self.hook is not None
-
-
-@dataclass
-class NamedSet:
-    """A named set or map (`kind` says which); a map's data type is after the colon."""
-
-    name: str
-    kind: str  # set | map
-    line_no: int
-    key_type: str = ""
-    data_type: str | None = None
-    flags: tuple[str, ...] = ()
-    comment: str | None = None
-    elements: list[Element] = field(default_factory=list)
-
-
-@dataclass
-class Table:
-    family: str
-    name: str
-    line_no: int
-    comment: str | None = None
-    chains: dict[str, Chain] = field(default_factory=dict)
-    sets: dict[str, NamedSet] = field(default_factory=dict)  # sets and maps share a namespace
-
-
-@dataclass
-class NftRuleset:
-    tables: dict[tuple[str, str], Table] = field(default_factory=dict)
-    # (line, what) of everything read but not modelled: rules' statements, objects, commands.
-    unmodelled: list[tuple[int, str]] = field(default_factory=list)
-
-    def table(self, family: str, name: str) -> Table:
-        return self.tables[(family, name)]
-
-    def base_chains(self, hook: str, families=("ip", "inet")) -> list[tuple[Table, Chain]]:
-        """Every base chain at `hook` of the tables that see IPv4, by priority (the kernel's
-        order; equal priorities in the order they were read)."""
-        found = [(t, c) for t in self.tables.values() if t.family in families
-                 for c in t.chains.values() if c.hook == hook]
-        return sorted(found, key=lambda tc: tc[1].priority)
 
 
 def tokens(text: str) -> list[str]:
@@ -212,8 +75,7 @@ class _Reader:
         while self.i < len(self.lines):
             self.i += 1
             line_no, raw = self.i, self.lines[self.i - 1]
-            handle = re.search(r"#\s*handle\s+(\d+)\s*$", raw)
-            text = _HANDLE.sub("", raw).strip()
+            text, handle = _uncomment(raw)
             if not text or text.startswith("#"):
                 continue
             words = tokens(text)
@@ -224,7 +86,7 @@ class _Reader:
             elif isinstance(self.stack[-1], Table):
                 self.in_table(line_no, words, text)
             elif isinstance(self.stack[-1], Chain):
-                self.in_chain(line_no, words, text, int(handle.group(1)) if handle else None)
+                self.in_chain(line_no, words, text, handle)
             else:
                 self.in_set(line_no, words)
         if self.stack:
@@ -240,7 +102,7 @@ class _Reader:
             if self.i >= len(self.lines):
                 self.fail(start, "a '{' is never closed")
             self.i += 1
-            text += " " + _HANDLE.sub("", self.lines[self.i - 1]).strip()
+            text += " " + _uncomment(self.lines[self.i - 1])[0]
             words = tokens(text)
         return words, text
 
@@ -280,7 +142,7 @@ class _Reader:
             if self.i >= len(self.lines):
                 self.fail(line_no, "a '{' is never closed")
             self.i += 1
-            words = tokens(_HANDLE.sub("", self.lines[self.i - 1]))
+            words = tokens(_uncomment(self.lines[self.i - 1])[0])
             depth += words.count("{") - words.count("}")
 
     def in_chain(self, line_no: int, words: list[str], text: str, handle: int | None) -> None:
@@ -295,7 +157,7 @@ class _Reader:
             chain.comment = unquote(words[1])
         else:
             table = self.stack[-2]
-            chain.rules.append(self.rule(line_no, table, chain, text, handle))
+            chain.rules.append(self.rule(line_no, table, chain, text, words, handle))
 
     def in_set(self, line_no: int, words: list[str]) -> None:
         named = self.stack[-1]
@@ -329,22 +191,36 @@ class _Reader:
             if chain is None:
                 self.fail(line_no, f"rule for chain {name}, which is not declared before it")
             body = re.match(r"\s*\S+\s+rule\s+\S+\s+\S+\s+\S+\s*(.*)$", text).group(1)
-            rule = self.rule(line_no, table, chain, body, None)
+            rule = self.rule(line_no, table, chain, body, words[5:], None)
             chain.rules.insert(0 if verb == "insert" else len(chain.rules), rule)
-        elif kind in ("set", "map") and verb in ("add", "create"):
-            named = self.ensure_set(table, kind, name, line_no)
-            for part in _split_specs(self.braced(line_no, rest, optional=True)):
-                self.set_spec(line_no, named, part)
-        elif kind in ("set", "map", "element") and verb in ("flush", "delete", "destroy") \
-                and name in table.sets and (kind != "element" or not rest):
-            table.sets[name].elements.clear() if verb == "flush" else table.sets.pop(name)
-        elif kind == "element" and verb in ("add", "create"):
+        elif kind in ("set", "map"):
+            self.set_command(line_no, verb, table, kind, name, rest)
+        elif kind == "element" and verb in ("add", "create", "delete", "destroy"):
             named = table.sets.get(name)
             if named is None:
                 self.fail(line_no, f"elements for {name}, a set or map not declared before them")
-            named.elements += self.elements(line_no, self.braced(line_no, rest))
+            given = self.elements(line_no, self.braced(line_no, rest))
+            keys = {element.key for element in given}
+            if verb in ("delete", "destroy"):  # kube-proxy's partial syncs delete elements
+                named.elements = [e for e in named.elements if e.key not in keys]
+            else:  # `add` of a key already there keeps the old element, as the kernel does
+                had = {element.key for element in named.elements}
+                named.elements += [e for e in given if e.key not in had]
         else:
             self.fail(line_no, f"`{verb} {kind}` is not a command this reader models")
+
+    def set_command(self, line_no: int, verb: str, table: Table, kind: str, name: str,
+                    rest: list[str]) -> None:
+        if verb in ("add", "create"):
+            named = self.ensure_set(table, kind, name, line_no)
+            for part in _split_specs(self.braced(line_no, rest, optional=True)):
+                self.set_spec(line_no, named, part)
+        elif verb == "flush" and name in table.sets:
+            table.sets[name].elements.clear()
+        elif verb in ("delete", "destroy"):
+            table.sets.pop(name, None)
+        else:
+            self.fail(line_no, f"`{verb} {kind}` of a {kind} that does not exist")
 
     def table_command(self, line_no: int, verb: str, family: str, name: str,
                       rest: list[str]) -> None:
@@ -489,9 +365,9 @@ class _Reader:
         self.fail(line_no, f"unexpected words after {words[0]!r}: {' '.join(words[1:])}")
 
     # -- rules ------------------------------------------------------------------------------
-    def rule(self, line_no: int, table: Table, chain: Chain, text: str,
+    def rule(self, line_no: int, table: Table, chain: Chain, text: str, words: list[str],
              handle: int | None) -> Rule:
-        statements = _RuleReader(self, line_no, tokens(text)).read()
+        statements = _RuleReader(self, line_no, words).read()
         for statement in statements:
             if isinstance(statement, Unmodelled):
                 self.ruleset.unmodelled.append((line_no, f"{chain.name}: {statement.text}"))
@@ -678,6 +554,17 @@ def _number(word: str, reader: _RuleReader) -> int:
         return int(word, 0)
     except ValueError:
         reader.fail(f"{word!r} is not a number")
+
+
+def _uncomment(raw: str) -> tuple[str, int | None]:
+    """The line without its `#` comment, and the handle that comment gave (nft -a)."""
+    if "#" not in raw:
+        return raw.strip(), None
+    found = _COMMENT.match(raw)
+    if not found:
+        return raw.strip(), None
+    handle = _HANDLE.fullmatch(found.group(2))
+    return found.group(1).strip(), int(handle.group(1)) if handle else None
 
 
 def _split_top(words: list[str], sep: str) -> list[list[str]]:

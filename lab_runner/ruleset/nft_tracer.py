@@ -13,11 +13,12 @@ NftUnsupported naming its line, rather than guessing.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import NamedTuple
 
-from lab_runner.ruleset.nft_parse import (Chain, Element, Lookup, Match, MarkSet, Nat, NftRuleset,
+from lab_runner.ruleset.nft_model import (Chain, Element, Lookup, MarkSet, Match, Nat, NftRuleset,
                                           NoOp, Rule, SetUpdate, Table, Unmodelled, Verdict)
 from lab_runner.ruleset.semantics import TraceError, UnsupportedRule
 from lab_runner.ruleset.tracer import Outcome, Packet, Trace
@@ -28,6 +29,15 @@ MAX_DEPTH = 64
 ONE = Fraction(1)
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "sctp": 132}
+_NEEDS_PROTO = ("tcp ", "udp ", "sctp ")
+# How a key part is spelled when it equals the packet's value as the tracer writes it (by the
+# selector's last word); anything else (prefixes, ranges, 6 for tcp, 0x10) is compared by value.
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_ADDRESS = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
+_NAMES = re.compile("|".join(PROTOCOLS))
+_PLAIN = {"saddr": _ADDRESS, "daddr": _ADDRESS, "l4proto": _NAMES, "protocol": _NAMES,
+          "dport": _DECIMAL, "sport": _DECIMAL, "mark": _DECIMAL}
+_SAME = re.compile(r"[^/\-]*")  # ct state, fib types, interface names: compared as text
 NAT_MANIP = {"prerouting": "dst", "output": "dst", "postrouting": "src", "input": "src"}
 
 
@@ -93,6 +103,7 @@ class _Tracer:
         self.packet = packet
         self.proto = packet.protocol.lower()
         self.local_nets = [ipaddress.ip_network(a) for a in packet.local_addresses] + [LOOPBACK]
+        self.indexes: dict = {}  # (id(elements), selectors) -> _index(…)
 
     def is_local(self, address: str) -> bool:
         ip = ipaddress.ip_address(address)
@@ -277,13 +288,31 @@ class _Tracer:
                         found[element.value] = found.get(element.value, 0) + Fraction(1, mod)
                         break
             return found
-        values = [self.value(rule, selector, state) for selector in lookup.selectors]
-        for element in elements:
-            if self.key_matches(rule, lookup.selectors, values, element.key):
-                if not isinstance(element.value, Verdict):
-                    raise NftUnsupported(rule, f"a map of {element.value!r} used as a vmap")
-                return {element.value: ONE}
-        return found
+        element = self.find(rule, lookup.selectors, elements, state)
+        if element is None:
+            return found
+        if not isinstance(element.value, Verdict):
+            raise NftUnsupported(rule, f"a map of {element.value!r} used as a vmap")
+        return {element.value: ONE}
+
+    def find(self, rule: Rule, selectors: tuple[str, ...], elements, state: _State):
+        """The element whose key holds the packet's values, or None. Keys written as the packet's
+        own values are found by hashing (a 10,000-Service map is one lookup), the rest
+        (prefixes, ranges, protocol numbers) one by one."""
+        values = [self.value(rule, selector, state) for selector in selectors]
+        if any(s.startswith(_NEEDS_PROTO) and s.split()[0] != self.proto for s in selectors):
+            return None  # `tcp dport` also means "is TCP" (nft adds that dependency)
+        index = self.indexes.get((id(elements), selectors))
+        if index is None:
+            index = self.indexes[(id(elements), selectors)] = _index(rule, selectors, elements)
+        exact, others = index
+        hit = exact.get(tuple(values))
+        if hit is not None:
+            return hit
+        for element in others:
+            if self.key_matches(rule, selectors, values, element.key):
+                return element
+        return None
 
     def key_matches(self, rule: Rule, selectors, values, key: tuple[str, ...]) -> bool:
         if len(key) != len(selectors):
@@ -294,19 +323,18 @@ class _Tracer:
 
     def match(self, rule: Rule, table: Table, match: Match, state: _State) -> bool:
         selectors = match.selectors
-        values = [self.value(rule, selector, state) for selector in selectors]
+        if any(s.startswith(_NEEDS_PROTO) and s.split()[0] != self.proto for s in selectors):
+            return False  # not even `!=`: the rule's implied protocol test fails first
         if match.mask is not None:
-            values = [str(int(values[0]) & match.mask)]
-        if selectors[0].startswith(("tcp ", "udp ", "sctp ")) and \
-                selectors[0].split()[0] != self.proto:
-            return False  # `tcp dport` also means "is TCP" (nft adds that dependency)
-        if match.set_ref:
-            keys = [e.key for e in self.elements_of(rule, table, match.set_ref)]
+            masked = int(self.value(rule, selectors[0], state)) & match.mask
+            hit = any(_in_item(rule, selectors[0], str(masked), item) for item in match.values)
+        elif match.set_ref:
+            elements = self.elements_of(rule, table, match.set_ref)
+            hit = self.find(rule, selectors, elements, state) is not None
         else:
-            keys = [tuple(item.split(" . ")) for item in match.values]
-        if selectors == ("ct state",) and not match.set_ref:
-            keys = [(state_,) for item in keys for state_ in item]  # new,established: any
-        hit = any(self.key_matches(rule, selectors, values, key) for key in keys)
+            values = [self.value(rule, selector, state) for selector in selectors]
+            hit = any(self.key_matches(rule, selectors, values, tuple(item.split(" . ")))
+                      for item in match.values)
         return hit != match.negate
 
     def value(self, rule: Rule, selector: str, state: _State) -> str:
@@ -344,6 +372,19 @@ class _Tracer:
         if ip == ipaddress.ip_address("255.255.255.255"):
             return "broadcast"
         return "local" if self.is_local(address) else "unicast"
+
+
+def _index(rule: Rule, selectors: tuple[str, ...], elements) -> tuple[dict, list]:
+    """({key: element} of keys spelled as a packet's values, [the other elements])."""
+    exact, others = {}, []
+    for element in elements:
+        if len(element.key) == len(selectors) and all(
+                _PLAIN.get(s.split()[-1], _SAME).fullmatch(item)
+                for s, item in zip(selectors, element.key)):
+            exact.setdefault(element.key, element)
+        else:
+            others.append(element)
+    return exact, others
 
 
 def _mark(op: MarkSet, mark: int) -> int:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from lab_runner import lab_file
-from lab_runner.ruleset.nft_parse import (Element, Lookup, MarkSet, Match, Nat, NftSyntaxError,
-                                          NoOp, Unmodelled, Verdict, parse_nft)
+from lab_runner.ruleset.nft_model import (Element, Lookup, MarkSet, Match, Nat, NoOp, Unmodelled,
+                                          Verdict)
+from lab_runner.ruleset.nft_parse import NftSyntaxError, parse_nft
 from lab_runner.ruleset.nft_render import PROFILES, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,11 +153,12 @@ def test_commands_insert_flush_and_delete():
         "add table ip t", "add chain ip t c", "add rule ip t c ip daddr 1.2.3.4 drop",
         "insert rule ip t c ip daddr 5.6.7.8 accept", "add set ip t s { type ipv4_addr ; }",
         "add element ip t s { 1.1.1.1, 2.2.2.2 }", "flush set ip t s",
+        "add element ip t s { 3.3.3.3, 4.4.4.4, 5.5.5.5 }", "delete element ip t s { 4.4.4.4 }",
         "add element ip t s { 3.3.3.3 }", "add table ip gone", "delete table ip gone"]))
     table = ruleset.table("ip", "t")
     assert [r.text for r in table.chains["c"].rules] == ["ip daddr 5.6.7.8 accept",
                                                          "ip daddr 1.2.3.4 drop"]
-    assert table.sets["s"].elements == [Element(("3.3.3.3",))]
+    assert table.sets["s"].elements == [Element(("3.3.3.3",)), Element(("5.5.5.5",))]
     assert set(ruleset.tables) == {("ip", "t")}
 
 

@@ -261,3 +261,20 @@ def test_what_it_does_not_model_stops_the_trace_with_its_line():
         trace(parse_nft(small("add rule ip t pre ip daddr @nowhere drop")), OUTSIDE)
     with pytest.raises(TraceError, match="jump loop"):
         trace(parse_nft(small("add rule ip t pre jump c", "add rule ip t c jump c")), OUTSIDE)
+
+
+def test_map_keys_by_value_exact_spellings_prefixes_ranges_and_protocol_numbers():
+    text = small("add rule ip t pre ip daddr . meta l4proto . th dport vmap @m",
+                 extra="add map ip t m { type ipv4_addr . inet_proto . inet_service : verdict ; "
+                       "flags interval ; }\n"
+                       "add element ip t m { 10.0.0.1 . tcp . 80 : goto c , "
+                       "10.9.0.0/16 . 6 . 70-90 : drop , 10.0.0.2 . udp . 80 : drop }\n"
+                       "add rule ip t c dnat to 10.5.5.5")
+
+    def to(dst: str, protocol: str = "tcp") -> dict:
+        return shares(text, Packet("1.1.1.1", dst, protocol, 1000, 80, in_interface="eth0",
+                                   out_interface="eth1"))
+    assert to("10.0.0.1") == {(("10.5.5.5", 80), "ACCEPT", 0): 1}
+    assert to("10.9.200.1") == {(None, "DROP", 0): 1}
+    assert to("10.0.0.2") == {(None, "ACCEPT", 0): 1}
+    assert to("10.0.0.2", "udp") == {(None, "DROP", 0): 1}
