@@ -155,3 +155,54 @@ def test_provenance_says_where_every_golden_file_came_from():
         assert row, f"{rules.name} has no row in PROVENANCE.md"
         # A change detector is kept only where independent evidence covers the same ground.
         assert "kube-proxy/" in row.group(1) or "seed" in row.group(1), rules.name
+
+
+# The packet-flow cases of kube-proxy's tests for what lies beyond ClusterIP (rules_test.go,
+# danwinship/kubernetes 07fb8ceb0fc1), through the kit's tracer on the kit's document for the
+# same model: case, source, destination, port, endpoints reached ("DROP": dropped) and whether
+# masqueraded. testNodeIP is 192.168.0.2, testExternalClient 203.0.113.2.
+BEYOND_FLOWS = [
+    ("etp-local", "pod to cluster IP hits both endpoints", "10.0.0.2", "172.30.0.41", 80,
+     "10.180.0.1:80, 10.180.2.1:80", False),
+    ("etp-local", "external to external IP hits only local endpoint, unmasqueraded",
+     "203.0.113.2", "192.168.99.11", 80, "10.180.2.1:80", False),
+    ("etp-local", "external to LB IP hits only local endpoint, unmasqueraded", "203.0.113.2",
+     "1.2.3.4", 80, "10.180.2.1:80", False),
+    ("etp-local", "external to NodePort hits only local endpoint, unmasqueraded", "203.0.113.2",
+     "192.168.0.2", 3001, "10.180.2.1:80", False),
+    ("itp-local", "pod to ClusterIP hits only local endpoint", "10.0.0.2", "172.30.1.1", 80,
+     "10.0.1.1:80", False),
+    ("itp-local-none", "no endpoints", "10.0.0.2", "172.30.1.1", 80, "DROP", False),
+    ("terminating-local", "pod to clusterIP", "10.0.0.2", "172.30.1.1", 80,
+     "10.0.1.1:80, 10.0.1.2:80, 10.0.1.5:80", False),
+    ("terminating-local", "external to LB", "203.0.113.2", "1.2.3.4", 80,
+     "10.0.1.1:80, 10.0.1.2:80", False),
+    ("terminating-fallback", "pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, "10.0.1.5:80",
+     False),
+    ("terminating-fallback", "external to LB", "203.0.113.2", "1.2.3.4", 80,
+     "10.0.1.2:80, 10.0.1.3:80", False),
+    ("terminating-remote", "pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, "10.0.1.5:80", False),
+    ("terminating-remote", "external to LB, no locally-usable endpoints", "203.0.113.2",
+     "1.2.3.4", 80, "DROP", False),
+]
+
+
+@pytest.mark.parametrize("case, name, src, dst, dport, output, masq", BEYOND_FLOWS,
+                         ids=[f"{f[0]}: {f[1]}" for f in BEYOND_FLOWS])
+def test_beyond_cluster_ip_packets_go_where_kube_proxy_s_flow_tests_say(case, name, src, dst,
+                                                                       dport, output, masq):
+    from lab_runner.ruleset.parse import parse
+    from lab_runner.ruleset.tracer import Packet, trace
+
+    lab = lab_file.load(CASES / f"{case}.yaml")
+    pod = src.startswith("10.")
+    packet = Packet(src, dst, "tcp", 40000, dport, in_interface="cni0" if pod else "eth0",
+                    local_addresses=("192.168.0.2",))
+    result = trace(parse(render(lab, lab.profile)), packet)
+    if output == "DROP":
+        assert {o.verdict for o in result.outcomes} == {"DROP"}
+        return
+    reached = sorted(f"{ip}:{port}" for ip, port in
+                     (key for key, p in result.dnat_distribution().items() if key and p))
+    assert ", ".join(reached) == output
+    assert {o.masquerade for o in result.outcomes if o.dnat} == {masq}
