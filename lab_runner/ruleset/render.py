@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from ipaddress import IPv4Address
 from operator import itemgetter
 from socket import inet_ntoa  # str(IPv4Address), twice as fast: it runs once per endpoint
 from typing import NamedTuple
@@ -430,7 +431,7 @@ class _Sync:
     comments: bool
     masquerade_all: bool
     nfacct: bool
-    node_ip: object  # IPv4Address of this node, or None
+    node_ip: IPv4Address | None  # this node's, for source ranges that admit it
 
     def service_port(self, port: _Port) -> None:
         svc, split = port.service, categorize(port)
