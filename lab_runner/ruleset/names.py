@@ -18,7 +18,7 @@ KUBE_PROXY_CANARY = "KUBE-PROXY-CANARY"
 
 SERVICE_PREFIX = "KUBE-SVC-"
 LOCAL_SERVICE_PREFIX = "KUBE-SVL-"  # v1.30, Local traffic policy only
-EXTERNAL_PREFIX = "KUBE-EXT-"  # v1.30, NodePort / LoadBalancer / externalIPs only
+EXTERNAL_PREFIX = "KUBE-EXT-"  # v1.30, node ports, load balancer IPs and external IPs only
 FIREWALL_PREFIX = "KUBE-FW-"  # LoadBalancer source ranges only
 XLB_PREFIX = "KUBE-XLB-"  # v1.23, externalTrafficPolicy Local only
 ENDPOINT_PREFIX = "KUBE-SEP-"
@@ -59,12 +59,13 @@ def endpoint_chain(port_name: str, protocol: str, endpoint: str) -> str:
 
 
 def local_service_chain(port_name: str, protocol: str) -> str:
-    """KUBE-SVL-… (v1.30): endpoints for Local traffic policy; never used by a ClusterIP service."""
+    """KUBE-SVL-… (v1.30): this node's endpoints, for internal or external traffic policy Local."""
     return LOCAL_SERVICE_PREFIX + port_proto_hash(port_name, protocol)
 
 
 def external_chain(port_name: str, protocol: str) -> str:
-    """KUBE-EXT-… (v1.30): only for externally reachable services, never for ClusterIP."""
+    """KUBE-EXT-… (v1.30): traffic to a node port, load balancer IP or external IP (a ClusterIP
+    Service has one only when it lists externalIPs)."""
     return EXTERNAL_PREFIX + port_proto_hash(port_name, protocol)
 
 
