@@ -5,9 +5,9 @@ the base chains of every ip/inet table at each hook in priority order (preroutin
 forward by the route of its address after DNAT, postrouting; a node's own packet: output,
 postrouting, and back in through prerouting and input when it stays on the node). A `numgen
 random mod N vmap` splits the packet into N ways of exactly 1/N each; verdict maps and sets are
-looked up by value. A first packet is `ct state new`, and finds nothing in dynamic sets
-(affinity) that are empty in the ruleset. A statement the tracer does not model raises
-NftUnsupported naming its line, rather than guessing.
+looked up by value. A first packet is `ct state new`; dynamic sets (affinity) hold what the
+ruleset lists: nothing in a render, a live node's entries in its `nft list ruleset`. A
+statement the tracer does not model raises NftUnsupported naming its line, rather than guessing.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import secrets
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,16 @@ for _ in range(int(sys.argv[1])):
 """
 
 
+def endpoints_on_the_node(node: str) -> None:
+    """Lab 3's pod addresses as the node's own (on a veth), the service CIDR routed there."""
+    run(["ip", "link", "add", "kp0", "type", "veth", "peer", "name", "kp1"], node)
+    for link in ("kp0", "kp1"):
+        run(["ip", "link", "set", link, "up"], node)
+    for address in ENDPOINTS:
+        run(["ip", "addr", "add", f"{address}/32", "dev", "kp0"], node)
+    run(["ip", "route", "add", str(LAB3.service_cidr), "dev", "kp0"], node)
+
+
 def link_client(node: str) -> str:
     """A client namespace on the node's network, routing the service CIDR via the node."""
     client = f"{node}-client"
@@ -119,12 +130,7 @@ def link_client(node: str) -> str:
 
 
 def test_new_connections_spread_as_the_tracer_says_from_the_node_and_a_client(node):
-    run(["ip", "link", "add", "kp0", "type", "veth", "peer", "name", "kp1"], node)
-    for link in ("kp0", "kp1"):
-        run(["ip", "link", "set", link, "up"], node)
-    for address in ENDPOINTS:  # lab 3's pod addresses, here the node's own
-        run(["ip", "addr", "add", f"{address}/32", "dev", "kp0"], node)
-    run(["ip", "route", "add", str(LAB3.service_cidr), "dev", "kp0"], node)
+    endpoints_on_the_node(node)
     client = link_client(node)
     ruleset = parse_nft(render(LAB3, "v1.34"))
     run(["nft", "-f", "-"], node, stdin=render(LAB3, "v1.34"))
@@ -158,3 +164,32 @@ def test_new_connections_spread_as_the_tracer_says_from_the_node_and_a_client(no
             assert seen == {CLIENT_IP} and not any(o.masquerade for o in result.outcomes)
         else:
             assert seen <= set(local) and all(o.masquerade for o in result.outcomes), seen
+
+
+def test_a_listed_affinity_entry_is_followed_by_the_tracer_and_the_kernel(node):
+    # Lab 3's Service with sessionAffinity ClientIP: after one connection the kernel's affinity
+    # set holds the caller's address (listed with `timeout … expires …`); read back, the tracer
+    # sends that caller's next connections to the same endpoint only, as the kernel does.
+    sticky = replace(LAB3, services=(replace(LAB3.services[0], session_affinity="ClientIP"),))
+    endpoints_on_the_node(node)
+    run(["nft", "-f", "-"], node, stdin=render(sticky, "v1.34"))
+    later = 30
+    server = subprocess.Popen(["ip", "netns", "exec", node, sys.executable, "-c", SERVER,
+                               str(1 + later)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        first = run([sys.executable, "-c", CALLER, "1", VIP, "8080"], node).split()
+        listing = run(["nft", "list", "ruleset"], node)
+        answers = run([sys.executable, "-c", CALLER, str(later), VIP, "8080"], node).split("\n")
+    finally:
+        server.kill()
+        server.wait()
+    reached, caller = first
+    table = parse_nft(listing).table("ip", "kube-proxy")
+    entries = {name: [e.key for e in s.elements] for name, s in table.sets.items()
+               if name.startswith("affinity-")}
+    assert sorted(entries.values()) == [[], [], [], [(caller,)]], entries
+    assert "expires" in listing
+    packet = Packet(caller, VIP, "tcp", 40001, 8080, local_addresses=(NODE_IP, *ENDPOINTS))
+    assert trace(parse_nft(listing), packet).dnat_distribution() == {(reached, 80): 1}
+    assert {answer.split()[0] for answer in answers[:-1]} == {reached}
