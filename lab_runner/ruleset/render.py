@@ -168,9 +168,6 @@ def probability(n_left: int) -> str:
     return "%0.10f" % (1.0 / n_left)
 
 
-
-
-
 def ports_of(lab: Lab, node: str | None = None) -> list[_Port]:
     """Every service port, in the lab file's order (kube-proxy iterates a Go map: no set order).
 
