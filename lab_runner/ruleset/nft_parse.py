@@ -84,7 +84,7 @@ class _Reader:
             if not self.stack:
                 self.top_level(line_no, words, text)
             elif isinstance(self.stack[-1], Table):
-                self.in_table(line_no, words, text)
+                self.in_table(line_no, words)
             elif isinstance(self.stack[-1], Chain):
                 self.in_chain(line_no, words, text, handle)
             else:
@@ -116,7 +116,7 @@ class _Reader:
             self.fail(line_no, f"expected `table FAMILY NAME {{` or a command (add, insert, "
                                f"delete, flush …), found {words[0]!r}")
 
-    def in_table(self, line_no: int, words: list[str], text: str) -> None:
+    def in_table(self, line_no: int, words: list[str]) -> None:
         table = self.stack[-1]
         if words == ["}"]:
             self.stack.pop()
@@ -149,9 +149,7 @@ class _Reader:
         chain = self.stack[-1]
         if words == ["}"]:
             self.stack.pop()
-        elif words[0] == "type":
-            self.chain_spec(line_no, chain, words)
-        elif words[0] == "policy":
+        elif words[0] in ("type", "policy"):
             self.chain_spec(line_no, chain, words)
         elif words[0] == "comment" and len(words) == 2:
             chain.comment = unquote(words[1])
@@ -426,6 +424,12 @@ class _RuleReader:
             if self.peek() == "packets":
                 self.take(4)
             return NoOp("counter")
+        if word == "log":  # logs, and the packet goes on unchanged
+            self.take()
+            while self.peek() in ("prefix", "level", "group", "snaplen", "queue-threshold",
+                                  "flags"):
+                self.take(2)
+            return NoOp("log")
         if word in ("dnat", "snat"):
             return self.nat()
         if word == "masquerade":
@@ -459,9 +463,10 @@ class _RuleReader:
                 found.append(" ".join(self.take(4)))
                 if self.peek() == "offset":
                     found[-1] += " " + " ".join(self.take(2))
+            elif not found:
+                return None
             else:
-                return None if not found else self.fail(f"{word!r} after {found[-1]!r} is not a "
-                                                        "selector this reader knows")
+                self.fail(f"{word!r} after {found[-1]!r} is not a selector this reader knows")
             if self.peek() != ".":
                 return tuple(found)
             self.take()

@@ -166,12 +166,15 @@ def test_nat_statements():
     table = parse_nft("\n".join([
         "add table ip t", "add chain ip t c", "add rule ip t c meta l4proto tcp dnat to 10.0.0.1:80",
         "add rule ip t c snat ip to 192.168.0.1", "add rule ip t c masquerade random,persistent",
-        "add rule ip t c update @s { ip saddr }"])).table("ip", "t")
-    assert [r.statements for r in table.chains["c"].rules] == [
+        "add rule ip t c update @s { ip saddr }",
+        'add rule ip t c log prefix "kp: " level info ip daddr 1.2.3.4 drop'])).table("ip", "t")
+    assert [r.statements for r in table.chains["c"].rules[:4]] == [
         (Match(("meta l4proto",), False, ("tcp",)), Nat("dnat", "10.0.0.1", 80)),
         (Nat("snat", "192.168.0.1"),), (Nat("masquerade"),),
         (table.chains["c"].rules[3].statements[0],)]
     assert table.chains["c"].rules[3].statements[0].set_name == "s"
+    assert table.chains["c"].rules[4].statements == (
+        NoOp("log"), Match(("ip daddr",), False, ("1.2.3.4",)), Verdict("drop"))
 
 
 @pytest.mark.parametrize(("text", "line", "says"), [
