@@ -18,12 +18,13 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from lab_runner import lab_file
-from lab_runner.probes.stats import gof
+from lab_runner.probes.stats import gof, sample_size
 from lab_runner.ruleset.nft_parse import parse_nft
 from lab_runner.ruleset.nft_render import render
 from lab_runner.ruleset.nft_tracer import Packet, trace
@@ -37,8 +38,12 @@ OVERALL = lab_file.load(ROOT / "fixtures" / "golden" / "nftables" / "overall.yam
 VIP = "10.104.5.205"
 ENDPOINTS = ("172.17.0.2", "172.17.0.5", "172.17.0.6", "172.17.0.7")
 NODE_IP, CLIENT_IP = "192.168.49.2", "192.168.49.1"
-FLOWS = 400  # per caller; a share 1/4 off by 0.1 is caught at alpha 1e-6 with power > 0.99
 ALPHA = 1e-6
+# New connections per caller: enough that one endpoint twice as likely as each other one (a
+# numgen vmap listing it twice: 0.4, 0.2, 0.2, 0.2) fails the test at ALPHA with power 0.9999.
+FLOWS = sample_size(dict.fromkeys("abcd", Fraction(1, 4)),
+                    {"a": Fraction(2, 5), "b": Fraction(1, 5), "c": Fraction(1, 5),
+                     "d": Fraction(1, 5)}, alpha=ALPHA)
 
 
 def run(argv: list[str], netns: str | None = None, stdin: str | None = None) -> str:
