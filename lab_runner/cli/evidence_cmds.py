@@ -12,7 +12,7 @@ from rich.table import Table
 from lab_runner import lab_file
 from lab_runner.cli import cli, console
 from lab_runner.cli.lifecycle import require_root
-from lab_runner.cli.params import ADDRESS, CIDR, TARGET, TARGET_FORM
+from lab_runner.cli.params import ADDRESS, CIDR, PROFILE, TARGET, TARGET_FORM
 from lab_runner.errors import LabError
 from lab_runner.views import tables
 
@@ -321,7 +321,7 @@ def conntrack(lab, to_ip, proto) -> None:
 # -- rules ---------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("lab")
-@click.option("--profile", type=click.Choice(["v1.23", "v1.30"]), help="kube-proxy rule format.")
+@click.option("--profile", type=PROFILE, help="kube-proxy rule format.")
 @click.option("--cluster-cidr", type=CIDR, help="render with another cluster CIDR.")
 @click.option("--diff", "diff_file", type=click.Path(exists=True, dir_okay=False),
               help="compare the rendered rules with this iptables-save/restore file.")

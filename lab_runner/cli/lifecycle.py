@@ -12,7 +12,7 @@ from rich.table import Table
 
 from lab_runner import lab_file
 from lab_runner.cli import cli, console, err_console
-from lab_runner.cli.params import CIDR
+from lab_runner.cli.params import CIDR, PROFILE
 from lab_runner.views import tables
 from lab_runner.errors import EnvironmentProblem, LabError
 from lab_runner.runs import list_runs
@@ -53,7 +53,7 @@ def list_labs() -> None:
 @click.argument("lab")
 @click.option("--iptables", "variant", type=IPTABLES_CHOICE, default="nft", show_default=True,
               help="iptables flavour inside the node (tracing needs nft).")
-@click.option("--profile", type=click.Choice(["v1.23", "v1.30"]),
+@click.option("--profile", type=PROFILE,
               help="kube-proxy rule format; default: the lab's (lab-3: v1.23, as in the seed).")
 @click.option("--cluster-cidr", type=CIDR,
               help="render with another cluster CIDR (e.g. 172.17.0.0/16 to cover lab-3's pods).")

@@ -7,6 +7,8 @@ import ipaddress
 
 import click
 
+from lab_runner.ruleset.render import PROFILES
+
 TARGET_FORM = "IP:PORT[/tcp|/udp], e.g. 10.104.5.205:8080/tcp"
 
 
@@ -68,3 +70,5 @@ class CidrType(click.ParamType):
 TARGET = TargetType()
 ADDRESS = AddressType()
 CIDR = CidrType()
+# kube-proxy's rule formats the renderer writes (one list: the renderer's).
+PROFILE = click.Choice(PROFILES)

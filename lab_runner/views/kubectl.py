@@ -77,11 +77,12 @@ class Release:
     internal_traffic_policy: bool  # describe svc prints it from kubectl v1.26 on
 
 
-# minikube v1.25 (the seed's era) and v1.33; the kernel column is always the real one.
+# minikube v1.25 (the seed's era), v1.33 and v1.37; the kernel column is always the real one.
 RELEASES = {
     "v1.23": Release("v1.23.3", "control-plane,master", "Ubuntu 20.04.2 LTS", "docker://20.10.12",
                      False),
     "v1.30": Release("v1.30.0", "control-plane", "Ubuntu 22.04.4 LTS", "docker://26.0.1", True),
+    "v1.34": Release("v1.34.0", "control-plane", "Ubuntu 22.04.5 LTS", "docker://28.4.0", True),
 }
 
 

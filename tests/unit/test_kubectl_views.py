@@ -281,3 +281,13 @@ def test_tabwriter_blocks_minwidth_and_untouched_last_cell():
         "aaaa   b\n"         # the last cell of a line is never padded
         "x\n"                # a line without tabs ends every column block
         "y     z\n")         # a new block, sized on its own: minwidth 6
+
+
+def test_every_rule_profile_has_its_kubectl_release():
+    """A lab on any profile the renderer writes shows its own release's kubectl output (the
+    lookup falls back to v1.23 silently, so a missing entry would show the wrong era)."""
+    from lab_runner.ruleset.render import PROFILES
+    from lab_runner.views.kubectl import RELEASES
+
+    assert set(RELEASES) == set(PROFILES)
+    assert [RELEASES[p].kubelet.rsplit(".", 1)[0] for p in PROFILES] == list(PROFILES)
