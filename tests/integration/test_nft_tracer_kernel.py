@@ -104,8 +104,11 @@ for _ in range(int(sys.argv[1])):
 CALLER = """
 import socket, sys
 for _ in range(int(sys.argv[1])):
-    with socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=3) as c:
-        print(c.recv(100).decode())
+    try:
+        with socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=3) as c:
+            print(c.recv(100).decode())
+    except ConnectionRefusedError:
+        print("refused")
 """
 
 
@@ -127,6 +130,9 @@ def link_client(node: str) -> str:
          "netns", client])
     run(["ip", "addr", "add", f"{NODE_IP}/24", "dev", "kpc0"], node)
     run(["ip", "link", "set", "kpc0", "up"], node)
+    # A node forwards (the kit's nodes do): else a packet for a ClusterIP port without a
+    # Service is dropped at routing, before the forward hook that rejects it.
+    run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], node)
     for argv in (["ip", "link", "set", "lo", "up"], ["ip", "link", "set", "eth0", "up"],
                  ["ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0"],
                  ["ip", "route", "add", str(LAB3.service_cidr), "via", NODE_IP]):
@@ -146,6 +152,7 @@ def test_new_connections_spread_as_the_tracer_says_from_the_node_and_a_client(no
         assert server.stdout.readline().strip() == "ready"
         answers = {caller: run([sys.executable, "-c", CALLER, str(FLOWS), VIP, "8080"], ns)
                    .split("\n")[:-1] for caller, ns in (("node", node), ("client", client))}
+        other_port = run([sys.executable, "-c", CALLER, "1", VIP, "8081"], client).split()
     finally:
         server.kill()
         server.wait()
@@ -169,6 +176,9 @@ def test_new_connections_spread_as_the_tracer_says_from_the_node_and_a_client(no
             assert seen == {CLIENT_IP} and not any(o.masquerade for o in result.outcomes)
         else:
             assert seen <= set(local) and all(o.masquerade for o in result.outcomes), seen
+    # A port the Service lacks: the tracer's REJECT (cluster-ips-check) is a refused connection.
+    (rejected,) = trace(ruleset, replace(packets["client"], dport=8081)).outcomes
+    assert rejected.verdict == "REJECT" and other_port == ["refused"]
 
 
 def test_a_listed_affinity_entry_is_followed_by_the_tracer_and_the_kernel(node):
