@@ -1,7 +1,8 @@
 """The nftables tracer: for the same model, kube-proxy's nftables rules and its iptables rules
 send the same packets to the same endpoints with the same shares, masquerade and verdicts; the
 one difference is nftables mode's reject of a ClusterIP's other ports (cluster-ips-check).
-Then the pieces one by one on small hand-written rulesets."""
+Models using what the nftables renderer does not write yet are strict xfails naming the gap
+(RENDER_GAPS). Then the pieces one by one on small hand-written rulesets."""
 
 from __future__ import annotations
 
@@ -22,10 +23,22 @@ from lab_runner.ruleset.semantics import TraceError
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTINGS = ROOT / "fixtures" / "nftables-listings"
+GOLDEN = ROOT / "fixtures" / "golden"
 MODELS = {"lab-3": ROOT / "labs" / "lab-3-clusterip" / "lab.yaml",
-          **{f"nft-{p.stem}": p for p in sorted((ROOT / "fixtures" / "golden" / "nftables")
-                                                .glob("*.yaml"))},
-          **{p.stem: p for p in sorted((ROOT / "fixtures" / "golden").glob("*.yaml"))}}
+          **{f"nft-{p.stem}": p for p in sorted((GOLDEN / "nftables").glob("*.yaml"))},
+          **{p.stem: p for p in sorted(GOLDEN.glob("*.yaml"))},
+          **{f"kp-{p.stem}": p for p in sorted((GOLDEN / "kube-proxy").glob("*.yaml"))}}
+# Models whose nftables render (nft_render.py, issue 17's first part) lacks a kube-proxy
+# feature the iptables render has: the traces differ until the renderer learns it.
+RENDER_GAPS = {
+    "kp-itp-local": "internalTrafficPolicy Local: nft_render spreads over every endpoint",
+    "kp-itp-local-none": "internalTrafficPolicy Local, no local endpoint: nft_render spreads "
+                         "over remote endpoints where kube-proxy drops",
+    "kp-masquerade-all-handwritten": "--masquerade-all: nft_render masquerades only callers "
+                                     "outside the cluster CIDR",
+    "kp-terminating-remote": "serving-terminating fallback: nft_render rejects (no ready "
+                             "endpoint) where kube-proxy falls back to terminating ones",
+}
 # The kernel keeps `--probability p` as round(p * 2^31) / 2^31: iptables mode's shares are off
 # 1/n by at most a few 2^-31; nftables mode's numgen gives exactly 1/n.
 ROUNDING = Fraction(1, 2 ** 28)
@@ -70,10 +83,12 @@ def fates(result) -> dict[tuple, Fraction]:
     return out
 
 
-CASES = [(name, profile) for name in MODELS for profile in PROFILES]
+CASES = [pytest.param(name, profile, id=f"{name}-{profile}", marks=[pytest.mark.xfail(
+              strict=True, reason=RENDER_GAPS[name])] if name in RENDER_GAPS else [])
+         for name in MODELS for profile in PROFILES]
 
 
-@pytest.mark.parametrize(("name", "profile"), CASES, ids=[f"{n}-{p}" for n, p in CASES])
+@pytest.mark.parametrize(("name", "profile"), CASES)
 def test_nftables_and_iptables_rules_of_one_model_treat_every_caller_alike(name, profile):
     lab = lab_file.load(MODELS[name])
     nft_rules, ipt_rules = parse_nft(render(lab, profile)), parse(render_iptables(lab))
@@ -94,7 +109,7 @@ def test_nftables_and_iptables_rules_of_one_model_treat_every_caller_alike(name,
                    if fate[0]), (caller, ours)
 
 
-OVERALL = lab_file.load(ROOT / "fixtures" / "golden" / "nftables" / "overall.yaml")
+OVERALL = lab_file.load(GOLDEN / "nftables" / "overall.yaml")
 
 
 def overall_packet(src: str, dst: str, dport: int = 80, inbound: str | None = "cni0") -> Packet:
