@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import NamedTuple
 
 from lab_runner.ruleset.nft_model import (Chain, Element, Lookup, MarkSet, Match, Nat, NftRuleset,
                                           NoOp, Rule, SetUpdate, Table, Unmodelled, Verdict)
-from lab_runner.ruleset.semantics import TraceError, UnsupportedRule
-from lab_runner.ruleset.tracer import Outcome, Packet, Trace
+from lab_runner.ruleset.semantics import TraceError, TraceLimit, UnsupportedRule
+from lab_runner.ruleset.tracer import DEFAULT_LIMITS, Limits, Outcome, Packet, Trace
 
 __all__ = ["NftStep", "NftUnsupported", "Outcome", "Packet", "Trace", "trace"]
 
@@ -91,15 +92,18 @@ class _Ways:
         return [(key, p, path) for key, (p, path) in self.mass.items()]
 
 
-def trace(ruleset: NftRuleset, packet: Packet) -> Trace:
-    """Every outcome of `packet` through `ruleset`, with probabilities summing to exactly 1."""
+def trace(ruleset: NftRuleset, packet: Packet, limits: Limits = DEFAULT_LIMITS) -> Trace:
+    """Every outcome of `packet` through `ruleset`, with probabilities summing to exactly 1.
+    Raises TraceLimit at tracer.py's limits (distinct states at one rule, seconds a trace)."""
     start = _State(packet.src, packet.dst, packet.dport, packet.mark)
-    return Trace(packet, tuple(_Tracer(ruleset, packet).run(start)))
+    return Trace(packet, tuple(_Tracer(ruleset, packet, limits).run(start)))
 
 
 class _Tracer:
-    def __init__(self, ruleset: NftRuleset, packet: Packet):
+    def __init__(self, ruleset: NftRuleset, packet: Packet, limits: Limits):
         self.ruleset = ruleset
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.seconds
         self.packet = packet
         self.proto = packet.protocol.lower()
         self.local_nets = [ipaddress.ip_network(a) for a in packet.local_addresses] + [LOOPBACK]
@@ -186,6 +190,12 @@ class _Tracer:
         for number, rule in enumerate(chain.rules, start=1):
             if not ways.mass:
                 break
+            if len(ways.mass) > self.limits.max_states:
+                raise TraceLimit(rule, f"more than {self.limits.max_states} distinct packet "
+                                       "states at one rule (Limits.max_states)")
+            if time.monotonic() > self.deadline:
+                raise TraceLimit(rule, f"the trace took more than {self.limits.seconds:g} s "
+                                       "(Limits.seconds)")
             nxt = _Ways()
             for state, p, path in ways.items():
                 self.rule(rule, number, table, state, p, path, depth, nxt, returned, ended)

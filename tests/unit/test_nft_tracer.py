@@ -17,6 +17,7 @@ from lab_runner.ruleset import tracer as iptables
 from lab_runner.ruleset.nft_parse import parse_nft
 from lab_runner.ruleset.nft_render import PROFILES, render
 from lab_runner.ruleset.nft_tracer import NftUnsupported, Packet, trace
+from lab_runner.ruleset.tracer import Limits, TraceLimit
 from lab_runner.ruleset.parse import parse
 from lab_runner.ruleset.render import render as render_iptables
 from lab_runner.ruleset.semantics import TraceError
@@ -293,3 +294,17 @@ def test_map_keys_by_value_exact_spellings_prefixes_ranges_and_protocol_numbers(
     assert to("10.9.200.1") == {(None, "DROP", 0): 1}
     assert to("10.0.0.2") == {(None, "ACCEPT", 0): 1}
     assert to("10.0.0.2", "udp") == {(None, "DROP", 0): 1}
+
+
+def test_a_trace_stops_at_its_limits_naming_the_rule():
+    # Twelve chained numgen splits that each set a different mark bit: 4,096 distinct states.
+    rules = [f"add rule ip t pre numgen random mod 2 vmap {{ 0 : jump c{i} }}" for i in range(12)]
+    chains = [line for i in range(12) for line in (
+        f"add chain ip t c{i}", f"add rule ip t c{i} mark set mark or {1 << i:#x}")]
+    text = small(*chains, *rules)
+    assert len(trace(parse_nft(text), OUTSIDE).outcomes) == 4096
+    with pytest.raises(TraceLimit, match="more than 1000 distinct packet states") as caught:
+        trace(parse_nft(text), OUTSIDE, Limits(max_states=1000))
+    assert caught.value.rule.text.startswith("numgen random mod 2")
+    with pytest.raises(TraceLimit, match="more than 0 s"):
+        trace(parse_nft(text), OUTSIDE, Limits(seconds=0))
