@@ -67,6 +67,7 @@ def main() -> None:
     from lab_runner.cli import cluster_cmds  # noqa: F401
     from lab_runner.cli import autograder_cmds  # noqa: F401
     from lab_runner.cli import explain_cmds  # noqa: F401
+    from lab_runner.cli import import_cmds  # noqa: F401
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

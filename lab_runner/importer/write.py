@@ -1,0 +1,20 @@
+"""The imported lab as lab.yaml text: where each fact came from, then what was left out, as comments."""
+
+from __future__ import annotations
+
+import yaml
+
+from lab_runner.importer.build import Result
+
+
+def lab_yaml(result: Result, sources: list[str], rules: str | None) -> str:
+    head = [f"# Made by `lab-runner import` from {', '.join(sources)}"
+            + (f" and the node's rules {rules}" if rules else "") + ".",
+            "# Check it against the node: lab-runner rules THIS.yaml --diff NODE.rules"]
+    head += [f"# {line}" for line in result.notes]
+    if result.warnings:
+        head.append("# Left out or changed (the lab differs from the cluster here):")
+        head += [f"#   - {warning}" for warning in result.warnings]
+    body = yaml.safe_dump(result.lab, sort_keys=False, default_flow_style=False, width=100,
+                          allow_unicode=True)
+    return "\n".join(head) + "\n" + body

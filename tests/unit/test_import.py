@@ -1,0 +1,379 @@
+"""`lab-runner import`: kubectl's objects (and a node's rules) rebuilt as a lab.yaml.
+
+Round trips: a model is written out as the objects kubectl would print for it, its rules are
+rendered; importing both and rendering the imported lab must give the same rules, for lab 3 (a
+hand-written fixture) and for every golden model (objects written here). Real-node fixtures
+(EKS v1.34, kubeadm v1.20) import with named warnings, and `rules --diff` names where the kit and
+the node differ. Every bad input gets a message naming the file and the object.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from lab_runner import lab_file
+from lab_runner.cli import cli, evidence_cmds, import_cmds  # noqa: F401  (registers commands)
+from lab_runner.endpoints import resolve_target_port, selects
+from lab_runner.importer import Options, import_lab
+from lab_runner.importer.objects import ImportProblem
+from lab_runner.model import Lab
+from lab_runner.ruleset.compare import compare
+from lab_runner.ruleset.render import render
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTERS = ROOT / "fixtures" / "real-clusters"
+NODES = ROOT / "fixtures" / "real-nodes"
+# Every golden model and lab with a Service (labs 1 and 2 have pods only: nothing to import).
+MODELS = [p for p in sorted((ROOT / "fixtures" / "golden").glob("**/*.yaml"))
+          + [lab_file.lab_path(i) for i in lab_file.available_labs()]
+          if lab_file.load(p).services]
+
+
+def kubectl_objects(lab: Lab) -> dict:
+    """What `kubectl get svc,endpointslices,pods,nodes -A -o yaml` prints for a lab's cluster:
+    EndpointSlices as the controller makes them (every selected pod, with its conditions; one
+    slice per set of resolved port numbers)."""
+    items: list[dict] = []
+    for service in lab.services:
+        spec = {"type": service.type, "clusterIP": str(service.cluster_ip),
+                "selector": dict(service.selector), "sessionAffinity": service.session_affinity,
+                "externalTrafficPolicy": service.external_traffic_policy,
+                "internalTrafficPolicy": service.internal_traffic_policy,
+                "externalIPs": [str(a) for a in service.external_ips],
+                "loadBalancerSourceRanges": [str(r) for r in service.source_ranges],
+                "ports": [{"name": p.name or "", "port": p.port, "protocol": p.protocol,
+                           "targetPort": p.target, **({"nodePort": p.node_port}
+                                                      if p.node_port else {})}
+                          for p in service.ports]}
+        if service.session_affinity == "ClientIP":
+            spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds":
+                                                          service.affinity_timeout}}
+        if service.health_check_node_port:
+            spec["healthCheckNodePort"] = service.health_check_node_port
+        ingress = [{"ip": str(a)} for a in service.load_balancer_ips]
+        items.append({"kind": "Service", "metadata": {"name": service.name, "namespace":
+                                                      service.namespace},
+                      "spec": spec, "status": {"loadBalancer": {"ingress": ingress}}})
+        slices: dict[tuple, list] = {}
+        for pod in (p for p in lab.pods if selects(service, p)):
+            numbers = tuple((port.name or "", port.protocol, resolve_target_port(port, pod))
+                            for port in service.ports)
+            endpoint = {"addresses": [str(pod.ip)],
+                        "conditions": {"ready": pod.ready, "serving": pod.serving,
+                                       "terminating": pod.terminating},
+                        "targetRef": {"kind": "Pod", "name": pod.name,
+                                      "namespace": pod.namespace}}
+            if pod.slice_node:
+                endpoint["nodeName"] = pod.slice_node
+            slices.setdefault(numbers, []).append(endpoint)
+        for index, (numbers, endpoints) in enumerate(slices.items()):
+            items.append({"kind": "EndpointSlice", "addressType": "IPv4",
+                          "metadata": {"name": f"{service.name}-{index}",
+                                       "namespace": service.namespace,
+                                       "labels": {"kubernetes.io/service-name": service.name}},
+                          "endpoints": endpoints,
+                          "ports": [{"name": n, "protocol": proto, "port": number}
+                                    for n, proto, number in numbers if number]})
+    for pod in lab.pods:
+        ports = [{"containerPort": p.container_port, "protocol": p.protocol,
+                  **({"name": p.name} if p.name else {})} for p in pod.ports]
+        items.append({"kind": "Pod", "metadata": {"name": pod.name, "namespace": pod.namespace,
+                                                  "labels": dict(pod.labels)},
+                      "spec": {"nodeName": pod.slice_node or pod.node,
+                               "containers": [{"name": "app", "ports": ports}]},
+                      "status": {"podIP": str(pod.ip)}})
+    for node in lab.nodes:
+        items.append({"kind": "Node", "metadata": {"name": node.name},
+                      "spec": {"podCIDR": str(node.pod_subnet)},
+                      "status": {"addresses": [{"type": "InternalIP", "address": str(node.ip)}]}})
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def round_trip(lab: Lab, tmp_path: Path, fmt: str = "yaml") -> tuple[str, str, Lab]:
+    """(the model's rules, the imported lab's rules, the imported lab)."""
+    objects = tmp_path / f"cluster.{fmt}"
+    data = kubectl_objects(lab)
+    objects.write_text(json.dumps(data) if fmt == "json" else yaml.safe_dump(data))
+    rules = tmp_path / "node.rules"
+    rules.write_text(render(lab, lab.profile))
+    _, _, imported = import_lab([str(objects)], Options(node=lab.nodes[0].name), str(rules))
+    return rules.read_text(), render(imported, imported.profile), imported
+
+
+def test_lab_3_fixture_round_trips_to_the_same_rules_and_pods(tmp_path):
+    lab = lab_file.load("lab-3")
+    rules = tmp_path / "node.rules"
+    rules.write_text(render(lab, lab.profile))
+    text, result, imported = import_lab([str(CLUSTERS / "lab-3-minikube.yaml")], Options(),
+                                        str(rules))
+    assert compare(render(imported, imported.profile), rules.read_text()).equal
+    assert result.warnings == []
+    assert imported.profile == "v1.23" and imported.cluster_cidr == lab.cluster_cidr
+    assert {(p.name, p.ip, p.containers) for p in imported.pods} == \
+        {(p.name, p.ip, p.containers) for p in lab.pods}
+    [service] = imported.services
+    assert service.selector == lab.services[0].selector
+    assert service.ports == lab.services[0].ports
+    assert "read from the rules" in text  # the header says where the cluster CIDR came from
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_golden_model_and_lab_round_trips(path, tmp_path):
+    lab = lab_file.load(path)
+    expected, got, imported = round_trip(lab, tmp_path)
+    result = compare(got, expected)
+    assert result.equal, result.text
+    assert imported.masquerade_all == lab.masquerade_all
+
+
+def test_json_objects_import_like_yaml(tmp_path):
+    lab = lab_file.load(ROOT / "fixtures" / "golden" / "kube-proxy" / "etp-local.yaml")
+    expected, got, imported = round_trip(lab, tmp_path, "json")
+    assert compare(got, expected).equal
+    [service] = imported.services
+    assert service.type == "LoadBalancer" and service.external_traffic_policy == "Local"
+    assert [str(a) for a in service.load_balancer_ips] == ["1.2.3.4"]
+    # The endpoint with no nodeName stays one of no node: not local, as in kube-proxy's test.
+    assert {p.slice_node for p in imported.pods} == {"", "test-node"}
+
+
+def test_terminating_and_not_ready_endpoints_keep_their_conditions(tmp_path):
+    lab = lab_file.load(ROOT / "fixtures" / "golden" / "kube-proxy" / "terminating-fallback.yaml")
+    _, _, imported = round_trip(lab, tmp_path)
+    conditions = {str(p.ip): (p.ready, p.serving, p.terminating) for p in imported.pods}
+    assert conditions == {str(p.ip): (p.ready, p.serving, p.terminating) for p in lab.pods
+                          if any(selects(s, p) for s in lab.services)}
+    assert any(c[2] for c in conditions.values()) and any(not c[0] for c in conditions.values())
+
+
+# -- real clusters ----------------------------------------------------------------------------
+def test_eks_needs_a_cluster_cidr_and_says_why():
+    with pytest.raises(ImportProblem, match="runs without --cluster-cidr"):
+        import_lab([str(CLUSTERS / "eks-v1.34.yaml")], Options(),
+                   str(NODES / "eks-v1.34.rules"))
+
+
+def test_eks_imports_with_each_dropped_object_named(tmp_path):
+    text, result, lab = import_lab([str(CLUSTERS / "eks-v1.34.yaml")],
+                                   Options(cluster_cidr=ipaddress.IPv4Network("192.168.0.0/16")),
+                                   str(NODES / "eks-v1.34.rules"))
+    warned = [str(w) for w in result.warnings]
+    assert any(w.startswith("Service default/kubernetes: no selector") for w in warned)
+    assert any(w.startswith("Service kube-system/eks-extension-metrics-api: no selector")
+               for w in warned)
+    assert any(w.startswith("Nodes: 3 nodes") for w in warned)
+    for warning in warned:
+        assert f"#   - {warning}" in text  # each one a comment in the file
+    assert lab.profile == "v1.34" and lab.nfacct
+    assert {f"{s.namespace}/{s.name}" for s in lab.services} == {"kube-system/kube-dns",
+                                                                 "game-2048/service-2048"}
+    # Pods of the other two nodes run on the kit's node with their real node as nodeName.
+    assert {p.slice_node for p in lab.pods} == {"ip-192-168-0-174.ec2.internal",
+                                               "ip-192-168-5-20.ec2.internal",
+                                               "ip-192-168-10-33.ec2.internal"}
+    # The VPC CNI gives pods and nodes one subnet: the kit's node network is a spare one.
+    assert not lab.node_network.overlaps(lab.nodes[0].pod_subnet)
+    rendered = tmp_path / "lab.rules"
+    rendered.write_text(render(lab, lab.profile))
+    diff = compare(render(lab, lab.profile), (NODES / "eks-v1.34.rules").read_text())
+    lines = diff.text.splitlines()
+    # What differs: the Services left out, and the cluster-CIDR masquerade rules EKS lacks.
+    assert any("KUBE-SVC-NPX46M4PTMTKRN6Y: unexpected chain" in line for line in lines)
+    assert any("missing:" in line and "! -s 192.168.0.0/16" in line for line in lines)
+    # Not different: service-2048's NodePort, KUBE-EXT and endpoint chains, and kube-dns's.
+    assert not any("KUBE-EXT-V7WHPSTR7G6YHTBY" in line or "KUBE-SEP-OH65GRJIPEG4MHBH" in line
+                   for line in lines), diff.text
+
+
+def test_kubeadm_v120_imports_as_v123_with_the_nodeport_kept_as_clusterip():
+    _, result, lab = import_lab([str(CLUSTERS / "kubeadm-v1.20.yaml")], Options(),
+                                str(NODES / "kubeadm-v1.20-docker.rules"))
+    warned = [str(w) for w in result.warnings]
+    assert any("ConfigMap kube-system/kube-proxy" in w and w.startswith("ignored") for w in warned)
+    assert any(w.startswith("Service default/nginx-ext: type, externalTrafficPolicy: the v1.23")
+               for w in warned)
+    assert lab.profile == "v1.23" and str(lab.cluster_cidr) == "10.244.0.0/16"
+    assert {s.name for s in lab.services} == {"kube-dns", "nginx-ext", "web-empty"}
+    [nginx] = [p for p in lab.pods if p.name.startswith("nginx-ext")]
+    assert nginx.slice_node == "kubeadm-worker" and nginx.node == "kubeadm-cp"
+    # With the v1.30 profile the NodePort and its Local policy are kept.
+    _, result, lab = import_lab([str(CLUSTERS / "kubeadm-v1.20.yaml")], Options(profile="v1.30"),
+                                str(NODES / "kubeadm-v1.20-docker.rules"))
+    [nginx] = [s for s in lab.services if s.name == "nginx-ext"]
+    assert nginx.type == "NodePort" and nginx.external_traffic_policy == "Local"
+    assert nginx.ports[0].node_port == 32204
+
+
+# -- what lab.yaml cannot express --------------------------------------------------------------
+def objects(*items: dict) -> str:
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": list(items)})
+
+
+def service(name="web", ns="default", ip="10.96.0.20", ports=None, selector=None, **spec) -> dict:
+    return {"kind": "Service", "metadata": {"name": name, "namespace": ns},
+            "spec": {"clusterIP": ip, "selector": {"app": name} if selector is None else selector,
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]
+                     if ports is None else ports, **spec}}
+
+
+def endpoint_slice(service_name="web", ns="default", addresses=("10.244.0.5",), node="n1",
+                   address_type="IPv4", name=None, pods=None) -> dict:
+    return {"kind": "EndpointSlice", "addressType": address_type,
+            "metadata": {"name": name or f"{service_name}-abc", "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": service_name}},
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [a], "nodeName": node, "conditions": {"ready": True},
+                           "targetRef": {"kind": "Pod", "name": pods[i] if pods
+                                         else f"{service_name}-{i}", "namespace": ns}}
+                          for i, a in enumerate(addresses)]}
+
+
+def node(name="n1", ip="192.168.49.2", cidr="10.244.0.0/24") -> dict:
+    return {"kind": "Node", "metadata": {"name": name}, "spec": {"podCIDR": cidr},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
+
+
+def run(tmp_path, text: str, **options):
+    """Import `text`; the cluster CIDR is given unless a test says otherwise (None: find it)."""
+    path = tmp_path / "objects.yaml"
+    path.write_text(text)
+    options.setdefault("cluster_cidr", ipaddress.IPv4Network("10.244.0.0/16"))
+    return import_lab([str(path)], Options(**options))
+
+
+def test_a_small_cluster_imports_without_warnings(tmp_path):
+    _, result, lab = run(tmp_path, objects(service(), endpoint_slice(), node()))
+    assert result.warnings == []
+    assert [str(p.ip) for p in lab.pods] == ["10.244.0.5"]
+    assert lab.services[0].ports[0].target == 8080
+
+
+def test_a_cluster_cidr_guessed_from_pod_cidrs_is_a_warning(tmp_path):
+    _, result, lab = run(tmp_path, objects(service(), endpoint_slice(), node(),
+                                           node("n2", "192.168.49.3", "10.244.1.0/24")),
+                         cluster_cidr=None, node="n1")
+    assert str(lab.cluster_cidr) == "10.244.0.0/23"
+    [warning] = [w for w in result.warnings if w.subject == "clusterCIDR"]
+    assert "guessed" in warning.reason and "--cluster-cidr" in warning.reason
+
+
+@pytest.mark.parametrize("extra, subject, reason", [
+    (service("db", ip="10.96.0.30", selector={}), "Service default/db", "no selector"),
+    (service("dns", ip="None"), "Service default/dns", "headless"),
+    (service("v6", ip="fd00::10", clusterIPs=["fd00::10"]), "Service default/v6", "IPv6 only"),
+    (service("bare", ip="10.96.0.31", ports=[]), "Service default/bare", "no ports"),
+    (service("ext", ip="", type="ExternalName"), "Service default/ext", "ExternalName"),
+    (endpoint_slice("gone"), "EndpointSlice default/gone-abc", "Service default/gone is not in"),
+    (endpoint_slice("web", addresses=("fd00::5",), address_type="IPv6", name="web-v6"),
+     "EndpointSlice default/web-v6", "addressType IPv6"),
+    ({"kind": "ConfigMap", "metadata": {"name": "kube-proxy", "namespace": "kube-system"}},
+     "ignored", "ConfigMap kube-system/kube-proxy"),
+])
+def test_what_lab_yaml_cannot_express_is_a_named_warning(tmp_path, extra, subject, reason):
+    text, result, lab = run(tmp_path, objects(service(), endpoint_slice(), node(), extra))
+    matching = [w for w in result.warnings if w.subject == subject and reason in w.reason]
+    assert matching, [str(w) for w in result.warnings]
+    assert f"#   - {matching[0]}" in text
+    assert [s.name for s in lab.services] == ["web"]  # the rest is still built
+
+
+def test_host_network_endpoints_are_left_out_and_named(tmp_path):
+    text, result, lab = run(tmp_path, objects(
+        service(), endpoint_slice(addresses=("10.244.0.5", "192.168.49.2")), node()))
+    [warning] = result.warnings
+    assert "endpoint 192.168.49.2 is host-network (the address of n1)" in str(warning)
+    assert [str(p.ip) for p in lab.pods] == ["10.244.0.5"]
+
+
+def test_a_service_whose_only_endpoints_cannot_be_pods_is_dropped(tmp_path):
+    with pytest.raises(ImportProblem, match="nothing to build") as caught:
+        run(tmp_path, objects(service(), endpoint_slice(addresses=("192.168.49.2",)), node()))
+    assert "Service default/web: none of its endpoints" in str(caught.value)
+
+
+def test_one_pod_behind_two_services_is_one_lab_pod(tmp_path):
+    pod = {"kind": "Pod", "metadata": {"name": "web-0", "namespace": "default",
+                                       "labels": {"app": "web", "tier": "front"}},
+           "spec": {"containers": [{"name": "c"}]}, "status": {"podIP": "10.244.0.5"}}
+    other = service("front", ip="10.96.0.21", selector={"tier": "front"})
+    _, result, lab = run(tmp_path, objects(service(), other, endpoint_slice(),
+                                           endpoint_slice("front", pods=["web-0"]), pod, node()))
+    assert len(lab.pods) == 1 and result.warnings == []
+    assert all(selects(s, lab.pods[0]) for s in lab.services)
+
+
+def test_pods_beyond_the_limit_leave_their_service_out(tmp_path):
+    many = service("many", ip="10.96.0.40")
+    _, result, lab = run(tmp_path, objects(
+        service(), endpoint_slice(), many,
+        endpoint_slice("many", addresses=[f"10.244.0.{i}" for i in range(10, 20)]), node()),
+        max_pods=5)
+    assert [s.name for s in lab.services] == ["web"]
+    assert any(w.subject == "Service default/many" and "--max-pods" in w.reason
+               for w in result.warnings)
+
+
+def test_several_nodes_without_node_pick_the_first_and_say_so(tmp_path):
+    _, result, lab = run(tmp_path, objects(service(), endpoint_slice(node="n2"), node(),
+                                           node("n2", "192.168.49.3", "10.244.1.0/24")))
+    assert lab.nodes[0].name == "n1" and lab.pods[0].slice_node == "n2"
+    assert any(w.subject == "Nodes" and "--node" in w.reason for w in result.warnings)
+    with pytest.raises(ImportProblem, match="--node n9: no such Node.*n1, n2"):
+        run(tmp_path, objects(service(), endpoint_slice(), node(),
+                              node("n2", "192.168.49.3", "10.244.1.0/24")), node="n9")
+
+
+# -- bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"),
+    ("{not json", "not valid JSON"),
+    ("a: [b\n", "neither YAML nor JSON"),
+    ("- 1\n- 2\n", "not a Kubernetes object or List"),
+    ("kind: List\nitems: 3\n", "without an `items` list"),
+    ("kind: List\nitems: [3]\n", "items[0] is not an object"),
+])
+def test_bad_input_names_the_file(tmp_path, text, message):
+    with pytest.raises(ImportProblem, match=re.escape(message)) as caught:
+        run(tmp_path, text)
+    assert str(tmp_path / "objects.yaml") in str(caught.value)
+
+
+def test_no_cluster_cidr_anywhere_is_an_error_naming_the_options(tmp_path):
+    bare = {**node(), "spec": {}}
+    with pytest.raises(ImportProblem, match="no cluster CIDR: give --cluster-cidr"):
+        run(tmp_path, objects(service(), endpoint_slice(), bare), cluster_cidr=None)
+
+
+def test_only_other_kinds_is_an_error_listing_them(tmp_path):
+    with pytest.raises(ImportProblem, match="(?s)nothing to build.*ConfigMap default/x"):
+        run(tmp_path, objects({"kind": "ConfigMap", "metadata": {"name": "x",
+                                                               "namespace": "default"}}))
+
+
+# -- the command -------------------------------------------------------------------------------
+def test_cli_writes_a_lab_that_rules_renders_and_lists_warnings(tmp_path):
+    out = tmp_path / "mine.yaml"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["import", str(CLUSTERS / "kubeadm-v1.20.yaml"), "--rules",
+                                 str(NODES / "kubeadm-v1.20-docker.rules"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "3 Service(s)" in result.output
+    assert "warning: Service default/kubernetes: no selector" in result.output
+    rules = runner.invoke(cli, ["rules", str(out)])
+    assert rules.exit_code == 0 and "KUBE-SVC-TCOU7JCQXEZGVUNU" in rules.output
+
+
+def test_cli_reads_standard_input_and_writes_standard_output(tmp_path):
+    runner = CliRunner()
+    text = (CLUSTERS / "lab-3-minikube.yaml").read_text()
+    result = runner.invoke(cli, ["import", "-", "--cluster-cidr", "10.244.0.0/16", "-o", "-"],
+                           input=text)
+    assert result.exit_code == 0, result.output
+    assert "from <stdin>" in result.output and "clusterIP: 10.104.5.205" in result.output
