@@ -33,9 +33,11 @@ class Warning:
 
     subject: str  # "Service kube-system/kube-dns", "EndpointSlice default/x-abc12", …
     reason: str
+    source: str = ""  # the file the object came from
 
     def __str__(self) -> str:
-        return f"{self.subject}: {self.reason}"
+        where = f" ({self.source})" if self.source else ""
+        return f"{self.subject}{where}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class _Builder:
         self.options = options
         self.facts = facts
         self.result = Result(lab={})
+        self.sources: dict[str, str] = {}
         self.pod_objects = {(p["metadata"].get("namespace", "default"), p["metadata"].get("name")): p
                             for p in objects.pods}
         self.pods_by_ip = {ip: p for p in objects.pods for ip in _pod_ips(p)}
@@ -85,7 +88,13 @@ class _Builder:
         self.node_ips = {ip: name_of(n) for n in objects.nodes for ip in _node_ips(n)}
 
     def warn(self, subject: str, reason: str) -> None:
-        self.result.warnings.append(Warning(subject, reason))
+        self.result.warnings.append(Warning(subject, reason, self.sources.get(subject, "")))
+
+    def subject(self, item: dict) -> str:
+        """`Kind ns/name`, remembered with the file the object came from (for warnings)."""
+        text = f"{item.get('kind')} {name_of(item)}"
+        self.sources[text] = self.objects.source_of(item)
+        return text
 
     def note(self, text: str) -> None:
         self.result.notes.append(text)
@@ -103,7 +112,7 @@ class _Builder:
                 services.append(service)
         for (namespace, name), orphans in slices.items():
             for item in orphans:
-                self.warn(f"EndpointSlice {name_of(item)}", f"its Service {namespace}/{name} is "
+                self.warn(self.subject(item), f"its Service {namespace}/{name} is "
                           "not in the objects (kubernetes.io/service-name label)")
         services, pods = self.within_pod_limit(services, pods)
         if not services:
@@ -145,11 +154,11 @@ class _Builder:
             meta = item["metadata"]
             owner = (meta.get("labels") or {}).get("kubernetes.io/service-name")
             if not owner:
-                self.warn(f"EndpointSlice {name_of(item)}", "no kubernetes.io/service-name label: "
+                self.warn(self.subject(item), "no kubernetes.io/service-name label: "
                           "it belongs to no Service, kube-proxy ignores it")
                 continue
             if item.get("addressType", "IPv4") != "IPv4":
-                self.warn(f"EndpointSlice {name_of(item)}", f"addressType "
+                self.warn(self.subject(item), f"addressType "
                           f"{item.get('addressType')}: the kit builds IPv4 labs only")
                 continue
             found.setdefault((meta.get("namespace", "default"), owner), []).append(item)
@@ -157,7 +166,7 @@ class _Builder:
 
     # -- one Service -------------------------------------------------------------------------
     def service(self, item: dict, slices: list[dict], pods: dict, node: str) -> dict | None:
-        subject = f"Service {name_of(item)}"
+        subject = self.subject(item)
         spec = item.get("spec") or {}
         kind = spec.get("type", "ClusterIP")
         if kind == "ExternalName":
@@ -262,7 +271,7 @@ class _Builder:
             for raw in item.get("endpoints") or []:
                 addresses = raw.get("addresses") or []
                 if not addresses or not _v4(addresses[0]):
-                    self.warn(f"EndpointSlice {name_of(item)}", f"endpoint {addresses}: not an "
+                    self.warn(self.subject(item), f"endpoint {addresses}: not an "
                               "IPv4 address")
                     continue
                 conditions = raw.get("conditions") or {}
@@ -407,6 +416,9 @@ class _Builder:
         if any(n not in DEFAULT_NODE_PORTS for n in node_ports):
             lab["nodePortRange"] = f"{min(node_ports + [30000])}-{max(node_ports + [32767])}"
         kube_proxy = {"masqueradeAll": True} if masquerade_all else {}
+        if masquerade_all:
+            self.note("kubeProxy.masqueradeAll: the rules mark every caller of a cluster IP "
+                      "(kube-proxy's --masquerade-all)")
         if nfacct:
             kube_proxy["nfacct"] = True
         if kube_proxy:

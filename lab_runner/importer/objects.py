@@ -24,6 +24,7 @@ class Objects:
 
     by_kind: dict[str, list[dict]] = field(default_factory=lambda: {k: [] for k in KINDS})
     ignored: list[str] = field(default_factory=list)  # "source: Kind ns/name" of other kinds
+    sources: dict[int, str] = field(default_factory=dict)  # id(item) -> the file it came from
 
     services = property(lambda self: self.by_kind["Service"])
     slices = property(lambda self: self.by_kind["EndpointSlice"])
@@ -39,6 +40,10 @@ class Objects:
         if not isinstance(item.get("metadata"), dict):
             item["metadata"] = {}
         self.by_kind[kind].append(item)
+        self.sources[id(item)] = source
+
+    def source_of(self, item: dict) -> str:
+        return self.sources.get(id(item), "")
 
 
 def name_of(item: dict) -> str:

@@ -164,13 +164,14 @@ def test_eks_imports_with_each_dropped_object_named(tmp_path):
     text, result, lab = import_lab([str(CLUSTERS / "eks-v1.34.yaml")],
                                    Options(cluster_cidr=ipaddress.IPv4Network("192.168.0.0/16")),
                                    str(NODES / "eks-v1.34.rules"))
-    warned = [str(w) for w in result.warnings]
-    assert any(w.startswith("Service default/kubernetes: no selector") for w in warned)
-    assert any(w.startswith("Service kube-system/eks-extension-metrics-api: no selector")
-               for w in warned)
-    assert any(w.startswith("Nodes: 3 nodes") for w in warned)
-    for warning in warned:
+    assert said(result, "Service default/kubernetes", "no selector")
+    assert said(result, "Service kube-system/eks-extension-metrics-api", "no selector")
+    assert said(result, "Nodes", "3 nodes")
+    for warning in result.warnings:
         assert f"#   - {warning}" in text  # each one a comment in the file
+    # Each names the object and the file it came from.
+    assert "Service default/kubernetes (" + str(CLUSTERS / "eks-v1.34.yaml") + "): no selector" \
+        in text
     assert lab.profile == "v1.34" and lab.nfacct
     assert {f"{s.namespace}/{s.name}" for s in lab.services} == {"kube-system/kube-dns",
                                                                  "game-2048/service-2048"}
@@ -195,10 +196,8 @@ def test_eks_imports_with_each_dropped_object_named(tmp_path):
 def test_kubeadm_v120_imports_as_v123_with_the_nodeport_kept_as_clusterip():
     _, result, lab = import_lab([str(CLUSTERS / "kubeadm-v1.20.yaml")], Options(),
                                 str(NODES / "kubeadm-v1.20-docker.rules"))
-    warned = [str(w) for w in result.warnings]
-    assert any("ConfigMap kube-system/kube-proxy" in w and w.startswith("ignored") for w in warned)
-    assert any(w.startswith("Service default/nginx-ext: type, externalTrafficPolicy: the v1.23")
-               for w in warned)
+    assert said(result, "ignored", "ConfigMap kube-system/kube-proxy")
+    assert said(result, "Service default/nginx-ext", "type, externalTrafficPolicy: the v1.23")
     assert lab.profile == "v1.23" and str(lab.cluster_cidr) == "10.244.0.0/16"
     assert {s.name for s in lab.services} == {"kube-dns", "nginx-ext", "web-empty"}
     [nginx] = [p for p in lab.pods if p.name.startswith("nginx-ext")]
@@ -209,6 +208,11 @@ def test_kubeadm_v120_imports_as_v123_with_the_nodeport_kept_as_clusterip():
     [nginx] = [s for s in lab.services if s.name == "nginx-ext"]
     assert nginx.type == "NodePort" and nginx.external_traffic_policy == "Local"
     assert nginx.ports[0].node_port == 32204
+
+
+def said(result, subject: str, text: str) -> bool:
+    """Whether a warning about `subject` says `text`."""
+    return any(w.subject == subject and text in w.reason for w in result.warnings)
 
 
 # -- what lab.yaml cannot express --------------------------------------------------------------
@@ -284,6 +288,16 @@ def test_what_lab_yaml_cannot_express_is_a_named_warning(tmp_path, extra, subjec
     assert [s.name for s in lab.services] == ["web"]  # the rest is still built
 
 
+def test_a_line_break_in_a_name_stays_inside_its_comment(tmp_path):
+    sneaky = service("db", ip="10.96.0.30", selector={})
+    sneaky["metadata"]["name"] = "db\nclusterCIDR: 0.0.0.0/0"
+    text, result, lab = run(tmp_path, objects(service(), endpoint_slice(), node(), sneaky))
+    assert said(result, "Service default/db\nclusterCIDR: 0.0.0.0/0", "no selector")
+    assert str(lab.cluster_cidr) == "10.244.0.0/16"
+    assert [line for line in text.splitlines() if line.startswith("clusterCIDR")] == \
+        ["clusterCIDR: 10.244.0.0/16"]
+
+
 def test_host_network_endpoints_are_left_out_and_named(tmp_path):
     text, result, lab = run(tmp_path, objects(
         service(), endpoint_slice(addresses=("10.244.0.5", "192.168.49.2")), node()))
@@ -295,7 +309,8 @@ def test_host_network_endpoints_are_left_out_and_named(tmp_path):
 def test_a_service_whose_only_endpoints_cannot_be_pods_is_dropped(tmp_path):
     with pytest.raises(ImportProblem, match="nothing to build") as caught:
         run(tmp_path, objects(service(), endpoint_slice(addresses=("192.168.49.2",)), node()))
-    assert "Service default/web: none of its endpoints" in str(caught.value)
+    assert "Service default/web (" in str(caught.value)
+    assert "none of its endpoints can be a pod" in str(caught.value)
 
 
 def test_one_pod_behind_two_services_is_one_lab_pod(tmp_path):
@@ -365,7 +380,8 @@ def test_cli_writes_a_lab_that_rules_renders_and_lists_warnings(tmp_path):
                                  str(NODES / "kubeadm-v1.20-docker.rules"), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and "3 Service(s)" in result.output
-    assert "warning: Service default/kubernetes: no selector" in result.output
+    assert "warning: Service default/kubernetes (" in result.output
+    assert "kubeadm-v1.20.yaml): no selector" in result.output
     rules = runner.invoke(cli, ["rules", str(out)])
     assert rules.exit_code == 0 and "KUBE-SVC-TCOU7JCQXEZGVUNU" in rules.output
 
