@@ -23,6 +23,7 @@ DEFAULT_SERVICE_CIDR = Net("10.96.0.0/12")
 SPARE_NODE_NETWORKS = ("192.168.49.0/24", "172.31.254.0/24", "10.255.254.0/24")
 BRIDGE_PREFIXES = (24, 20, 16, 12, 8)
 DEFAULT_NODE_PORTS = range(30000, 32768)
+MAX_NAME = 63  # a pod's name is its hostname in the lab
 MAX_PODS = 100  # one app server process per pod: beyond this `up` takes minutes
 PROTOCOLS = ("TCP", "UDP")
 
@@ -115,6 +116,7 @@ class _Builder:
                 self.warn(self.subject(item), f"its Service {namespace}/{name} is "
                           "not in the objects (kubernetes.io/service-name label)")
         services, pods = self.within_pod_limit(services, pods)
+        services = [s for s in services if self.named_targets_defined(s, pods)]
         if not services:
             listing = "".join(f"\n  - {w}" for w in self.result.warnings)
             raise ImportProblem("nothing to build: no Service in the objects can be rebuilt as a "
@@ -320,8 +322,10 @@ class _Builder:
             pod = {"name": name, "namespace": namespace, "node": node, "ip": str(endpoint.address),
                    "labels": dict((obj or {}).get("metadata", {}).get("labels") or {}),
                    "ports": _container_ports(obj)}
-            if obj is None:
-                pod["labels"].update(service["selector"])
+            if len(name) > MAX_NAME:
+                self.warn(subject, f"pod {namespace}/{name}: a lab pod's name is its hostname, "
+                          f"at most {MAX_NAME} characters; cut to {name[:MAX_NAME]}")
+                pod["name"] = name[:MAX_NAME]
             if not endpoint.serving:
                 pod["ready"] = False
             if endpoint.terminating:
@@ -336,14 +340,19 @@ class _Builder:
             self.warn(subject, f"endpoint {endpoint.address} is pod {namespace}/{name}, but "
                       f"another Service names pod {pod['namespace']}/{pod['name']} at that "
                       "address: one lab pod serves both")
-        elif obj is None:
-            for key, value in service["selector"].items():
-                if pod["labels"].setdefault(key, value) != value:
-                    self.warn(subject, f"pod {namespace}/{name} would need label {key}={value} "
-                              f"and {key}={pod['labels'][key]} for two Services (no Pod objects "
-                              "to read its real labels)")
+        self.selected_by(service, pod, subject)
         for port in service["ports"]:
             self.target_port(port, endpoint, pod, subject)
+
+    def selected_by(self, service: dict, pod: dict, subject: str) -> None:
+        """Give the pod the labels the Service selects when it lacks them (no Pod objects, or
+        one address that two Services name with different pods); a clash is a warning."""
+        for key, value in service["selector"].items():
+            have = pod["labels"].setdefault(key, value)
+            if have != value:
+                self.warn(subject, f"pod {pod['namespace']}/{pod['name']} would need label "
+                          f"{key}={value} beside {key}={have}: the lab leaves it out of this "
+                          "Service's endpoints")
 
     def target_port(self, port: dict, endpoint: _Endpoint, pod: dict, subject: str) -> None:
         """A named targetPort needs a container port of that name on the pod, with the number the
@@ -355,7 +364,12 @@ class _Builder:
         if isinstance(target, str):
             named = [p for p in pod["ports"] if p.get("name") == target
                      and p.get("protocol", "TCP") == port["protocol"]]
-            if not named:
+            clash = [p for p in pod["ports"] if p.get("name") == target and not named]
+            if clash:
+                self.warn(subject, f"pod {pod['namespace']}/{pod['name']} names a "
+                          f"{clash[0].get('protocol', 'TCP')} port {target!r}, the Service a "
+                          f"{port['protocol']} one: the lab leaves it out of that port")
+            elif not named:
                 pod["ports"].append({"name": target, "containerPort": number,
                                      "protocol": port["protocol"]})
             elif named[0]["containerPort"] != number:
@@ -381,13 +395,33 @@ class _Builder:
             kept_pods |= mine
         return kept, kept_pods
 
+    def named_targets_defined(self, service: dict, pods: dict) -> bool:
+        """lab.yaml refuses a named targetPort that no selected pod defines (kube-proxy renders
+        such a port as having no endpoints): leave the port out; False when none is left."""
+        selected = [p for p in pods.values() if _selects(service, p)]
+        subject = f"Service {service['namespace']}/{service['name']}"
+        kept = []
+        for port in service["ports"]:
+            target = port.get("targetPort")
+            if isinstance(target, str) and selected and not any(
+                    c.get("name") == target and c.get("protocol", "TCP") == port["protocol"]
+                    for p in selected for c in p["ports"]):
+                self.warn(subject, f"port {port.get('name') or port['port']}: no pod of the lab "
+                          f"defines a {port['protocol']} port named {target!r}, which lab.yaml "
+                          "requires; the port is left out")
+            else:
+                kept.append(port)
+        service["ports"] = kept
+        return bool(kept)
+
     def check_selection(self, services: list[dict], pods: dict) -> None:
         """Name each Service whose selector picks other pods in the lab than its slices list
-        (a slice left out of the objects, or labels guessed without Pod objects)."""
+        (a slice left out of the objects; labels that clash)."""
         for service in services:
             key = (service["namespace"], service["name"])
-            extra = sorted(f"{p['namespace']}/{p['name']}" for ip, p in pods.items()
-                           if _selects(service, p) and ip not in self.endpoint_ips[key])
+            picked = {ip for ip, pod in pods.items() if _selects(service, pod)}
+            listed = self.endpoint_ips[key] & pods.keys()
+            extra = sorted(f"{pods[ip]['namespace']}/{pods[ip]['name']}" for ip in picked - listed)
             if extra:
                 self.warn(f"Service {key[0]}/{key[1]}", f"its selector also picks pod(s) "
                           f"{', '.join(extra[:5])} of the lab, which its EndpointSlices do not "
@@ -398,6 +432,11 @@ class _Builder:
         pod_ips = [IPv4(p["ip"]) for p in pods]
         cluster_ips = [IPv4(s["clusterIP"]) for s in services]
         cluster_cidr = self.cluster_cidr(pod_ips)
+        inside = [str(ip) for ip in cluster_ips if ip in cluster_cidr]
+        if inside:
+            raise ImportProblem(f"cluster CIDR {cluster_cidr} holds the cluster IP(s) "
+                                f"{', '.join(inside[:5])}: pods and Services need apart ranges "
+                                "(is it the Service range? give the pods' with --cluster-cidr)")
         service_cidr = self.service_cidr(cluster_ips)
         bridge = self.bridge(node, pod_ips, cluster_ips)
         node_ip, node_network = self.node_address(node, bridge.network, cluster_cidr)
@@ -430,8 +469,8 @@ class _Builder:
                 del pod["ports"]
         lab["pods"] = sorted(pods, key=lambda p: (p["namespace"], p["name"]))
         lab["services"] = services
-        lab["clients"] = [{"name": "client", "ip": str(node_network.network_address + 1),
-                           "node": node}]
+        client = next(h for h in node_network.hosts() if h != node_ip)
+        lab["clients"] = [{"name": "client", "ip": str(client), "node": node}]
         self.result.lab = lab
 
     def cluster_cidr(self, pod_ips: list[IPv4]) -> Net:

@@ -324,6 +324,62 @@ def test_one_pod_behind_two_services_is_one_lab_pod(tmp_path):
     assert all(selects(s, lab.pods[0]) for s in lab.services)
 
 
+def test_one_address_two_pods_becomes_one_pod_both_services_select(tmp_path):
+    """kube-proxy's own tests give two Services one address with different pod names."""
+    other = service("front", ip="10.96.0.21", selector={"tier": "front"})
+    _, result, lab = run(tmp_path, objects(service(), other, endpoint_slice(),
+                                           endpoint_slice("front"), node()))
+    [pod] = lab.pods
+    assert pod.labels == {"app": "web", "tier": "front"}
+    assert all(selects(s, pod) for s in lab.services)
+    assert said(result, "Service default/front", "one lab pod serves both")
+
+
+def test_labels_two_services_need_differently_are_a_warning(tmp_path):
+    other = service("front", ip="10.96.0.21", selector={"app": "front"})
+    _, result, lab = run(tmp_path, objects(service(), other, endpoint_slice(),
+                                           endpoint_slice("front", pods=["web-0"]), node()))
+    assert said(result, "Service default/front", "would need label app=front beside app=web")
+    assert [s.name for s in lab.services if any(selects(s, p) for p in lab.pods)] == ["web"]
+
+
+def test_a_slice_that_lists_fewer_pods_than_the_selector_picks_is_named(tmp_path):
+    pods = [{"kind": "Pod", "metadata": {"name": f"web-{i}", "namespace": "default",
+                                         "labels": {"app": "web"}},
+             "status": {"podIP": f"10.244.0.{5 + i}"}} for i in range(2)]
+    wide = service("all", ip="10.96.0.22", selector={"app": "web"})
+    _, result, _ = run(tmp_path, objects(
+        service(), wide, endpoint_slice(addresses=("10.244.0.5", "10.244.0.6")),
+        endpoint_slice("all", addresses=("10.244.0.5",), pods=["web-0"]), *pods, node()))
+    assert said(result, "Service default/all", "also picks pod(s) default/web-1")
+
+
+def test_a_pod_name_longer_than_a_hostname_is_cut_and_named(tmp_path):
+    name = "w" * 70
+    _, result, lab = run(tmp_path, objects(service(), endpoint_slice(pods=[name]), node()))
+    assert lab.pods[0].name == "w" * 63
+    assert said(result, "Service default/web", "at most 63 characters")
+
+
+def test_a_named_port_of_another_protocol_is_not_reused(tmp_path):
+    pod = {"kind": "Pod", "metadata": {"name": "web-0", "namespace": "default",
+                                       "labels": {"app": "web"}},
+           "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080,
+                                               "protocol": "UDP"}]}]},
+           "status": {"podIP": "10.244.0.5"}}
+    named = service(ports=[{"name": "http", "port": 80, "targetPort": "http"}])
+    with pytest.raises(ImportProblem, match="nothing to build") as caught:
+        run(tmp_path, objects(named, endpoint_slice(), pod, node()))
+    assert "names a UDP port 'http', the Service a TCP one" in str(caught.value)
+    assert "no pod of the lab defines a TCP port named 'http'" in str(caught.value)
+
+
+def test_a_cluster_cidr_holding_cluster_ips_is_refused(tmp_path):
+    with pytest.raises(ImportProblem, match="cluster CIDR 10.0.0.0/8 holds the cluster IP"):
+        run(tmp_path, objects(service(ip="10.96.0.20"), endpoint_slice(), node()),
+            cluster_cidr=ipaddress.IPv4Network("10.0.0.0/8"))
+
+
 def test_pods_beyond_the_limit_leave_their_service_out(tmp_path):
     many = service("many", ip="10.96.0.40")
     _, result, lab = run(tmp_path, objects(
