@@ -67,12 +67,20 @@ def node_routes(lab: Lab, node: str | None = None) -> tuple[tuple[str, str], ...
             (str(lab.node_network), UPLINK), ("0.0.0.0/0", UPLINK))
 
 
+def node_facts(lab: Lab, node: str | None = None) -> dict:
+    """What the tracer's Packet needs to know of the node: its addresses, routes and bridges
+    (every node's pod bridge has br_netfilter on)."""
+    chosen = lab.node(node) if node else lab.nodes[0]
+    return {"local_addresses": node_addresses(lab, node), "routes": node_routes(lab, node),
+            "bridges": (chosen.bridge,)}
+
+
 def expected_distribution(ruleset: Ruleset, lab: Lab, source_ip: str, target: Target,
                           *, sport: int = 20000, in_interface: str | None = "eth0") -> dict[str, Fraction]:
     """The exact probability of each DNAT destination for a new flow, from the rule tracer."""
     packet = tracer.Packet(src=source_ip, dst=target.ip, protocol=target.proto, sport=sport,
                            dport=target.port, in_interface=in_interface,
-                           local_addresses=node_addresses(lab), routes=node_routes(lab))
+                           **node_facts(lab))
     out: dict[str, Fraction] = {}
     for dest, p in tracer.trace(ruleset, packet).dnat_distribution().items():
         key = f"{dest[0]}:{dest[1]}" if dest else NO_DNAT

@@ -90,8 +90,7 @@ def traced(sandbox, ruleset: Ruleset, cls: PacketClass) -> Outcome:
     packet = tracer.Packet(src=sandbox.caller_ip(cls.caller), dst=cls.target.ip,
                            protocol=cls.target.proto, sport=40000, dport=cls.target.port,
                            in_interface=sandbox.inbound(cls.caller), mark=cls.premark,
-                           local_addresses=sampling.node_addresses(sandbox.model),
-                           routes=sampling.node_routes(sandbox.model))
+                           **sampling.node_facts(sandbox.model))
     fates, kept, added = set(), set(), set()
     for o in tracer.trace(ruleset, packet).outcomes:
         if o.probability == 0:

@@ -569,8 +569,7 @@ class LiveSandbox(Sandbox):
 def _trace(sandbox: Sandbox, ruleset, source: str, target: Target) -> tracer.Trace:
     packet = tracer.Packet(src=sandbox.caller_ip(source), dst=target.ip, protocol=target.proto,
                            sport=40000, dport=target.port, in_interface=sandbox.inbound(source),
-                           local_addresses=sampling.node_addresses(sandbox.model),
-                           routes=sampling.node_routes(sandbox.model))
+                           **sampling.node_facts(sandbox.model))
     return tracer.trace(ruleset, packet)
 
 

@@ -74,6 +74,9 @@ class Packet:
     # The node's routes, (network, interface), for `-o` when out_interface is not given: the
     # longest prefix for the address after DNAT wins, as the kernel's routing decides.
     routes: tuple[tuple[str, str], ...] = ()
+    # The node's bridges with br_netfilter on (the pod bridge): a packet that came in by one and
+    # is DNATed to an address behind it again is bridged, not routed (see _Tracer.in_interface).
+    bridges: tuple[str, ...] = ()
 
     @property
     def local(self) -> bool:
@@ -394,14 +397,27 @@ class _Tracer:
         elif key == "p":
             wanted = {"6": "tcp", "17": "udp", "1": "icmp"}.get(value, value.lower())
             hit = wanted in ("all", "0") or wanted == self.proto
-        elif key == "i":  # the kernel's POSTROUTING and OUTPUT hooks have no input device
-            hit = _iface(value, "" if self.packet.local or state.hook == "POSTROUTING"
-                         else self.packet.in_interface or "")
+        elif key == "i":
+            hit = _iface(value, self.in_interface(rule, state))
         elif key == "o":
             hit = _iface(value, self.out_interface(rule, state))
         else:  # -f: only second and later fragments; a first packet is never one
             hit = False
         return hit != inverted
+
+    def in_interface(self, rule: Rule, state: State) -> str:
+        """The input device a rule sees. None in OUTPUT and for the node's own packets. In
+        POSTROUTING, ip_output() passes the device the packet came in by (skb->dev), except for
+        a packet br_netfilter bridges: one that came in by a bridge and whose DNATed address is
+        routed out of that bridge again (br_nf_pre_routing_finish's bridged DNAT), whose
+        POSTROUTING hook br_nf_post_routing() calls with no input device."""
+        inbound = self.packet.in_interface
+        if self.packet.local or inbound is None:
+            return ""
+        if state.hook == "POSTROUTING" and inbound in self.packet.bridges and \
+                state.dst != self.packet.dst and self.out_interface(rule, state) == inbound:
+            return ""
+        return inbound
 
     def out_interface(self, rule: Rule, state: State) -> str:
         if state.hook in ("PREROUTING", "INPUT"):

@@ -18,7 +18,7 @@ import yaml
 
 from lab_runner import lab_file
 from lab_runner.evidence.probing import Target
-from lab_runner.evidence.sampling import node_addresses, node_routes
+from lab_runner.evidence.sampling import node_facts
 from lab_runner.grading import exercise as exercises
 from lab_runner.model import Lab
 from lab_runner.ruleset.tracer import Limits, Packet, trace
@@ -43,8 +43,8 @@ class Callers:
         self.node_ip = str(node.ip)
         self.bridge = str(node.bridge_address.ip)
         self.pod_subnet = node.bridge_address.network
-        self.local = node_addresses(model)
-        self.routes = node_routes(model)
+        self.facts = node_facts(model)
+        self.local = self.facts["local_addresses"]
         self.callers = {"client": (str(model.clients[0].ip), "eth0")}
         self.callers |= {p.name: (str(p.ip), node.bridge) for p in model.pods
                          if p.node == node.name}
@@ -56,7 +56,7 @@ class Callers:
     def packet(self, caller: str) -> Packet:
         src, inbound = self.callers[caller]
         return Packet(src, self.target.ip, self.target.proto, 40000, self.target.port,
-                      in_interface=inbound, local_addresses=self.local, routes=self.routes)
+                      in_interface=inbound, **self.facts)
 
     def observable(self, caller: str, outcome) -> str:
         """What the caller sees of one traced outcome: `pod saw SRC`, or no answer. A pod DNATed

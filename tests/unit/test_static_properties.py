@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lab_runner.errors import SubmissionError
-from lab_runner.evidence.sampling import node_addresses, node_routes
+from lab_runner.evidence.sampling import node_facts
 from lab_runner.grading.submission import as_iptables_restore, from_bytes
 from lab_runner.ruleset.parse import parse
 from lab_runner.ruleset.semantics import NO_OP_TARGETS, TARGETS, unsupported
@@ -55,7 +55,7 @@ def lab3_packets() -> list[Packet]:
     """Lab 3's caller classes to its Service: the client, each pod (its hairpin included), the
     node; and the client to another port."""
     common = dict(protocol="tcp", sport=40000, local_addresses=NODE_ADDRESSES,
-                  routes=ROUTES_OF_NODE)
+                  routes=ROUTES_OF_NODE, bridges=("docker0",))
     out = [Packet("192.168.49.1", "10.104.5.205", dport=8080, in_interface="eth0", **common)]
     out += [Packet(pod, "10.104.5.205", dport=8080, in_interface="docker0", **common)
             for pod in PODS]
@@ -67,7 +67,7 @@ def lab3_packets() -> list[Packet]:
 def exercise_packets(ex) -> list[Packet]:
     model = ex.lab
     node = model.nodes[0]
-    local, routes = node_addresses(model), node_routes(model)  # as static grading's packets
+    facts = node_facts(model)  # as static grading's packets
     callers = [(str(c.ip), "eth0") for c in model.clients]
     callers += [(str(p.ip), node.bridge) for p in model.pods if p.node == node.name]
     callers.append((str(node.ip), None))
@@ -76,8 +76,7 @@ def exercise_packets(ex) -> list[Packet]:
         for port in service.ports:
             for src, inbound in callers:
                 out.append(Packet(src, str(service.cluster_ip), port.protocol.lower(), 40000,
-                                  port.port, in_interface=inbound, local_addresses=local,
-                                  routes=routes))
+                                  port.port, in_interface=inbound, **facts))
     return out
 
 

@@ -611,3 +611,24 @@ def test_output_interface_matches_are_modelled_only_for_packets_that_carry_route
     ruleset = custom("-A POSTROUTING -o docker0 -j MASQUERADE")
     assert "-o docker0 (a match on the output interface)" in str(unsupported(ruleset))
     assert unsupported(ruleset, routes=True) is None
+
+
+def test_postrouting_sees_the_input_device_of_a_routed_packet_but_not_of_a_bridged_one():
+    """Issue 20's survey: `-i eth0` on KUBE-POSTROUTING's MASQUERADE still masquerades the client
+    (ip_output() hands POSTROUTING the device the packet came in by), while `-i docker0` never
+    matches a pod's connection DNATed to a pod behind docker0 again (br_netfilter bridges it and
+    calls POSTROUTING without an input device), nor the node's own."""
+    ruleset = custom("-A PREROUTING -d 10.104.5.205 -p tcp -j DNAT --to-destination 172.17.0.2:80",
+                     "-A OUTPUT -d 10.104.5.205 -p tcp -j DNAT --to-destination 172.17.0.2:80",
+                     "-A POSTROUTING -i eth0 -j MARK --set-mark 1",
+                     "-A POSTROUTING -i docker0 -j MARK --set-mark 2")
+    common = dict(local_addresses=NODE_ADDRESSES, routes=NODE_ROUTES, bridges=("docker0",))
+
+    def mark(src, dst, inbound):
+        packet = Packet(src, dst, "tcp", 1000, 8080, in_interface=inbound, **common)
+        return [o.mark for o in trace(ruleset, packet).outcomes]
+
+    assert mark("192.168.49.1", VIP, "eth0") == [1]  # routed eth0 -> docker0
+    assert mark("172.17.0.5", VIP, "docker0") == [0]  # bridged back out of docker0
+    assert mark("172.17.0.5", "192.168.49.1", "docker0") == [2]  # routed docker0 -> eth0
+    assert mark("192.168.49.2", VIP, None) == [0]  # the node's own
