@@ -10,11 +10,17 @@ Dump) after sorting; tests/unit/test_nft_render.py sorts both sides the same way
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
-from lab_runner.endpoints import PodIndex
 from lab_runner.model import Lab, Service, ServicePort
 from lab_runner.ruleset import nft_names as n
 from lab_runner.ruleset.render import MASQ_MARK  # %#08x of 1<<14, as in iptables mode
+from lab_runner.ruleset.render import categorize
+from lab_runner.ruleset.render import ports_of as iptables_ports_of
+
+if TYPE_CHECKING:
+    from lab_runner.ruleset.render import _Split as Split
 
 # Which chain layout: kube-proxy v1.34 (PR #132456) renamed the filter chains that must see
 # pre-DNAT addresses to *-pre-dnat and moved the others to the filter priority (0).
@@ -134,30 +140,45 @@ class _Document:
 
 @dataclass(frozen=True)
 class _Port:
-    """One service port and the names its objects get."""
+    """One service port, its endpoints split by traffic policy, and the names its objects get."""
 
     service: Service
     port: ServicePort
     protocol: str  # lower case, as in the rules
-    chain: str
-    endpoints: tuple[tuple[str, str, str, str], ...]  # (ip:port, ip, chain, affinity set)
+    ident: tuple[str, str, str, str | None]  # (namespace, service, protocol, port name)
+    split: Split  # render.categorize: which endpoints serve Cluster and Local policy
 
     @property
-    def key(self) -> str:
-        return f"{self.service.cluster_ip} . {self.protocol} . {self.port.port}"
+    def name(self) -> str:
+        return self.service.port_name(self.port)
+
+    @property
+    def chain(self) -> str:
+        return n.service_chain(*self.ident)
+
+    def chain_of(self, prefix: str) -> str:
+        """local-/external-/firewall-…: the same base name as the service- chain."""
+        return prefix + n.service_port_base(*self.ident)
+
+    def key(self, ip: object) -> str:
+        return f"{ip} . {self.protocol} . {self.port.port}"
+
+    def endpoint_chain(self, address: str) -> str:
+        return n.endpoint_chain(*self.ident, address)
+
+    def affinity_set(self, address: str) -> str:
+        return n.affinity_set(*self.ident, address)
 
 
-def ports_of(lab: Lab) -> list[_Port]:
-    """Every service port with its endpoints in kube-proxy's order (the "ip:port" string sort)."""
-    index = PodIndex(lab)
+def ports_of(lab: Lab, node: str) -> list[_Port]:
+    """Every service port with its endpoints in kube-proxy's order (the "ip:port" string sort),
+    categorised for `node` as the iptables renderer does (ready first, then serving-terminating;
+    local ones for Local policy): the two modes share proxy.CategorizeEndpoints."""
     found = []
-    for service, port in dict.fromkeys((s, p) for s in lab.services for p in s.ports):
-        proto = port.protocol.lower()
-        ident = (service.namespace, service.name, proto, port.name)
-        eps = tuple((address, address.rpartition(":")[0], n.endpoint_chain(*ident, address),
-                     n.affinity_set(*ident, address))
-                    for address in index.addresses(service, port))
-        found.append(_Port(service, port, proto, n.service_chain(*ident), eps))
+    for shared in iptables_ports_of(lab, node):
+        ident = (shared.service.namespace, shared.service.name, shared.protocol, shared.port.name)
+        found.append(_Port(shared.service, shared.port, shared.protocol, ident,
+                           categorize(shared)))
     return found
 
 
@@ -166,8 +187,9 @@ def render(lab: Lab, profile: str | None = None, *, node: str | None = None,
     """kube-proxy's nftables document for the lab's services, as one node's kube-proxy writes it.
 
     node: whose kube-proxy (default the lab's first node): its IP is the one `nodeport-ips`
-    holds, as nftables mode's default `--nodeport-addresses primary` gives. replace=True makes
-    the file replace an existing table instead of adding to it.
+    holds, as nftables mode's default `--nodeport-addresses primary` gives, and it decides which
+    endpoints are local. replace=True makes the file replace an existing table instead of adding
+    to it.
     """
     chosen = profile or DEFAULT_PROFILE
     if chosen not in _PROFILES:
@@ -176,8 +198,9 @@ def render(lab: Lab, profile: str | None = None, *, node: str | None = None,
     here = lab.node(node) if node else lab.nodes[0]
     doc = _Document()
     _setup(doc, _PROFILES[chosen], lab, str(here.ip))
-    for port in ports_of(lab):
-        _service_port(doc, _PROFILES[chosen], port, str(lab.cluster_cidr))
+    sync = _Sync(doc, _PROFILES[chosen], lab, here.ip)
+    for port in ports_of(lab, here.name):
+        sync.service_port(port)
     return doc.text(replace)
 
 
@@ -225,32 +248,145 @@ def _setup(doc: _Document, prof: _Profile, lab: Lab, node_ip: str) -> None:
                          f"vmap @{n.SERVICE_NODEPORTS}")
 
 
-def _service_port(doc: _Document, prof: _Profile, port: _Port, cluster_cidr: str) -> None:
-    """One ClusterIP port: its map elements, service chain, affinity sets, endpoint chains."""
-    for _, _, chain, _ in port.endpoints:
-        doc.chain(chain)
-    doc.element(n.CLUSTER_IPS, str(port.service.cluster_ip))
-    if not port.endpoints:  # no chains at all: the filter hooks reject it via the map
-        doc.element(n.NO_ENDPOINT_SERVICES, port.key, f"goto {n.REJECT_CHAIN}",
-                    port.service.port_name(port.port))
-        return
-    doc.chain(port.chain)
-    doc.element(n.SERVICE_IPS, port.key, f"goto {port.chain}")
-    # Masquerade callers outside the cluster CIDR (the local detector's IfNotLocalNFT).
-    dport = f" {port.protocol} dport {port.port.port}" if prof.masq_matches_port else ""
-    doc.rule(port.chain, f"ip daddr {port.service.cluster_ip}{dport} ip saddr != {cluster_cidr} "
-                         f"jump {n.MARK_MASQ}")
-    affinity = port.service.session_affinity == "ClientIP"
-    if affinity:
-        for _, _, _, sticky in port.endpoints:
-            doc.sets.append(f"add set ip {n.TABLE} {sticky} {{ type ipv4_addr ; flags "
-                            f"dynamic,timeout ; timeout {port.service.affinity_timeout}s ; }}")
-        for _, _, chain, sticky in port.endpoints:
-            doc.rule(port.chain, f"ip saddr @{sticky} goto {chain}")
-    picks = " , ".join(f"{i} : goto {chain}" for i, (_, _, chain, _) in enumerate(port.endpoints))
-    doc.rule(port.chain, f"numgen random mod {len(port.endpoints)} vmap {{ {picks} }}")
-    for address, ip, chain, sticky in port.endpoints:
-        doc.rule(chain, f"ip saddr {ip} jump {n.MARK_MASQ}")  # a pod reaching itself
-        if affinity:
-            doc.rule(chain, f"update @{sticky} {{ ip saddr }}")
-        doc.rule(chain, f"meta l4proto {port.protocol} dnat to {address}")
+@dataclass
+class _Sync:
+    """syncProxyRules' loop body for one service port: the map elements that capture its
+    clusterIP, external IPs, load balancer IPs and node port (or drop / reject them in the
+    filter hooks), then its chains: service- (Cluster policy), local- (Local policy), external-,
+    firewall-, endpoint- and the affinity sets."""
+
+    doc: _Document
+    prof: _Profile
+    lab: Lab  # its cluster CIDR (the local detector) and kube-proxy's --masquerade-all
+    node_ip: IPv4Address  # this node's, for source ranges that admit it
+
+    def service_port(self, port: _Port) -> None:
+        svc, split, doc = port.service, port.split, self.doc
+        cluster_chain, local_chain = port.chain, port.chain_of(n.LOCAL_PREFIX)
+        ext_chain, fw_chain = port.chain_of(n.EXTERNAL_PREFIX), port.chain_of(n.FIREWALL_PREFIX)
+        for ep in split.reachable:
+            doc.chain(port.endpoint_chain(ep.address))
+        if split.cluster:
+            doc.chain(cluster_chain)
+        if split.local:
+            doc.chain(local_chain)
+        has_any = split.any
+        internal_chain = local_chain if svc.internal_policy_local else cluster_chain
+        has_internal = has_any and (bool(split.local) or not svc.internal_policy_local)
+        external_policy_chain = local_chain if svc.external_policy_local else cluster_chain
+        has_external = has_any and (bool(split.local) or not svc.external_policy_local)
+        uses_ext = has_any and svc.externally_accessible
+        if uses_ext:
+            doc.chain(ext_chain)
+        # No endpoints at all: reject; endpoints, but none here for a Local policy: drop.
+        refused = "drop" if has_any else f"goto {n.REJECT_CHAIN}"
+        # Unlike iptables mode, the firewall chain does not wait for endpoints.
+        uses_fw = bool(svc.load_balancer_ips) and bool(svc.source_ranges)
+        if uses_fw:
+            doc.chain(fw_chain)
+        self._capture(port, has_any, has_internal, internal_chain, has_external, refused,
+                      ext_chain, fw_chain, uses_fw)
+        if has_internal:
+            self._masquerade_rule(port, internal_chain)
+        if uses_ext:
+            self._external_chain(port, ext_chain, cluster_chain, external_policy_chain,
+                                 has_external)
+        if uses_fw:
+            self._firewall_chain(port, fw_chain)
+        if port.service.session_affinity == "ClientIP":
+            for ep in split.reachable:
+                doc.sets.append(f"add set ip {n.TABLE} {port.affinity_set(ep.address)} "
+                                f"{{ type ipv4_addr ; flags dynamic,timeout ; "
+                                f"timeout {svc.affinity_timeout}s ; }}")
+        for chain, endpoints in ((cluster_chain, split.cluster), (local_chain, split.local)):
+            if endpoints:
+                self._service_chain(port, chain, [ep.address for ep in endpoints])
+        for ep in split.reachable:
+            self._endpoint_chain(port, ep.address, ep.ip)
+
+    def _capture(self, port: _Port, has_any: bool, has_internal: bool, internal_chain: str,
+                 has_external: bool, refused: str, ext_chain: str, fw_chain: str,
+                 uses_fw: bool) -> None:
+        """The port's map elements: where each of its addresses goes, or how it is refused."""
+        svc, doc, name = port.service, self.doc, port.name
+        doc.element(n.CLUSTER_IPS, str(svc.cluster_ip))
+        if has_internal:
+            doc.element(n.SERVICE_IPS, port.key(svc.cluster_ip), f"goto {internal_chain}")
+        else:
+            doc.element(n.NO_ENDPOINT_SERVICES, port.key(svc.cluster_ip), refused, name)
+        for ip in svc.external_ips:
+            if has_any:
+                doc.element(n.SERVICE_IPS, port.key(ip), f"goto {ext_chain}")
+            if not has_external:
+                doc.element(n.NO_ENDPOINT_SERVICES, port.key(ip), refused, name)
+        for ip in svc.load_balancer_ips:
+            if has_any:
+                doc.element(n.SERVICE_IPS, port.key(ip), f"goto {ext_chain}")
+            if uses_fw:
+                doc.element(n.FIREWALL_IPS, port.key(ip), f"goto {fw_chain}")
+        if not has_external:
+            for ip in svc.load_balancer_ips:
+                doc.element(n.NO_ENDPOINT_SERVICES, port.key(ip), refused, name)
+        node_port = port.port.node_port
+        if node_port:
+            # Node ports are not subject to loadBalancerSourceRanges (as in iptables mode).
+            if has_any:
+                doc.element(n.SERVICE_NODEPORTS, f"{port.protocol} . {node_port}",
+                            f"goto {ext_chain}")
+            if not has_external:
+                doc.element(n.NO_ENDPOINT_NODEPORTS, f"{port.protocol} . {node_port}", refused,
+                            name)
+        # No health check node port rule: nftables mode's filter chains accept by default, so
+        # the load balancer's probe needs no hole (iptables mode writes one in KUBE-NODEPORTS).
+
+    def _masquerade_rule(self, port: _Port, chain: str) -> None:
+        """Traffic to the clusterIP from outside the pod network (the local detector's
+        IfNotLocalNFT), or all of it with --masquerade-all."""
+        dport = f" {port.protocol} dport {port.port.port}" if self.prof.masq_matches_port else ""
+        outsiders = "" if self.lab.masquerade_all else f" ip saddr != {self.lab.cluster_cidr}"
+        self.doc.rule(chain, f"ip daddr {port.service.cluster_ip}{dport}{outsiders} "
+                             f"jump {n.MARK_MASQ}")
+
+    def _external_chain(self, port: _Port, ext_chain: str, cluster_chain: str,
+                        policy_chain: str, has_external: bool) -> None:
+        """external-…: masquerade everything (Cluster policy: it may leave the node), or keep
+        the source and send only pods' and the node's own traffic to the Cluster chain (Local)."""
+        rule = self.doc.rule
+        if not port.service.external_policy_local:
+            rule(ext_chain, f"jump {n.MARK_MASQ}")
+        else:
+            rule(ext_chain, f"ip saddr {self.lab.cluster_cidr} goto {cluster_chain}",
+                 "short-circuit pod traffic")
+            # The node's own traffic leaves with a local address as source: masquerade it.
+            rule(ext_chain, f"fib saddr type local jump {n.MARK_MASQ}",
+                 "masquerade local traffic")
+            rule(ext_chain, f"fib saddr type local goto {cluster_chain}",
+                 "short-circuit local traffic")
+        if has_external:
+            rule(ext_chain, f"goto {policy_chain}")
+
+    def _firewall_chain(self, port: _Port, fw_chain: str) -> None:
+        """firewall-…: drop sources outside loadBalancerSourceRanges (before DNAT)."""
+        svc = port.service
+        sources = [str(cidr) for cidr in svc.source_ranges]
+        # A request from the node to its own load balancer IP comes back with that IP as source.
+        if any(self.node_ip in c for c in svc.source_ranges):
+            sources += [str(ip) for ip in svc.load_balancer_ips]
+        self.doc.rule(fw_chain, f"ip saddr != {{ {' , '.join(sources)} }} drop")
+
+    def _service_chain(self, port: _Port, chain: str, addresses: list[str]) -> None:
+        """writeServiceToEndpointRules: affinity lookups first, then one numgen pick."""
+        if port.service.session_affinity == "ClientIP":
+            for address in addresses:
+                self.doc.rule(chain, f"ip saddr @{port.affinity_set(address)} "
+                                     f"goto {port.endpoint_chain(address)}")
+        picks = " , ".join(f"{i} : goto {port.endpoint_chain(a)}"
+                           for i, a in enumerate(addresses))
+        self.doc.rule(chain, f"numgen random mod {len(addresses)} vmap {{ {picks} }}")
+
+    def _endpoint_chain(self, port: _Port, address: str, ip: str) -> None:
+        chain = port.endpoint_chain(address)
+        self.doc.rule(chain, f"ip saddr {ip} jump {n.MARK_MASQ}")  # a pod reaching itself
+        if port.service.session_affinity == "ClientIP":
+            self.doc.rule(chain, f"update @{port.affinity_set(address)} {{ ip saddr }}")
+        self.doc.rule(chain, f"meta l4proto {port.protocol} dnat to {address}")

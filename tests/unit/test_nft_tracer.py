@@ -31,15 +31,7 @@ MODELS = {"lab-3": ROOT / "labs" / "lab-3-clusterip" / "lab.yaml",
           **{f"kp-{p.stem}": p for p in sorted((GOLDEN / "kube-proxy").glob("*.yaml"))}}
 # Models whose nftables render (nft_render.py, issue 17's first part) lacks a kube-proxy
 # feature the iptables render has: the traces differ until the renderer learns it.
-RENDER_GAPS = {
-    "kp-itp-local": "internalTrafficPolicy Local: nft_render spreads over every endpoint",
-    "kp-itp-local-none": "internalTrafficPolicy Local, no local endpoint: nft_render spreads "
-                         "over remote endpoints where kube-proxy drops",
-    "kp-masquerade-all-handwritten": "--masquerade-all: nft_render masquerades only callers "
-                                     "outside the cluster CIDR",
-    "kp-terminating-remote": "serving-terminating fallback: nft_render rejects (no ready "
-                             "endpoint) where kube-proxy falls back to terminating ones",
-}
+RENDER_GAPS: dict[str, str] = {}  # none left: iTP Local, --masquerade-all, terminating fallback
 # The kernel keeps `--probability p` as round(p * 2^31) / 2^31: iptables mode's shares are off
 # 1/n by at most a few 2^-31; nftables mode's numgen gives exactly 1/n.
 ROUNDING = Fraction(1, 2 ** 28)
