@@ -3,6 +3,8 @@
     objects.py     kubectl's output (a List, YAML or JSON, several files or stdin) sorted by kind
     node_rules.py  what a node's iptables-save says about kube-proxy: cluster CIDR, profile, nfacct
     build.py       the lab as plain data, and a warning for each object it cannot express
+    services.py    Services and EndpointSlices as the lab's services and pods (part of build)
+    plan.py        the lab's CIDRs, bridge, node network and profile, with their sources
     write.py       that data as lab.yaml text, each dropped object a comment
 
 Errors are ImportProblem (a LabError, exit 1): a file that is not kubectl's output, or nothing
