@@ -110,7 +110,9 @@ class AddressPlan:
         if self.facts:
             self.note(f"profile {self.facts.profile}: {self.facts.profile_reason}")
             if nfacct:
-                self.note("kubeProxy.nfacct: the node's rules use -m nfacct")
+                self.note("kubeProxy.nfacct: the node's rules use -m nfacct; `up` needs the "
+                          "kernel's nfacct accounting (set it false where that is missing: the "
+                          "matches only count)")
             return self.facts.profile, nfacct
         versions = [((n.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")
                     for n in self.objects.nodes]
