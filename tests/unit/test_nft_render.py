@@ -55,8 +55,8 @@ def test_the_kit_writes_what_kube_proxy_s_nftables_tests_expect(expected):
 
 def test_every_case_has_a_model_and_names_its_source():
     assert {p.name for p in EXPECTED} == {
-        "overall.v1.34.expected", "repeated-add-service.v1.34.expected",
-        "repeated-add-endpoint.v1.34.expected"}
+        "overall.v1.34.expected", "overall-svc3.v1.34.expected",
+        "repeated-add-service.v1.34.expected", "repeated-add-endpoint.v1.34.expected"}
     for expected in EXPECTED:
         header = expected.read_text().split("add table", 1)[0]
         assert "proxier_test.go" in header and "81810de635aa" in header
@@ -244,3 +244,88 @@ def test_v1_33_udp_service_rules_as_the_real_node_lists_them():
         "ip saddr 10.42.0.171 jump mark-for-masquerade", "meta l4proto udp dnat to 10.42.0.171:53"]
     assert (f"add element ip kube-proxy service-ips {{ 10.43.0.10 . udp . 53 : goto {service} }}"
             in document)
+
+
+KUBE_PROXY_CASES = ROOT / "fixtures" / "golden" / "kube-proxy"
+
+
+def rules_of(document: str, chain: str) -> list[str]:
+    head = f"add rule ip kube-proxy {chain} "
+    return [line[len(head):] for line in document.splitlines() if line.startswith(head)]
+
+
+def test_internal_traffic_policy_local_goes_to_a_local_chain_of_local_endpoints():
+    # kube-proxy's TestInternalTrafficPolicyE2E model: 10.0.1.1 is on test-node, .2 and .3 not.
+    document = render(lab_file.load(KUBE_PROXY_CASES / "itp-local.yaml"))
+    local = "local-" + nft_names.service_port_base("ns1", "svc1", "tcp", None)
+    endpoint = nft_names.endpoint_chain("ns1", "svc1", "tcp", None, "10.0.1.1:80")
+    assert (f"add element ip kube-proxy service-ips {{ 172.30.1.1 . tcp . 80 : goto {local} }}"
+            in document)
+    assert rules_of(document, local) == [
+        "ip daddr 172.30.1.1 ip saddr != 10.0.0.0/8 jump mark-for-masquerade",
+        f"numgen random mod 1 vmap {{ 0 : goto {endpoint} }}"]
+    assert nft_names.service_chain("ns1", "svc1", "tcp", None) not in document  # no Cluster chain
+    assert document.count("dnat to") == 1
+    none_here = render(lab_file.load(KUBE_PROXY_CASES / "itp-local-none.yaml"))
+    assert ('add element ip kube-proxy no-endpoint-services { 172.30.1.1 . tcp . 80 '
+            'comment "ns1/svc1" : drop }') in none_here
+    assert "dnat to" not in none_here and "add element ip kube-proxy service-ips" not in none_here
+
+
+@pytest.mark.parametrize("profile, dport", [("v1.34", ""), ("v1.33", " tcp dport 80")])
+def test_masquerade_all_marks_every_caller_of_the_cluster_ip(profile, dport):
+    # proxier.go's masqueradeAll branch: the local detector's `ip saddr != CIDR` left out.
+    document = render(lab_file.load(KUBE_PROXY_CASES / "masquerade-all-handwritten.yaml"), profile)
+    chain = nft_names.service_chain("ns1", "svc1", "tcp", "p80")
+    assert rules_of(document, chain)[0] == \
+        f"ip daddr 172.30.0.41{dport} jump mark-for-masquerade"
+
+
+def test_terminating_endpoints_serve_when_none_is_ready():
+    # TestTerminatingEndpointsTrafficPolicyLocal, "terminating endpoints on remote node": the
+    # one endpoint is serving and terminating, on another node; eTP Local drops outside traffic.
+    document = render(lab_file.load(KUBE_PROXY_CASES / "terminating-remote.yaml"))
+    service = nft_names.service_chain("ns1", "svc1", "tcp", None)
+    external = nft_names.external_chain("ns1", "svc1", "tcp", None)
+    assert "dnat to 10.0.1.5:80" in document
+    assert (f"add element ip kube-proxy service-ips {{ 1.2.3.4 . tcp . 80 : goto {external} }}"
+            in document)
+    assert ('add element ip kube-proxy no-endpoint-services { 1.2.3.4 . tcp . 80 '
+            'comment "ns1/svc1" : drop }') in document
+    assert rules_of(document, external) == [
+        f'ip saddr 10.0.0.0/8 goto {service} comment "short-circuit pod traffic"',
+        'fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"',
+        f'fib saddr type local goto {service} comment "short-circuit local traffic"']
+
+
+NO_ENDPOINTS_LB = """
+id: no-endpoints-lb
+title: kube-proxy's TestNoEndpointsReject (pkg/proxy/nftables/proxier_test.go)
+profile: v1.34
+clusterCIDR: 10.0.0.0/8
+serviceCIDR: 172.30.0.0/16
+nodeNetwork: 192.168.0.0/24
+nodePortRange: 3000-32767
+nodes: [{name: test-node, ip: 192.168.0.2, bridge: {name: cni0, address: 10.0.1.254/24}}]
+services:
+  - {namespace: ns1, name: svc1, type: LoadBalancer, selector: {app: svc1}, clusterIP: 172.30.0.41,
+     externalIPs: [192.168.99.11], loadBalancerIPs: [1.2.3.4],
+     loadBalancerSourceRanges: [192.168.0.0/24], ports: [{name: p80, port: 80, nodePort: 3001}]}
+"""
+
+
+def test_without_endpoints_every_address_of_the_service_is_rejected():
+    document = render(lab_file.parse(NO_ENDPOINTS_LB))
+    elements = [line for line in document.splitlines() if "reject-chain }" in line]
+    assert elements == [
+        f'add element ip kube-proxy {where} comment "ns1/svc1:p80" : goto reject-chain }}'
+        for where in ("no-endpoint-services { 172.30.0.41 . tcp . 80",
+                      "no-endpoint-services { 192.168.99.11 . tcp . 80",
+                      "no-endpoint-services { 1.2.3.4 . tcp . 80",
+                      "no-endpoint-nodeports { tcp . 3001")]
+    assert "add chain ip kube-proxy external-" not in document
+    assert "add element ip kube-proxy service-ips" not in document
+    # The firewall chain does not wait for endpoints; a range holding the node's IP admits the
+    # node's own connections to its load balancer IP, which come back with that IP as source.
+    firewall = nft_names.firewall_chain("ns1", "svc1", "tcp", "p80")
+    assert rules_of(document, firewall) == ["ip saddr != { 192.168.0.0/24 , 1.2.3.4 } drop"]
