@@ -146,7 +146,7 @@ EXTERNAL_MODELS = [name for name in MODELS
 
 
 def test_models_with_external_addresses_are_compared():
-    assert {"nft-overall", "nft-overall-svc3", "kp-etp-local", "kp-overall-lb"} <= set(
+    assert {"nft-overall-full", "nft-overall-svc3", "kp-etp-local", "kp-overall-lb"} <= set(
         EXTERNAL_MODELS)
 
 
