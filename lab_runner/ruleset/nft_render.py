@@ -182,30 +182,38 @@ def ports_of(lab: Lab, node: str) -> list[_Port]:
     return found
 
 
+NODEPORT_ADDRESSES = ("primary", "all")
+
+
 def render(lab: Lab, profile: str | None = None, *, node: str | None = None,
-           replace: bool = False) -> str:
+           replace: bool = False, nodeport_addresses: str = "primary") -> str:
     """kube-proxy's nftables document for the lab's services, as one node's kube-proxy writes it.
 
-    node: whose kube-proxy (default the lab's first node): its IP is the one `nodeport-ips`
-    holds, as nftables mode's default `--nodeport-addresses primary` gives, and it decides which
-    endpoints are local. replace=True makes the file replace an existing table instead of adding
-    to it.
+    node: whose kube-proxy (default the lab's first node): it decides which endpoints are local,
+    and its IP is the one `nodeport-ips` holds, as nftables mode's default
+    `--nodeport-addresses primary` gives; "all" (a match-all setting such as 0.0.0.0/0) drops
+    the set and accepts node ports on every local address but 127.0.0.0/8 (`fib daddr type
+    local`). replace=True makes the file replace an existing table instead of adding to it.
     """
     chosen = profile or DEFAULT_PROFILE
     if chosen not in _PROFILES:
         raise ValueError(f"unknown nftables profile {chosen!r}; the profiles are: "
                          f"{', '.join(PROFILES)}")
+    if nodeport_addresses not in NODEPORT_ADDRESSES:
+        raise ValueError(f"unknown nodeport_addresses {nodeport_addresses!r}; the choices are: "
+                         f"{', '.join(NODEPORT_ADDRESSES)}")
     here = lab.node(node) if node else lab.nodes[0]
     doc = _Document()
-    _setup(doc, _PROFILES[chosen], lab, str(here.ip))
+    _setup(doc, _PROFILES[chosen], lab, str(here.ip) if nodeport_addresses == "primary" else None)
     sync = _Sync(doc, _PROFILES[chosen], lab, here.ip)
     for port in ports_of(lab, here.name):
         sync.service_port(port)
     return doc.text(replace)
 
 
-def _setup(doc: _Document, prof: _Profile, lab: Lab, node_ip: str) -> None:
-    """setupNFTables: base chains, jumps, masquerading, the sets and maps, dispatch."""
+def _setup(doc: _Document, prof: _Profile, lab: Lab, node_ip: str | None) -> None:
+    """setupNFTables: base chains, jumps, masquerading, the sets and maps, dispatch; node_ip
+    None for a match-all --nodeport-addresses."""
     for chain in prof.base_chains:
         doc.chain(chain.name, f" {{ type {chain.kind} hook {chain.hook} "
                               f"priority {chain.priority} ; }}")
@@ -228,10 +236,14 @@ def _setup(doc: _Document, prof: _Profile, lab: Lab, node_ip: str) -> None:
              "Drop traffic to unallocated ClusterIPs")
 
     # --nodeport-addresses (default in nftables mode: the node's primary IP) fills nodeport-ips;
-    # a match-all setting would drop the set for `fib daddr type local`; labs do not use one.
-    doc.sets.append(f'add set ip {n.TABLE} {n.NODEPORT_IPS} '
-                    f'{{ type ipv4_addr ; comment "IPs that accept NodePort traffic" ; }}')
-    doc.element(n.NODEPORT_IPS, node_ip)
+    # kube-proxy adds and deletes the set for a match-all setting: after the sync there is none.
+    if node_ip is not None:
+        doc.sets.append(f'add set ip {n.TABLE} {n.NODEPORT_IPS} '
+                        f'{{ type ipv4_addr ; comment "IPs that accept NodePort traffic" ; }}')
+        doc.element(n.NODEPORT_IPS, node_ip)
+        nodeport_ips = f"ip daddr @{n.NODEPORT_IPS}"
+    else:
+        nodeport_ips = "ip daddr != 127.0.0.0/8"  # localhost node ports: iptables mode only
 
     for name, kind, comment in _MAPS:
         doc.maps.append(f'add map ip {n.TABLE} {name} {{ type {kind} ; comment "{comment}" ; }}')
@@ -239,12 +251,14 @@ def _setup(doc: _Document, prof: _Profile, lab: Lab, node_ip: str) -> None:
                               '@no-endpoint-nodeports" ; }')
     doc.rule(n.REJECT_CHAIN, "reject")
     doc.rule(n.SERVICE_ENDPOINTS_CHECK, f"{_DISPATCH} vmap @{n.NO_ENDPOINT_SERVICES}")
-    doc.rule(n.NODEPORT_ENDPOINTS_CHECK, f"ip daddr @{n.NODEPORT_IPS} meta l4proto . th dport "
+    # filter-input only: the destination is already one of the node's addresses.
+    doc.rule(n.NODEPORT_ENDPOINTS_CHECK, f"{nodeport_ips} meta l4proto . th dport "
                                          f"vmap @{n.NO_ENDPOINT_NODEPORTS}")
     doc.chain(n.FIREWALL_CHECK)
     doc.rule(n.FIREWALL_CHECK, f"{_DISPATCH} vmap @{n.FIREWALL_IPS}")
     doc.rule(n.SERVICES, f"{_DISPATCH} vmap @{n.SERVICE_IPS}")
-    doc.rule(n.SERVICES, f"ip daddr @{n.NODEPORT_IPS} meta l4proto . th dport "
+    local = "" if node_ip is not None else "fib daddr type local "
+    doc.rule(n.SERVICES, f"{local}{nodeport_ips} meta l4proto . th dport "
                          f"vmap @{n.SERVICE_NODEPORTS}")
 
 

@@ -88,6 +88,17 @@ def test_node_ports_external_ips_and_firewalls_load_and_are_listed(netns, model,
     assert any(c.startswith("external-") for c in listed(ruleset, "chain"))
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+def test_match_all_nodeport_addresses_load_with_fib(netns, profile):
+    document = render(lab_file.load(NFT_GOLDEN / "overall-svc3.yaml"), profile,
+                      nodeport_addresses="all")
+    load(netns, document)
+    ruleset = in_netns(netns, ["nft", "list", "ruleset"]).stdout
+    assert "nodeport-ips" not in listed(ruleset, "set")
+    assert re.search(r"^\t\tfib daddr type local ip daddr != 127\.0\.0\.0/8 meta l4proto \. "
+                     r"th dport vmap @service-nodeports$", ruleset, re.MULTILINE), ruleset
+
+
 def test_a_base_chain_cannot_change_priority_in_place_but_replace_can(netns):
     # Why kube-proxy deletes its base chains once at start-up, and why the kit's replace=True
     # deletes the table: the kernel refuses a new priority for an existing base chain.

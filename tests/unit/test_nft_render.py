@@ -329,3 +329,19 @@ def test_without_endpoints_every_address_of_the_service_is_rejected():
     # node's own connections to its load balancer IP, which come back with that IP as source.
     firewall = nft_names.firewall_chain("ns1", "svc1", "tcp", "p80")
     assert rules_of(document, firewall) == ["ip saddr != { 192.168.0.0/24 , 1.2.3.4 } drop"]
+
+
+def test_match_all_nodeport_addresses_drop_the_set_for_fib_daddr_type_local():
+    # setupNFTables with nodePortAddresses.MatchAll(): no nodeport-ips set after the sync, and
+    # node ports on every local address but localhost.
+    lab = lab_file.load(CASES / "overall-svc3.yaml")
+    document = render(lab, nodeport_addresses="all")
+    assert "nodeport-ips" not in document
+    assert rules_of(document, "services")[-1] == (
+        "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport "
+        "vmap @service-nodeports")
+    assert rules_of(document, "nodeport-endpoints-check") == [
+        "ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports"]
+    assert declared_before_use(document) == []
+    with pytest.raises(ValueError, match="primary, all"):
+        render(lab, nodeport_addresses="0.0.0.0/0")

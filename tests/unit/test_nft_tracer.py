@@ -211,6 +211,21 @@ def test_no_endpoints_rejects_and_an_unallocated_cluster_ip_drops(profile):
                                                                           False)
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+def test_node_ports_on_the_node_ip_only_unless_nodeport_addresses_match_all(profile):
+    lab = lab_file.load(GOLDEN / "nftables" / "overall-svc3.yaml")
+    primary = parse_nft(render(lab, profile))
+    every = parse_nft(render(lab, profile, nodeport_addresses="all"))
+    to_node_ip = overall_packet("203.0.113.5", "192.168.0.2", 3003, inbound="eth0")
+    to_bridge = overall_packet("203.0.113.5", "10.180.0.254", 3003, inbound="eth0")
+    for rules in (primary, every):
+        assert fates(trace(rules, to_node_ip)) == {(("10.180.0.3", 80), True, "ACCEPT",
+                                                    "forward"): 1}
+    # Another of the node's addresses: a node port only when every local address takes them.
+    assert fates(trace(every, to_bridge)) == fates(trace(primary, to_node_ip))
+    assert [fate[0] for fate in fates(trace(primary, to_bridge))] == [None]
+
+
 def test_affinity_a_first_packet_finds_no_entry_and_is_recorded():
     rules = parse_nft(render(OVERALL, "v1.34"))
     (only,) = trace(rules, overall_packet("10.180.0.1", "172.30.0.45")).outcomes
