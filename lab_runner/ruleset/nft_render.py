@@ -147,6 +147,7 @@ class _Port:
     protocol: str  # lower case, as in the rules
     ident: tuple[str, str, str, str | None]  # (namespace, service, protocol, port name)
     split: Split  # render.categorize: which endpoints serve Cluster and Local policy
+    _chains: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -164,7 +165,11 @@ class _Port:
         return f"{ip} . {self.protocol} . {self.port.port}"
 
     def endpoint_chain(self, address: str) -> str:
-        return n.endpoint_chain(*self.ident, address)
+        # Named up to three times per endpoint (declared, picked, filled): hashed once.
+        chain = self._chains.get(address)
+        if chain is None:
+            chain = self._chains[address] = n.endpoint_chain(*self.ident, address)
+        return chain
 
     def affinity_set(self, address: str) -> str:
         return n.affinity_set(*self.ident, address)
