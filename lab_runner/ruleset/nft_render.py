@@ -183,8 +183,22 @@ def ports_of(lab: Lab, node: str) -> list[_Port]:
     for shared in iptables_ports_of(lab, node):
         ident = (shared.service.namespace, shared.service.name, shared.protocol, shared.port.name)
         found.append(_Port(shared.service, shared.port, shared.protocol, ident,
-                           categorize(shared)))
+                           _categorize(shared)))
     return found
+
+
+def _categorize(shared) -> Split:
+    """render.categorize, plus the Cluster endpoints of a port with both policies Local that is
+    externally accessible: kube-proxy's UsesClusterEndpoints is true for any such port (the
+    external chain's short-circuits go to the Cluster chain), which categorize leaves out."""
+    split = categorize(shared)
+    svc = shared.service
+    if split.cluster or not (svc.internal_policy_local and svc.external_policy_local):
+        return split
+    eps = shared.endpoints
+    cluster = tuple(e for e in eps if e.ready) or tuple(e for e in eps if e.serving_terminating)
+    merged = {e.address: e for e in cluster + split.local}
+    return split._replace(cluster=cluster, reachable=tuple(merged[a] for a in sorted(merged)))
 
 
 NODEPORT_ADDRESSES = ("primary", "all")

@@ -345,3 +345,36 @@ def test_match_all_nodeport_addresses_drop_the_set_for_fib_daddr_type_local():
     assert declared_before_use(document) == []
     with pytest.raises(ValueError, match="primary, all"):
         render(lab, nodeport_addresses="0.0.0.0/0")
+
+
+BOTH_LOCAL = """
+id: both-local
+title: internalTrafficPolicy and externalTrafficPolicy Local on one NodePort Service
+profile: v1.34
+clusterCIDR: 10.0.0.0/8
+serviceCIDR: 172.30.0.0/16
+nodeNetwork: 192.168.0.0/24
+nodePortRange: 3000-32767
+nodes: [{name: test-node, ip: 192.168.0.2, bridge: {name: cni0, address: 10.180.0.254/24}}]
+pods:
+  - {name: a, namespace: ns1, ip: 10.180.0.1, labels: {app: a}}
+  - {name: b, namespace: ns1, ip: 10.180.0.2, nodeName: other, labels: {app: a}}
+services:
+  - {namespace: ns1, name: svc1, type: NodePort, externalTrafficPolicy: Local,
+     internalTrafficPolicy: Local, selector: {app: a}, clusterIP: 172.30.0.41,
+     ports: [{name: p80, port: 80, nodePort: 3001}]}
+"""
+
+
+def test_both_policies_local_keep_the_cluster_chain_the_short_circuits_go_to():
+    # UsesClusterEndpoints (pkg/proxy/serviceport.go): !internalPolicyLocal ||
+    # ExternallyAccessible(). Pods' and the node's own connections to the node port go to the
+    # Cluster chain, over every endpoint; the clusterIP and outside callers to the local one.
+    document = render(lab_file.parse(BOTH_LOCAL))
+    assert declared_before_use(document) == []
+    service = nft_names.service_chain("ns1", "svc1", "tcp", "p80")
+    local = "local-" + nft_names.service_port_base("ns1", "svc1", "tcp", "p80")
+    assert " mod 2 vmap " in rules_of(document, service)[-1]
+    assert " mod 1 vmap " in rules_of(document, local)[-1]
+    assert (f"add element ip kube-proxy service-ips {{ 172.30.0.41 . tcp . 80 : goto {local} }}"
+            in document)
