@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 from lab_runner.model import Lab, Service, ServicePort
 from lab_runner.ruleset import nft_names as n
-from lab_runner.ruleset.render import MASQ_MARK  # %#08x of 1<<14, as in iptables mode
-from lab_runner.ruleset.render import categorize
+# MASQ_MARK: %#08x of 1<<14, as in iptables mode; the endpoints and their categorisation are
+# the two modes' shared part (proxy.CategorizeEndpoints), computed by the iptables renderer.
+from lab_runner.ruleset.render import MASQ_MARK, categorize
 from lab_runner.ruleset.render import ports_of as iptables_ports_of
 
 if TYPE_CHECKING:
+    from lab_runner.ruleset.render import _Port as SharedPort
     from lab_runner.ruleset.render import _Split as Split
 
 # Which chain layout: kube-proxy v1.34 (PR #132456) renamed the filter chains that must see
@@ -187,7 +189,7 @@ def ports_of(lab: Lab, node: str) -> list[_Port]:
     return found
 
 
-def _categorize(shared) -> Split:
+def _categorize(shared: SharedPort) -> Split:
     """render.categorize, plus the Cluster endpoints of a port with both policies Local that is
     externally accessible: kube-proxy's UsesClusterEndpoints is true for any such port (the
     external chain's short-circuits go to the Cluster chain), which categorize leaves out."""

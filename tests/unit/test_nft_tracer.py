@@ -113,7 +113,8 @@ def external_callers(lab) -> list[tuple[str, Packet]]:
     for service in lab.services:
         for port in service.ports:
             proto = port.protocol.lower()
-            targets = [(str(ip), port.port) for ip in service.external_ips + service.load_balancer_ips]
+            targets = [(str(ip), port.port)
+                       for ip in service.external_ips + service.load_balancer_ips]
             if port.node_port:
                 targets.append((str(node.ip), port.node_port))
             endpoints = {a.rpartition(":")[0] for a in index.addresses(service, port)}
