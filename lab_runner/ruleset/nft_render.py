@@ -21,7 +21,6 @@ from lab_runner.ruleset.render import MASQ_MARK, categorize
 from lab_runner.ruleset.render import ports_of as iptables_ports_of
 
 if TYPE_CHECKING:
-    from lab_runner.ruleset.render import _Port as SharedPort
     from lab_runner.ruleset.render import _Split as Split
 
 # Which chain layout: kube-proxy v1.34 (PR #132456) renamed the filter chains that must see
@@ -185,22 +184,8 @@ def ports_of(lab: Lab, node: str) -> list[_Port]:
     for shared in iptables_ports_of(lab, node):
         ident = (shared.service.namespace, shared.service.name, shared.protocol, shared.port.name)
         found.append(_Port(shared.service, shared.port, shared.protocol, ident,
-                           _categorize(shared)))
+                           categorize(shared)))
     return found
-
-
-def _categorize(shared: SharedPort) -> Split:
-    """render.categorize, plus the Cluster endpoints of a port with both policies Local that is
-    externally accessible: kube-proxy's UsesClusterEndpoints is true for any such port (the
-    external chain's short-circuits go to the Cluster chain), which categorize leaves out."""
-    split = categorize(shared)
-    svc = shared.service
-    if split.cluster or not (svc.internal_policy_local and svc.external_policy_local):
-        return split
-    eps = shared.endpoints
-    cluster = tuple(e for e in eps if e.ready) or tuple(e for e in eps if e.serving_terminating)
-    merged = {e.address: e for e in cluster + split.local}
-    return split._replace(cluster=cluster, reachable=tuple(merged[a] for a in sorted(merged)))
 
 
 NODEPORT_ADDRESSES = ("primary", "all")

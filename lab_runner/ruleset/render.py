@@ -222,8 +222,11 @@ def categorize(port: _Port) -> _Split:
     Cluster and for Local policy)."""
     svc = port.service
     eps = port.endpoints
-    uses_cluster = not svc.internal_policy_local or (svc.externally_accessible
-                                                     and not svc.external_policy_local)
+    # kube-proxy's UsesClusterEndpoints: a port that takes outside traffic at all needs the
+    # Cluster endpoints, even with both policies Local (the external chain's short-circuits for
+    # pods and the node go to the Cluster chain). ExternallyAccessible is per port.
+    accessible = bool(port.port.node_port or svc.load_balancer_ips or svc.external_ips)
+    uses_cluster = not svc.internal_policy_local or accessible
     uses_local = svc.internal_policy_local or svc.external_policy_local
     cluster: tuple[_Endpoint, ...] = ()
     if uses_cluster:

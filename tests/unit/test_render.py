@@ -331,3 +331,24 @@ def test_source_ranges_holding_the_node_ip_also_admit_the_load_balancer_ip():
     outside = lab.with_changes(services=(replace(lab.services[0], source_ranges=(
         ipaddress.IPv4Network("198.51.100.0/24"),)),))
     assert len(nat_rules(render(outside), fw)) == 2
+
+
+@pytest.mark.parametrize("local_pod", [True, False], ids=["local-endpoint", "no-local-endpoint"])
+def test_both_policies_local_on_an_external_port_still_writes_the_cluster_chain(local_pod):
+    """kube-proxy's UsesClusterEndpoints: a port reachable from outside needs its Cluster
+    endpoints even with internal and external policy Local, because KUBE-EXT sends pods and the
+    node to KUBE-SVC. Before, the render jumped to a KUBE-SVC chain it never declared (and
+    iptables-restore refused the whole document)."""
+    lab = lab_file.load(KUBE_PROXY / "etp-local.yaml")
+    svc = replace(lab.services[0], internal_traffic_policy="Local")
+    pods = lab.pods if local_pod else tuple(p for p in lab.pods if p.node != "test-node")
+    lab = lab.with_changes(services=(svc,), pods=pods)
+    text = render(lab, "v1.30", node="test-node")
+    ruleset = parse(text, "both-local")  # check=True: every jump target must be declared
+    svc_chain = n.service_chain("ns1/svc1:p80", "tcp")
+    nat = ruleset.tables["nat"].chains
+    assert svc_chain in nat
+    assert any(r.target == svc_chain for r in nat[n.external_chain("ns1/svc1:p80", "tcp")].rules)
+    # the Cluster chain reaches the endpoint on the other node too
+    remote = n.endpoint_chain("ns1/svc1:p80", "tcp", "10.180.0.1:80")
+    assert any(r.target == remote for r in nat[svc_chain].rules)
