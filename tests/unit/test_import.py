@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -416,6 +418,11 @@ def test_bad_input_names_the_file(tmp_path, text, message):
     assert str(tmp_path / "objects.yaml") in str(caught.value)
 
 
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(ImportProblem, match=re.escape(f"{tmp_path / 'nope.yaml'}: cannot read it")):
+        import_lab([str(tmp_path / "nope.yaml")], Options())
+
+
 def test_no_cluster_cidr_anywhere_is_an_error_naming_the_options(tmp_path):
     bare = {**node(), "spec": {}}
     with pytest.raises(ImportProblem, match="no cluster CIDR: give --cluster-cidr"):
@@ -449,3 +456,31 @@ def test_cli_reads_standard_input_and_writes_standard_output(tmp_path):
                            input=text)
     assert result.exit_code == 0, result.output
     assert "from <stdin>" in result.output and "clusterIP: 10.104.5.205" in result.output
+
+
+def test_cli_exits_1_with_the_reasons_when_nothing_is_usable(tmp_path):
+    bad = tmp_path / "cm.yaml"
+    bad.write_text(objects({"kind": "ConfigMap", "metadata": {"name": "x", "namespace": "n"}}))
+    out = tmp_path / "out.yaml"
+    done = subprocess.run([sys.executable, "-m", "lab_runner", "import", str(bad), "-o", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, env={
+                              "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT),
+                              "COLUMNS": "200"})
+    assert done.returncode == 1, done
+    assert "error: nothing to build" in done.stderr and "ConfigMap n/x" in done.stderr
+    assert str(bad) in done.stderr and not out.exists()
+
+
+def test_several_files_import_as_one_list(tmp_path):
+    whole = yaml.safe_load((CLUSTERS / "lab-3-minikube.yaml").read_text())
+    first, second = tmp_path / "svc.json", tmp_path / "rest.yaml"
+    first.write_text(json.dumps({"kind": "List", "items": whole["items"][:2]}))
+    # `kubectl get pods -o yaml` of one kind may come back as a PodList whose items lack `kind`.
+    pods = [{k: v for k, v in i.items() if k != "kind"} for i in whole["items"][2:6]]
+    second.write_text(yaml.safe_dump({"kind": "PodList", "items": pods}) + "---\n"
+                      + yaml.safe_dump(whole["items"][6]))
+    _, result, lab = import_lab([str(first), str(second)],
+                                Options(cluster_cidr=ipaddress.IPv4Network("10.244.0.0/16")))
+    assert result.warnings == []
+    assert len(lab.pods) == 4 and all(p.containers == 2 for p in lab.pods)  # from the Pod objects
+    assert lab.nodes[0].name == "minikube"
