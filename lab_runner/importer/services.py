@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from lab_runner.importer.plan import v4
+from lab_runner.importer.plan import v4, v4_net
 
 IPv4 = ipaddress.IPv4Address
 MAX_NAME = 63  # a pod's name is its hostname in the lab
@@ -126,9 +126,10 @@ class ServiceReader:
                 "timeoutSeconds")
             if timeout and timeout != 10800:
                 service["sessionAffinityTimeout"] = timeout
-        external_ips = [a for a in spec.get("externalIPs") or [] if v4(a)]
+        external_ips = self.ipv4_only(spec.get("externalIPs") or [], "externalIPs", v4, subject)
         ingress = ((item.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-        lb_ips = [i["ip"] for i in ingress if v4(i.get("ip"))]
+        lb_ips = self.ipv4_only([i["ip"] for i in ingress if i.get("ip")],
+                                "load balancer IPs", v4, subject)
         if any(i.get("hostname") and not i.get("ip") for i in ingress):
             self.warn(subject, "a load balancer known by hostname only: kube-proxy writes no "
                       "rule for it, nor does the lab")
@@ -138,8 +139,10 @@ class ServiceReader:
             service["externalIPs"] = external_ips
         if kind == "LoadBalancer" and lb_ips:
             service["loadBalancerIPs"] = lb_ips
-        if kind == "LoadBalancer" and spec.get("loadBalancerSourceRanges"):
-            service["loadBalancerSourceRanges"] = list(spec["loadBalancerSourceRanges"])
+        ranges = self.ipv4_only([str(r).strip() for r in spec.get("loadBalancerSourceRanges") or []],
+                                "loadBalancerSourceRanges", v4_net, subject)
+        if kind == "LoadBalancer" and ranges:
+            service["loadBalancerSourceRanges"] = ranges
         external = kind != "ClusterIP" or external_ips
         if external and spec.get("externalTrafficPolicy") == "Local":
             service["externalTrafficPolicy"] = "Local"
@@ -147,6 +150,14 @@ class ServiceReader:
                 service["healthCheckNodePort"] = spec["healthCheckNodePort"]
         if spec.get("internalTrafficPolicy") == "Local":
             service["internalTrafficPolicy"] = "Local"
+
+    def ipv4_only(self, values: list, field: str, check, subject: str) -> list:
+        """The IPv4 ones; the rest (IPv6, a dual-stack Service's other family) named."""
+        kept = [v for v in values if check(v)]
+        if len(kept) < len(values):
+            others = ", ".join(str(v) for v in values if not check(v))
+            self.warn(subject, f"{field} {others} left out: the kit builds IPv4 only")
+        return kept
 
     # -- endpoints and pods ------------------------------------------------------------------
     def endpoints(self, slices: list[dict], subject: str) -> list[_Endpoint]:

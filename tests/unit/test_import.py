@@ -300,6 +300,20 @@ def test_a_line_break_in_a_name_stays_inside_its_comment(tmp_path):
         ["clusterCIDR: 10.244.0.0/16"]
 
 
+def test_ipv6_external_addresses_are_left_out_and_named(tmp_path):
+    lb = service("web", type="LoadBalancer", externalIPs=["2001:db8::1", "203.0.113.9"],
+                 loadBalancerSourceRanges=["2001:db8::/64"])
+    lb["status"] = {"loadBalancer": {"ingress": [{"ip": "2001:db8::2"}, {"ip": "198.51.100.7"}]}}
+    _, result, lab = run(tmp_path, objects(lb, endpoint_slice(), node()), profile="v1.30")
+    [service_] = lab.services
+    assert [str(a) for a in service_.external_ips] == ["203.0.113.9"]
+    assert [str(a) for a in service_.load_balancer_ips] == ["198.51.100.7"]
+    assert service_.source_ranges == ()
+    for field in ("externalIPs 2001:db8::1", "load balancer IPs 2001:db8::2",
+                  "loadBalancerSourceRanges 2001:db8::/64"):
+        assert said(result, "Service default/web", f"{field} left out"), result.warnings
+
+
 def test_host_network_endpoints_are_left_out_and_named(tmp_path):
     text, result, lab = run(tmp_path, objects(
         service(), endpoint_slice(addresses=("10.244.0.5", "192.168.49.2")), node()))
