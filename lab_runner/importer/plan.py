@@ -74,13 +74,18 @@ class AddressPlan:
         candidates += [Net(f"{pod_ips[0] if pod_ips else '10.244.0.0'}/{p}", strict=False)
                        for p in BRIDGE_PREFIXES + tuple(range(min(start, 30), 7, -1))
                        if p <= start]
-        for network in candidates:
+        taken = set(pod_ips)
+        for index, network in enumerate(candidates):
             ends = {network.network_address, network.broadcast_address}
             if (not all(ip in network for ip in pod_ips) or any(ip in network for ip in avoid)
-                    or ends & set(pod_ips)):
+                    or ends & taken):
                 continue
-            free = next((h for h in network.hosts() if h not in pod_ips), None)
+            free = next((h for h in network.hosts() if h not in taken), None)
             if free is not None:
+                where = ("its podCIDR" if index == 0 and spec.get("podCIDR")
+                         else "the smallest round network holding every endpoint")
+                self.note(f"pod bridge cni0 {free}/{network.prefixlen}: {where}; the endpoints of "
+                          "every node run as pods on this one node")
                 return ipaddress.IPv4Interface(f"{free}/{network.prefixlen}")
         raise ImportProblem(f"no pod subnet holds the pods {', '.join(map(str, pod_ips[:5]))} "
                             "without a cluster IP: the lab cannot put them on one bridge")
@@ -91,7 +96,7 @@ class AddressPlan:
         real = next((ip for ip, owner in self.node_ips.items() if owner == node), None)
         if real is not None:
             network = Net(f"{real}/24", strict=False)
-            if not network.overlaps(pod_subnet) and real not in cluster_cidr:
+            if not network.overlaps(pod_subnet) and not network.overlaps(cluster_cidr):
                 return real, network
         for spare in map(Net, SPARE_NODE_NETWORKS):
             if not spare.overlaps(pod_subnet) and not spare.overlaps(cluster_cidr):
