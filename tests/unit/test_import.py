@@ -461,6 +461,15 @@ def test_cli_writes_a_lab_that_rules_renders_and_lists_warnings(tmp_path):
     assert "kubeadm-v1.20.yaml): no selector" in result.output
     rules = runner.invoke(cli, ["rules", str(out)])
     assert rules.exit_code == 0 and "KUBE-SVC-TCOU7JCQXEZGVUNU" in rules.output
+    diff = runner.invoke(cli, ["rules", str(out), "--diff",
+                               str(NODES / "kubeadm-v1.20-docker.rules")])
+    assert diff.exit_code == 1  # it differs: the kubernetes Service is left out, v1.20's layout
+    assert "nat KUBE-SVC-NPX46M4PTMTKRN6Y: unexpected chain" in diff.output
+    # kube-dns's endpoints are the node's; its chain differs only by where v1.20 put the
+    # masquerade rule (in KUBE-SERVICES, v1.22+ in KUBE-SVC).
+    assert "KUBE-SEP-YIL6JZP7A3QYXJU2" not in diff.output
+    [dns] = [line for line in diff.output.splitlines() if "KUBE-SVC-TCOU7JCQXEZGVUNU" in line]
+    assert "KUBE-SVC-TCOU7JCQXEZGVUNU rule 1: missing:" in dns and "KUBE-MARK-MASQ" in dns
 
 
 def test_cli_reads_standard_input_and_writes_standard_output(tmp_path):
