@@ -58,7 +58,8 @@ def import_(objects, rules, cluster_cidr, service_cidr, node, profile, max_pods,
         Path(output).write_text(text, encoding="utf-8")
     say = err_console if output == "-" else console
     say.print(f"wrote {escape(output)}: {len(lab.services)} Service(s), {len(lab.pods)} pod(s), "
-              f"node {escape(lab.nodes[0].name)}, profile {lab.profile}", highlight=False, soft_wrap=True)
+              f"node {escape(lab.nodes[0].name)}, profile {lab.profile}", highlight=False,
+              soft_wrap=True)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False,
                           soft_wrap=True)

@@ -1,7 +1,7 @@
 """A cluster's objects as a lab: plain data in lab.yaml's shape, and a warning per dropped item.
 
-The lab has one kit node, the node whose rules are rebuilt (--node); services.py turns Services
-and EndpointSlices into services and pods, plan.py chooses the addresses and the profile. Here:
+The kit node, whose rules are rebuilt (--node), is the lab's first; services.py turns Services
+and EndpointSlices into services and pods, plan.py chooses the nodes, addresses and profile. Here:
 the whole, and the checks on it (pods beyond --max-pods, named target ports no pod defines, a
 selector that picks other pods than the Service's slices list).
 """
@@ -68,8 +68,8 @@ class _Builder(ServiceReader, AddressPlan):
         self.facts = facts
         self.result = Result(lab={})
         self.sources: dict[str, str] = {}
-        self.pod_objects = {(p["metadata"].get("namespace", "default"), p["metadata"].get("name")): p
-                            for p in objects.pods}
+        self.pod_objects = {(p["metadata"].get("namespace", "default"),
+                             p["metadata"].get("name")): p for p in objects.pods}
         self.pods_by_ip = {ip: p for p in objects.pods for ip in pod_ips(p)}
         self.endpoint_ips: dict[tuple[str, str], set[IPv4]] = {}
         self.node_ips = {ip: name_of(n) for n in objects.nodes for ip in node_ips(n)}
@@ -187,7 +187,6 @@ class _Builder(ServiceReader, AddressPlan):
 
     # -- addresses ---------------------------------------------------------------------------
     def assemble(self, node: str, services: list[dict], pods: list[dict]) -> None:
-        pod_addresses = [IPv4(p["ip"]) for p in pods]
         cluster_ips = [IPv4(s["clusterIP"]) for s in services]
         cluster_cidr = self.cluster_cidr()
         inside = [str(ip) for ip in cluster_ips if ip in cluster_cidr]
@@ -196,8 +195,8 @@ class _Builder(ServiceReader, AddressPlan):
                                 f"{', '.join(inside[:5])}: pods and Services need apart ranges "
                                 "(is it the Service range? give the pods' with --cluster-cidr)")
         service_cidr = self.service_cidr(cluster_ips)
-        bridge = self.bridge(node, pod_addresses, cluster_ips)
-        node_ip, node_network = self.node_address(node, bridge.network, cluster_cidr)
+        bridges = self.bridges(node, pods, cluster_ips)
+        addresses, node_network = self.node_addresses(bridges, cluster_cidr)
         profile, nfacct = self.profile()
         masquerade_all = bool(self.facts and self.facts.masquerade_all)
         if profile == "v1.23":
@@ -205,7 +204,7 @@ class _Builder(ServiceReader, AddressPlan):
                 self.clusterip_only(service)
         lab: dict[str, Any] = {
             "id": self.options.lab_id,
-            "title": f"Imported: {len(services)} Service(s) of node {node}",
+            "title": f"Imported: {len(services)} Service(s), the rules of node {node}",
             "profile": profile, "clusterCIDR": str(cluster_cidr),
             "serviceCIDR": str(service_cidr), "nodeNetwork": str(node_network)}
         node_ports = [p["nodePort"] for s in services for p in s["ports"] if "nodePort" in p]
@@ -220,14 +219,15 @@ class _Builder(ServiceReader, AddressPlan):
             kube_proxy["nfacct"] = True
         if kube_proxy:
             lab["kubeProxy"] = kube_proxy
-        lab["nodes"] = [{"name": node, "ip": str(node_ip),
-                         "bridge": {"name": "cni0", "address": str(bridge)}}]
+        lab["nodes"] = [{"name": name, "ip": str(addresses[name]),
+                         "bridge": {"name": "cni0", "address": str(bridge)}}
+                        for name, bridge in bridges.items()]
         for pod in pods:
             if not pod["ports"]:
                 del pod["ports"]
         lab["pods"] = sorted(pods, key=lambda p: (p["namespace"], p["name"]))
         lab["services"] = services
-        client = next(h for h in node_network.hosts() if h != node_ip)
+        client = next(h for h in node_network.hosts() if h not in addresses.values())
         lab["clients"] = [{"name": "client", "ip": str(client), "node": node}]
         self.result.lab = lab
 

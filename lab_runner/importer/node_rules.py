@@ -73,4 +73,5 @@ def _profile(dump: Dump) -> tuple[str, str]:
                              "endpoint rules (kube-proxy v1.24 or older)")
     if dump.ruleset.has_chain("filter", "KUBE-PROXY-FIREWALL"):
         return "v1.30", "no endpoint rules, but a KUBE-PROXY-FIREWALL chain (kube-proxy v1.25+)"
-    return "v1.23", "no endpoint rules, and no KUBE-PROXY-FIREWALL chain (kube-proxy v1.24 or older)"
+    return "v1.23", ("no endpoint rules, and no KUBE-PROXY-FIREWALL chain (kube-proxy v1.24 or "
+                     "older)")

@@ -1,5 +1,5 @@
-"""The imported lab's addresses and kube-proxy settings: cluster and service CIDRs, the kit
-node's pod bridge and node network, the rule profile; each choice noted with where it came from.
+"""The imported lab's addresses and kube-proxy settings: cluster and service CIDRs, the nodes'
+pod bridges and network, the rule profile; each choice noted with where it came from.
 
 AddressPlan is a part of build._Builder: it reads the builder's objects, options and the node's
 facts, and reports through its note() and warn().
@@ -30,9 +30,7 @@ class AddressPlan:
             self.note(f"clusterCIDR {self.facts.cluster_cidr}: kube-proxy's --cluster-cidr, read "
                       f"from the rules (line {self.facts.cidr_line})")
             return self.facts.cluster_cidr
-        pod_cidrs = [Net(c) for n in self.objects.nodes
-                     for c in ((n.get("spec") or {}).get("podCIDRs")
-                               or [(n.get("spec") or {}).get("podCIDR")]) if v4_net(c)]
+        pod_cidrs = [Net(c) for n in self.objects.nodes for c in _pod_cidrs(n) if v4_net(c)]
         if pod_cidrs:
             cidr = supernet(pod_cidrs)
             self.warn("clusterCIDR", f"{cidr}: guessed as the smallest network holding the "
@@ -65,11 +63,54 @@ class AddressPlan:
                   "appears in no kube-proxy rule; --service-cidr to set it)")
         return cidr
 
+    def bridges(self, kit: str, pods: list[dict],
+                avoid: list[IPv4]) -> dict[str, ipaddress.IPv4Interface]:
+        """Each lab node's pod bridge, the kit node first. Every endpoint runs on its own node
+        when each fits its node's podCIDR (a pod then loses its nodeName: it is where kube-proxy
+        sees it); else all run on the kit node, which keeps the slices' node names."""
+        per_node = self.own_nodes(kit, pods, avoid)
+        if per_node is not None:
+            for pod in pods:
+                if pod.get("nodeName"):
+                    pod["node"] = pod.pop("nodeName")
+            self.note(f"pod bridges: each node's podCIDR ({', '.join(per_node)}); every "
+                      "endpoint is a pod on its own node")
+            return per_node
+        return {kit: self.bridge(kit, [IPv4(p["ip"]) for p in pods], avoid)}
+
+    def own_nodes(self, kit: str, pods: list[dict], avoid: list[IPv4]) -> dict | None:
+        """{node: bridge} when every pod is inside its slice node's podCIDR, these podCIDRs do not
+        overlap and hold no cluster IP, and pods live on more than the kit node; else None."""
+        cidrs = {name_of(n): [Net(c) for c in _pod_cidrs(n) if v4_net(c)]
+                 for n in self.objects.nodes}
+        homes: dict[str, list[IPv4]] = {kit: []}
+        for pod in pods:
+            home = pod.get("nodeName", kit)
+            if not any(IPv4(pod["ip"]) in c for c in cidrs.get(home, [])):
+                return None
+            homes.setdefault(home, []).append(IPv4(pod["ip"]))
+        if len(homes) == 1 or not cidrs.get(kit):
+            return None
+        found: dict[str, ipaddress.IPv4Interface] = {}
+        for home in [kit] + sorted(set(homes) - {kit}):
+            ips = homes[home]
+            network = next((c for c in cidrs[home] if all(ip in c for ip in ips)), None)
+            taken = set(ips)
+            if (network is None or any(ip in network for ip in avoid)
+                    or {network.network_address, network.broadcast_address} & taken
+                    or any(network.overlaps(b.network) for b in found.values())):
+                return None
+            free = next((h for h in network.hosts() if h not in taken), None)
+            if free is None:
+                return None
+            found[home] = ipaddress.IPv4Interface(f"{free}/{network.prefixlen}")
+        return found
+
     def bridge(self, node: str, pod_ips: list[IPv4], avoid: list[IPv4]) -> ipaddress.IPv4Interface:
         """The kit node's pod bridge: its podCIDR when it holds every pod, else the smallest
         round network that does; the address is the first one no pod has (cni0's .1)."""
         spec = next(((n.get("spec") or {}) for n in self.objects.nodes if name_of(n) == node), {})
-        candidates = [Net(c) for c in (spec.get("podCIDRs") or [spec.get("podCIDR")]) if v4_net(c)]
+        candidates = [Net(c) for c in _pod_cidrs({"spec": spec}) if v4_net(c)]
         start = supernet([Net(f"{ip}/32") for ip in pod_ips]).prefixlen if pod_ips else 24
         candidates += [Net(f"{pod_ips[0] if pod_ips else '10.244.0.0'}/{p}", strict=False)
                        for p in BRIDGE_PREFIXES + tuple(range(min(start, 30), 7, -1))
@@ -90,22 +131,29 @@ class AddressPlan:
         raise ImportProblem(f"no pod subnet holds the pods {', '.join(map(str, pod_ips[:5]))} "
                             "without a cluster IP: the lab cannot put them on one bridge")
 
-    def node_address(self, node: str, pod_subnet: Net, cluster_cidr: Net) -> tuple[IPv4, Net]:
-        """The node's InternalIP in its /24, unless that overlaps the pods (cloud CNIs give pods
-        and nodes one VPC subnet): then a spare network, as node addresses appear in no rule."""
-        real = next((ip for ip, owner in self.node_ips.items() if owner == node), None)
-        if real is not None:
-            network = Net(f"{real}/24", strict=False)
-            if not network.overlaps(pod_subnet) and not network.overlaps(cluster_cidr):
+    def node_addresses(self, bridges: dict, cluster_cidr: Net) -> tuple[dict[str, IPv4], Net]:
+        """The nodes' InternalIPs and their /24, unless that overlaps the pods (cloud CNIs give
+        pods and nodes one VPC subnet) or the nodes are in several: then a spare network, as
+        node addresses appear in no ClusterIP rule."""
+        real = {name: next((ip for ip, owner in self.node_ips.items() if owner == name), None)
+                for name in bridges}
+        networks = {Net(f"{ip}/24", strict=False) for ip in real.values() if ip is not None}
+        clear = [b.network for b in bridges.values()] + [cluster_cidr]
+        if None not in real.values() and len(networks) == 1:
+            [network] = networks
+            if not any(network.overlaps(c) for c in clear):
                 return real, network
         for spare in map(Net, SPARE_NODE_NETWORKS):
-            if not spare.overlaps(pod_subnet) and not spare.overlaps(cluster_cidr):
-                if real is not None:
-                    self.note(f"node {node}'s address {real} is inside the pods' subnet or the "
-                              f"cluster CIDR: the lab puts the node at {spare.network_address + 2} "
-                              f"on {spare} (no ClusterIP rule names a node address)")
-                return spare.network_address + 2, spare
-        raise ImportProblem(f"no node network beside pod subnet {pod_subnet}")
+            if not any(spare.overlaps(c) for c in clear):
+                placed = {name: spare.network_address + 2 + i for i, name in enumerate(bridges)}
+                if any(ip is not None for ip in real.values()):
+                    self.note(f"node addresses: {spare} (the nodes' own "
+                              f"{', '.join(str(ip) for ip in real.values() if ip)} overlap the "
+                              "pods or the cluster CIDR, or are not in one /24; no ClusterIP "
+                              "rule names a node address)")
+                return placed, spare
+        raise ImportProblem("no node network beside the pod subnets "
+                            f"{', '.join(str(b.network) for b in bridges.values())}")
 
     def profile(self) -> tuple[str, bool]:
         nfacct = bool(self.facts and self.facts.nfacct)
@@ -158,3 +206,8 @@ def supernet(networks: list[Net]) -> Net:
 def _minor(version: str) -> int | None:
     parts = version.lstrip("v").split(".")
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+def _pod_cidrs(node: dict) -> list:
+    spec = node.get("spec") or {}
+    return spec.get("podCIDRs") or [spec.get("podCIDR")]

@@ -1,8 +1,9 @@
 """A cluster's Services and EndpointSlices as lab.yaml's services and pods.
 
-Every endpoint becomes a pod on the kit node's bridge; an endpoint of another node keeps that
-node's name as its EndpointSlice `nodeName`, as kube-proxy's own tests do, so Local traffic
-policies render as on the real node. Endpoints come from selectors in lab.yaml, so a pod carries
+Every endpoint becomes a pod; one of another node than the kit node keeps that node's name as
+its `nodeName` (plan.py then puts it on that node when its podCIDR holds it, or leaves it on the
+kit node, as kube-proxy's own tests do), so Local traffic policies render as on the real node.
+Endpoints come from selectors in lab.yaml, so a pod carries
 its real labels (or, without Pod objects, the labels its Services select) and each Service its
 real selector. ServiceReader is a part of build._Builder and reports through its warn().
 """
@@ -139,7 +140,8 @@ class ServiceReader:
             service["externalIPs"] = external_ips
         if kind == "LoadBalancer" and lb_ips:
             service["loadBalancerIPs"] = lb_ips
-        ranges = self.ipv4_only([str(r).strip() for r in spec.get("loadBalancerSourceRanges") or []],
+        ranges = self.ipv4_only([str(r).strip()
+                                 for r in spec.get("loadBalancerSourceRanges") or []],
                                 "loadBalancerSourceRanges", v4_net, subject)
         if kind == "LoadBalancer" and ranges:
             service["loadBalancerSourceRanges"] = ranges
@@ -188,7 +190,8 @@ class ServiceReader:
 
     def buildable(self, endpoint: _Endpoint, subject: str) -> bool:
         pod = self.pod_object(endpoint)
-        if endpoint.address in self.node_ips or (pod and (pod.get("spec") or {}).get("hostNetwork")):
+        host_network = bool(pod and (pod.get("spec") or {}).get("hostNetwork"))
+        if endpoint.address in self.node_ips or host_network:
             owner = self.node_ips.get(endpoint.address, "its node")
             self.warn(subject, f"endpoint {endpoint.address} is host-network (the address of "
                       f"{owner}): a lab pod has its own address, so it is left out and the "

@@ -1,4 +1,4 @@
-"""The imported lab as lab.yaml text: where each fact came from, then what was left out, as comments."""
+"""The imported lab as lab.yaml text under comments: where each fact came from, what was left out."""
 
 from __future__ import annotations
 

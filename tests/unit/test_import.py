@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,19 @@ def test_json_objects_import_like_yaml(tmp_path):
     assert {p.slice_node for p in imported.pods} == {"", "test-node"}
 
 
+def test_endpoints_of_other_nodes_run_on_their_own_nodes(tmp_path):
+    """kube-proxy's TestExternalTrafficPolicyLocal with svc1-a's slice naming node-b: each pod
+    is imported onto its own node (the kit node first), and the render is the same."""
+    lab = lab_file.load(ROOT / "fixtures" / "golden" / "kube-proxy" / "etp-local.yaml")
+    lab = lab.with_changes(pods=tuple(replace(p, endpoint_node=None) for p in lab.pods))
+    expected, got, imported = round_trip(lab, tmp_path)
+    assert compare(got, expected).equal
+    assert [(n.name, n.pod_subnet) for n in imported.nodes] == \
+        [(n.name, n.pod_subnet) for n in lab.nodes]
+    assert {(p.name, p.node, p.slice_node) for p in imported.pods} == \
+        {("svc1-a", "node-b", "node-b"), ("svc1-b", "test-node", "test-node")}
+
+
 def test_terminating_and_not_ready_endpoints_keep_their_conditions(tmp_path):
     lab = lab_file.load(ROOT / "fixtures" / "golden" / "kube-proxy" / "terminating-fallback.yaml")
     _, _, imported = round_trip(lab, tmp_path)
@@ -202,8 +216,12 @@ def test_kubeadm_v120_imports_as_v123_with_the_nodeport_kept_as_clusterip():
     assert said(result, "Service default/nginx-ext", "type, externalTrafficPolicy: the v1.23")
     assert lab.profile == "v1.23" and str(lab.cluster_cidr) == "10.244.0.0/16"
     assert {s.name for s in lab.services} == {"kube-dns", "nginx-ext", "web-empty"}
+    # Each endpoint runs on its own node, in that node's podCIDR, at the nodes' own addresses.
     [nginx] = [p for p in lab.pods if p.name.startswith("nginx-ext")]
-    assert nginx.slice_node == "kubeadm-worker" and nginx.node == "kubeadm-cp"
+    assert nginx.slice_node == "kubeadm-worker" == nginx.node
+    assert [(n.name, str(n.ip), str(n.bridge_address)) for n in lab.nodes] == [
+        ("kubeadm-cp", "192.168.49.2", "10.244.0.1/24"),
+        ("kubeadm-worker", "192.168.49.3", "10.244.1.1/24")]
     # With the v1.30 profile the NodePort and its Local policy are kept.
     _, result, lab = import_lab([str(CLUSTERS / "kubeadm-v1.20.yaml")], Options(profile="v1.30"),
                                 str(NODES / "kubeadm-v1.20-docker.rules"))
