@@ -1,4 +1,4 @@
-"""The imported lab as lab.yaml text under comments: where each fact came from, what was left out."""
+"""The imported lab as lab.yaml text under comments: where each fact came from, what is left out."""
 
 from __future__ import annotations
 
