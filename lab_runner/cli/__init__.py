@@ -58,16 +58,22 @@ def cli() -> None:
     pass
 
 
+# The modules whose import registers commands on `cli`, in the order `--help` lists them.
+COMMAND_MODULES = ("lifecycle", "inspect_cmds", "walk_cmds", "evidence_cmds", "grade_cmds",
+                   "cluster_cmds", "autograder_cmds", "explain_cmds", "import_cmds")
+
+
+def load_commands() -> click.Group:
+    """Import every command module (each registers its commands on `cli`) and return the group."""
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"lab_runner.cli.{name}")
+    return cli
+
+
 def main() -> None:
-    from lab_runner.cli import lifecycle  # noqa: F401  (registers commands)
-    from lab_runner.cli import inspect_cmds  # noqa: F401
-    from lab_runner.cli import walk_cmds  # noqa: F401
-    from lab_runner.cli import evidence_cmds  # noqa: F401
-    from lab_runner.cli import grade_cmds  # noqa: F401
-    from lab_runner.cli import cluster_cmds  # noqa: F401
-    from lab_runner.cli import autograder_cmds  # noqa: F401
-    from lab_runner.cli import explain_cmds  # noqa: F401
-    from lab_runner.cli import import_cmds  # noqa: F401
+    load_commands()
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

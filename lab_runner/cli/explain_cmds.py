@@ -43,6 +43,11 @@ class CallerType(click.ParamType):
 def explain(rules, target, caller, in_interface, out_interface, node_ips, wanted, fmt) -> None:
     """Explain a real node's kube-proxy rules (iptables-save output), offline.
 
+    With --to it follows one new connection: each rule it matches (line in the file, counters
+    from -c), every endpoint it can reach with its exact probability, the DNAT, whether it is
+    masqueraded and which rule marked it, and the verdict. Rules the kit does not model (ipsets,
+    CNI or cloud agents' matches) are listed with what the answer assumes about them.
+
     \b
     On the node:  sudo iptables-save -c > node.rules
     Here:
@@ -50,11 +55,6 @@ def explain(rules, target, caller, in_interface, out_interface, node_ips, wanted
       lab-runner explain node.rules --service default/web
       lab-runner explain node.rules --to 10.96.0.10:53/udp
       lab-runner explain node.rules --to 10.96.0.1:443 --from node
-
-    With --to it follows one new connection: each rule it matches (line in the file, counters
-    from -c), every endpoint it can reach with its exact probability, the DNAT, whether it is
-    masqueraded and which rule marked it, and the verdict. Rules the kit does not model (ipsets,
-    CNI or cloud agents' matches) are listed with what the answer assumes about them.
     """
     from lab_runner.explain import dump as dump_file
     from lab_runner.explain import report
