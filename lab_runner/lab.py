@@ -82,19 +82,24 @@ class LiveLab:
         return problems
 
     # -- rules -----------------------------------------------------------------------------
-    def rendered_rules(self, *, base_jumps: bool = True) -> str:
+    def rendered_rules(self, *, base_jumps: bool = True, node: str | None = None) -> str:
+        """kube-proxy's document as `node`'s kube-proxy writes it (default the first node): with
+        traffic policy Local, which endpoints are local differs from node to node."""
         from lab_runner.ruleset.render import render  # the renderer is pure and heavy-free
 
-        return render(self.model, self.model.profile, base_jumps=base_jumps)
+        return render(self.model, self.model.profile, base_jumps=base_jumps, node=node)
 
     def install_rules(self) -> None:
         """The chain set on every node, applied once, atomically (kube-proxy runs on every node)."""
-        document = self.rendered_rules()
         for node in self.model.nodes:
+            if self.model.nfacct:
+                # kube-proxy creates its nfacct counters before writing rules that count into
+                # them: iptables-restore refuses `-m nfacct` naming a counter that does not exist.
+                self.runner.run([sys.executable, "-m", "lab_runner.nfacct"], self.place(node.name))
             # The node is new and the document holds all of its tables: no --noflush, which
             # iptables-nft makes roughly quadratic (1,000 services: 9 s instead of 0.8 s).
-            iptables.restore(self.runner, self.place(node.name), document, self.run.iptables,
-                             noflush=False)
+            iptables.restore(self.runner, self.place(node.name),
+                             self.rendered_rules(node=node.name), self.run.iptables, noflush=False)
 
     def restore(self, document: str, node: str | None = None, *, noflush: bool = True) -> None:
         iptables.restore(self.runner, self.place(node or "node"), document, self.run.iptables,
@@ -112,8 +117,8 @@ class LiveLab:
         from lab_runner.ruleset.names import is_per_service_chain
         from lab_runner.ruleset.parse import parse
 
-        document = self.rendered_rules(base_jumps=False)
         for node in self.model.nodes:
+            document = self.rendered_rules(base_jumps=False, node=node.name)
             current = parse(self.save(node.name, table="nat"), "<node>",
                             check=False).table("nat").chains
             stale = [c for c in current if is_per_service_chain(c) and f":{c} " not in document]
