@@ -19,7 +19,10 @@ LABS_DIR = Path(__file__).resolve().parent.parent / "labs"
 TOP_KEYS = {"id": True, "title": True, "teaches": False, "profile": False, "clusterCIDR": True,
             "serviceCIDR": False, "nodeNetwork": False, "nodePortRange": False, "kubeProxy": False,
             "nodes": True, "pods": False, "services": False, "clients": False}
-KUBE_PROXY_KEYS = {"masqueradeAll": False, "nfacct": False}
+KUBE_PROXY_KEYS = {"mode": False, "masqueradeAll": False, "nfacct": False}
+# kube-proxy's --proxy-mode values the kit renders; nftables mode is GA from Kubernetes v1.33.
+PROXY_MODES = ("iptables", "nftables")
+NFTABLES_PROFILES = ("v1.34",)
 NODE_KEYS = {"name": True, "bridge": True, "ip": False}
 BRIDGE_KEYS = {"name": True, "address": True}
 POD_KEYS = {"name": True, "namespace": False, "node": False, "labels": False, "ip": True,
@@ -259,13 +262,17 @@ class _Checker:
         kube_proxy = self.mapping(top.get("kubeProxy", {}), "kubeProxy", KUBE_PROXY_KEYS) or {}
         masquerade_all = self.flag(kube_proxy.get("masqueradeAll", False), "kubeProxy.masqueradeAll")
         nfacct = self.flag(kube_proxy.get("nfacct", False), "kubeProxy.nfacct")
+        proxy_mode = self.choice(kube_proxy.get("mode"), "kubeProxy.mode", PROXY_MODES, "iptables")
+        if proxy_mode == "nftables" and profile not in NFTABLES_PROFILES:
+            self.problem("kubeProxy.mode", f"nftables mode needs profile {' or '.join(NFTABLES_PROFILES)}"
+                         f" (GA from Kubernetes v1.33); this lab has profile {profile}")
         if self.problems:
             return None
         return Lab(
             id=self.string(top.get("id"), "id") or "",
             title=self.string(top.get("title"), "title") or "",
             teaches=str(top.get("teaches") or "").strip(),
-            profile=profile, masquerade_all=masquerade_all, nfacct=nfacct,
+            profile=profile, masquerade_all=masquerade_all, nfacct=nfacct, proxy_mode=proxy_mode,
             cluster_cidr=cluster_cidr, service_cidr=service_cidr, node_network=node_network,
             nodes=tuple(nodes), pods=tuple(pods), services=tuple(services),
             clients=tuple(clients), source=source,

@@ -168,6 +168,8 @@ class Lab:
     # Whether the node's kernel has nfacct accounting: kube-proxy v1.30+ then counts the INVALID
     # drops (v1.31+ also localhost node ports) with `-m nfacct`; without it the match is left out.
     nfacct: bool = False
+    # kube-proxy's --proxy-mode: "iptables" (the labs so far) or "nftables" (table ip kube-proxy).
+    proxy_mode: str = "iptables"
     teaches: str = ""
     source: str = ""  # the file it was loaded from, for messages
 

@@ -317,3 +317,13 @@ def test_kube_proxy_options_are_flags():
     assert (lab.masquerade_all, lab.nfacct) == (True, True)
     [problem] = problems_of(edit(lambda d: d.update(kubeProxy={"masqueradeAll": "yes"})))
     assert "kubeProxy.masqueradeAll: must be true or false, got 'yes'" in problem
+
+
+def test_proxy_mode_is_iptables_unless_the_lab_chooses_nftables_on_a_profile_that_has_it():
+    assert lab_file.parse(edit(lambda d: None)).proxy_mode == "iptables"
+    chosen = lab_file.parse(edit(lambda d: d.update(profile="v1.34", kubeProxy={"mode": "nftables"})))
+    assert chosen.proxy_mode == "nftables"
+    [problem] = problems_of(edit(lambda d: d.update(profile="v1.30", kubeProxy={"mode": "nftables"})))
+    assert "kubeProxy.mode: nftables mode needs profile v1.34" in problem and "v1.30" in problem
+    [problem] = problems_of(edit(lambda d: d.update(kubeProxy={"mode": "ipvs"})))
+    assert "kubeProxy.mode: 'ipvs' is not valid; choose one of: iptables, nftables" in problem
