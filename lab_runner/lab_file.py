@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from lab_runner.endpoints import selects
+from lab_runner.endpoints import label_index, selects
 from lab_runner.errors import LabFileError
-from lab_runner.model import Client, ContainerPort, Lab, Node, Pod, Service, ServicePort
+from lab_runner.model import (Client, ContainerPort, Lab, Node, Pod, Service, ServicePort,
+                              SliceEndpoint)
 
 LABS_DIR = Path(__file__).resolve().parent.parent / "labs"
 
@@ -25,16 +27,19 @@ PROXY_MODES = ("iptables", "nftables")
 NFTABLES_PROFILES = ("v1.34",)
 NODE_KEYS = {"name": True, "bridge": True, "ip": False}
 BRIDGE_KEYS = {"name": True, "address": True}
-POD_KEYS = {"name": True, "namespace": False, "node": False, "labels": False, "ip": True,
+POD_KEYS = {"name": True, "namespace": False, "node": False, "labels": False, "ip": False,
             "ports": False, "app": False, "ready": False, "containers": False,
-            "terminating": False, "nodeName": False}
+            "terminating": False, "nodeName": False, "hostNetwork": False}
 CONTAINER_PORT_KEYS = {"name": False, "containerPort": True, "protocol": False}
-SERVICE_KEYS = {"namespace": False, "name": True, "labels": False, "selector": True,
+SERVICE_KEYS = {"namespace": False, "name": True, "labels": False, "selector": False,
                 "clusterIP": True, "ports": True, "sessionAffinity": False,
                 "sessionAffinityTimeout": False, "type": False, "externalIPs": False,
                 "loadBalancerIPs": False, "loadBalancerSourceRanges": False,
                 "externalTrafficPolicy": False, "internalTrafficPolicy": False,
-                "healthCheckNodePort": False}
+                "healthCheckNodePort": False, "endpoints": False}
+# An endpoint of a Service without selector, as an EndpointSlice writes it (conditions, nodeName).
+ENDPOINT_KEYS = {"address": True, "port": False, "ports": False, "ready": False, "serving": False,
+                 "terminating": False, "nodeName": False}
 SERVICE_PORT_KEYS = {"name": False, "port": True, "targetPort": False, "protocol": False,
                      "nodePort": False}
 CLIENT_KEYS = {"name": True, "ip": True, "node": False}
@@ -48,6 +53,7 @@ APP_KINDS = ("http", "echo")
 AFFINITIES = ("None", "ClientIP")
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 DEFAULT_NODE_NETWORK = "192.168.49.0/24"  # minikube's docker network
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def lab_path(lab: str) -> Path:
@@ -100,13 +106,18 @@ def load(lab: str | Path) -> Lab:
 
 
 def parse(text: str, source: str = "<lab.yaml>") -> Lab:
+    # One parse (libyaml's when PyYAML has it): the node tree gives the lines, the data is
+    # constructed from it. Parsing twice in pure Python took 13 of 14 s for 5,000 pods.
+    loader = _LOADER(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
         raise LabFileError(source, [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    finally:
+        loader.dispose()
     checker = _Checker(_line_index(root))
     lab = checker.build(data, source)
     if checker.problems:
@@ -168,6 +179,13 @@ class _Checker:
             self.problem(path, "must be a list")
             return []
         return value
+
+    def entries(self, value: Any, path: str, keys: dict[str, bool]):
+        """(path, mapping) of each well-shaped item of a list field; the others are reported."""
+        for i, item in enumerate(self.items(value, path)):
+            entry = self.mapping(item, f"{path}[{i}]", keys)
+            if entry is not None:
+                yield f"{path}[{i}]", entry
 
     def string(self, value: Any, path: str, default: str | None = None) -> str | None:
         if value is None:
@@ -251,6 +269,7 @@ class _Checker:
         service_cidr = self.network(top.get("serviceCIDR", DEFAULT_SERVICE_CIDR), "serviceCIDR")
         node_network = self.network(top.get("nodeNetwork", DEFAULT_NODE_NETWORK), "nodeNetwork")
         nodes = self.nodes(top.get("nodes"), node_network)
+        self.nodes_by_ip = {n.ip: n.name for n in nodes}
         node_names = [n.name for n in nodes]
         pods = self.pods(top.get("pods"), nodes)
         self.node_ports = self.port_range(top.get("nodePortRange", DEFAULT_NODE_PORT_RANGE))
@@ -313,6 +332,7 @@ class _Checker:
 
     def pods(self, value, nodes: list[Node]) -> list[Pod]:
         pods: list[Pod] = []
+        seen: set[tuple[str, str]] = set()  # (namespace, name): a set, as labs have 5,000 pods
         node_names = [n.name for n in nodes]
         for i, item in enumerate(self.items(value, "pods")):
             path = f"pods[{i}]"
@@ -326,9 +346,16 @@ class _Checker:
                 self.problem(f"{path}.node", f"node {node_name!r} is not in this lab; "
                              f"the nodes are: {', '.join(node_names) or '(none)'}")
                 node_name = None
-            ip = self.address(entry.get("ip"), f"{path}.ip")
             node = next((n for n in nodes if n.name == node_name), None)
-            if ip and node:
+            host_network = self.flag(entry.get("hostNetwork", False), f"{path}.hostNetwork")
+            if host_network:
+                ip = self.host_address(entry.get("ip"), f"{path}.ip", node)
+            else:
+                if "ip" not in entry:
+                    self.problem(path, "missing required field 'ip' (only a hostNetwork pod "
+                                 "takes its node's address)")
+                ip = self.address(entry.get("ip"), f"{path}.ip")
+            if ip and node and not host_network:
                 if ip not in node.pod_subnet:
                     self.problem(f"{path}.ip", f"{ip} is outside node {node.name}'s pod subnet "
                                  f"{node.pod_subnet} (bridge {node.bridge})")
@@ -344,8 +371,9 @@ class _Checker:
                 self.problem(f"{path}.nodeName", f"must be a node name (or \"\" for none), got "
                              f"{endpoint_node!r}")
                 endpoint_node = None
-            if any((p.namespace, p.name) == (namespace, name) for p in pods):
+            if (namespace, name) in seen:
                 self.problem(f"{path}.name", f"pod {namespace}/{name} is defined twice")
+            seen.add((namespace, name))
             if name and len(name) > 63:
                 self.problem(f"{path}.name", "pod names are at most 63 characters (a hostname)")
             if name and node_name and ip:
@@ -357,17 +385,23 @@ class _Checker:
                                 # Ready is serving and not terminating.
                                 ready=ready and not terminating, serving=ready,
                                 terminating=terminating, endpoint_node=endpoint_node,
+                                host_network=host_network,
                                 containers=self.count(entry.get("containers", 1),
                                                       f"{path}.containers")))
         return pods
 
+    def host_address(self, value, path: str, node: Node | None):
+        """A hostNetwork pod's address is its node's: `ip` may be left out or must say so."""
+        if node is None:
+            return None
+        if value is not None and self.address(value, path) not in (None, node.ip):
+            self.problem(path, f"a hostNetwork pod has its node's address: {node.ip} (node "
+                         f"{node.name}), not {value}")
+        return node.ip
+
     def container_ports(self, value, path) -> list[ContainerPort]:
         ports = []
-        for j, item in enumerate(self.items(value, path)):
-            ppath = f"{path}[{j}]"
-            entry = self.mapping(item, ppath, CONTAINER_PORT_KEYS)
-            if entry is None:
-                continue
+        for ppath, entry in self.entries(value, path, CONTAINER_PORT_KEYS):
             number = self.port(entry.get("containerPort"), f"{ppath}.containerPort")
             protocol = self.choice(entry.get("protocol"), f"{ppath}.protocol", PROTOCOLS, "TCP")
             name = self.string(entry.get("name"), f"{ppath}.name")
@@ -379,6 +413,12 @@ class _Checker:
 
     def services(self, value, pods, cluster_cidr, service_cidr, nodes) -> list[Service]:
         services: list[Service] = []
+        seen: set[tuple[str, str]] = set()
+        self.node_port_owner: dict[tuple[int, str], str] = {}
+        self.pods_by_label = label_index(pods)
+        pods_by_ip: dict[ipaddress.IPv4Address, list[Pod]] = {}
+        for pod in pods:
+            pods_by_ip.setdefault(pod.ip, []).append(pod)
         for i, item in enumerate(self.items(value, "services")):
             path = f"services[{i}]"
             entry = self.mapping(item, path, SERVICE_KEYS)
@@ -406,21 +446,28 @@ class _Checker:
                 timeout = 10800
             selector = self.labels(entry.get("selector"), f"{path}.selector")
             ports = self.service_ports(entry.get("ports"), f"{path}.ports")
-            if any((s.namespace, s.name) == (namespace, name) for s in services):
+            if (namespace, name) in seen:
                 self.problem(f"{path}.name", f"service {namespace}/{name} is defined twice")
-            beside = self.external(entry, path, ports, services)
+            seen.add((namespace, name))
+            beside = self.external(entry, path, ports, f"{namespace}/{name}")
+            if selector and "endpoints" in entry:
+                self.problem(f"{path}.endpoints", "a Service with a selector gets its endpoints "
+                             "from it; hand-made endpoints are for a Service without selector")
+            endpoints = self.slice_endpoints(entry.get("endpoints"), f"{path}.endpoints", ports,
+                                             pods_by_ip)
             if not (name and cluster_ip and ports):
                 continue
             service = Service(namespace=namespace, name=name, cluster_ip=cluster_ip,
                               ports=tuple(ports), selector=selector,
                               labels=self.labels(entry.get("labels"), f"{path}.labels"),
-                              session_affinity=affinity, affinity_timeout=timeout, **beside)
+                              session_affinity=affinity, affinity_timeout=timeout,
+                              endpoints=tuple(endpoints), **beside)
             self.named_targets(service, pods, path)
             services.append(service)
         return services
 
     def external(self, entry: dict, path: str, ports: list[ServicePort],
-                 earlier: list[Service]) -> dict[str, Any]:
+                 owner: str) -> dict[str, Any]:
         """type, node ports, external and load balancer addresses, traffic policies: what
         kube-apiserver's validation allows beside a clusterIP."""
         kind = self.choice(entry.get("type"), f"{path}.type", SERVICE_TYPES, "ClusterIP")
@@ -456,11 +503,10 @@ class _Checker:
                 self.problem(ppath, "a ClusterIP Service has no node ports; set type: NodePort "
                              "or LoadBalancer")
             self.node_port(port.node_port, ppath)
-            for other in earlier:
-                if any(p.node_port == port.node_port and p.protocol == port.protocol
-                       for p in other.ports):
-                    self.problem(ppath, f"{port.node_port}/{port.protocol} is already the node "
-                                 f"port of {other.namespace}/{other.name}")
+            other = self.node_port_owner.setdefault((port.node_port, port.protocol), owner)
+            if other != owner:
+                self.problem(ppath, f"{port.node_port}/{port.protocol} is already the node "
+                             f"port of {other}")
         return dict(type=kind, external_ips=tuple(external_ips), load_balancer_ips=tuple(lb_ips),
                     source_ranges=tuple(r for r in ranges if r is not None),
                     external_traffic_policy=etp, internal_traffic_policy=itp,
@@ -527,7 +573,12 @@ class _Checker:
 
     def named_targets(self, service: Service, pods: list[Pod], path: str) -> None:
         """A named targetPort must be defined by at least one selected pod (else: no endpoints)."""
-        selected = [p for p in pods if selects(service, p)]
+        if not service.selector or not any(isinstance(p.target, str) for p in service.ports):
+            return
+        # Only the pods carrying one of the selector's labels, from the index: linear in pods.
+        first = next(iter(service.selector.items()))
+        selected = [p for p in self.pods_by_label.get((service.namespace, *first), ())
+                    if selects(service, p)]
         for j, port in enumerate(service.ports):
             if not isinstance(port.target, str) or not selected:
                 continue
@@ -538,6 +589,99 @@ class _Checker:
                              f"no pod selected by {service.namespace}/{service.name} defines a "
                              f"{port.protocol} port named {port.target!r}; the selected pods "
                              f"define: {', '.join(names) or '(no named ports)'}")
+
+    def slice_endpoints(self, value, path: str, ports: list[ServicePort],
+                        pods_by_ip: dict) -> list[SliceEndpoint]:
+        """A selector-less Service's endpoints, as its EndpointSlice lists them: each at a lab
+        pod's address (a hostNetwork pod's is its node's), with a port for each service port."""
+        found: list[SliceEndpoint] = []
+        listed: set[tuple[str, Any, int]] = set()
+        for epath, entry in self.entries(value, path, ENDPOINT_KEYS):
+            ip = self.address(entry.get("address"), f"{epath}.address")
+            numbers = self.endpoint_ports(entry, epath, ports)
+            pod = self.answering_pod(ip, numbers, ports, f"{epath}.address", pods_by_ip)
+            ready = self.flag(entry.get("ready", True), f"{epath}.ready")
+            serving = self.flag(entry.get("serving", ready), f"{epath}.serving")
+            terminating = self.flag(entry.get("terminating", False), f"{epath}.terminating")
+            if ready and (terminating or not serving):
+                self.problem(f"{epath}.ready", "an EndpointSlice's ready is serving and not "
+                             "terminating: set ready: false for a terminating or unserving one")
+            node_name = entry.get("nodeName")
+            if node_name is not None and not isinstance(node_name, str):
+                self.problem(f"{epath}.nodeName", f"must be a node name, got {node_name!r}")
+                node_name = None
+            for name, number in numbers:
+                if (name, ip, number) in listed:
+                    self.problem(epath, f"{ip}:{number} is listed twice for port "
+                                 f"{name or '(unnamed)'}")
+                listed.add((name, ip, number))
+            if pod is not None and numbers:
+                seen_as = replace(pod, ready=ready, serving=serving, terminating=terminating,
+                                  endpoint_node=node_name if node_name is not None
+                                  else pod.endpoint_node)
+                found.append(SliceEndpoint(seen_as, tuple(numbers)))
+        return found
+
+    def endpoint_ports(self, entry: dict, path: str,
+                       ports: list[ServicePort]) -> list[tuple[str, int]]:
+        """(service port name, number): `ports` by name, one `port` for a one-port Service, or
+        else each service port's numeric targetPort."""
+        names = [p.name or "" for p in ports]
+        if "ports" in entry:
+            if "port" in entry:
+                self.problem(f"{path}.port", "give either port or ports, not both")
+            raw = entry["ports"]
+            if not isinstance(raw, dict) or not raw:
+                self.problem(f"{path}.ports", "must map service port names to port numbers, "
+                             f"like {{{(names or ['http'])[0] or 'http'}: 8080}}")
+                return []
+            found = []
+            for name, number in raw.items():
+                if str(name) not in names:
+                    listed = ", ".join(n or "(unnamed)" for n in names)
+                    self.problem(f"{path}.ports.{name}", f"{name!r} is not a port of this "
+                                 f"Service; its ports are: {listed}")
+                elif self.port(number, f"{path}.ports.{name}") is not None:
+                    found.append((str(name), number))
+            return found
+        if "port" in entry:
+            number = self.port(entry["port"], f"{path}.port")
+            if len(ports) > 1:
+                self.problem(f"{path}.port", "a Service with several ports needs ports: by name")
+                return []
+            return [(names[0], number)] if number is not None and ports else []
+        found = []
+        for port, name in zip(ports, names):
+            if isinstance(port.target, str):
+                self.problem(path, f"service port {name or '(unnamed)'} has targetPort "
+                             f"{port.target!r}, a name: give this endpoint's port number in ports")
+            else:
+                found.append((name, port.target))
+        return found
+
+    def answering_pod(self, ip, numbers, ports, path: str, pods_by_ip: dict) -> Pod | None:
+        """The lab pod at an endpoint's address; of several hostNetwork pods at one node's
+        address, the one listening on the endpoint's port."""
+        if ip is None:
+            return None
+        candidates = pods_by_ip.get(ip, [])
+        if not candidates:
+            node = self.nodes_by_ip.get(ip)
+            hint = (f"it is node {node}'s address, and no pod on {node} has hostNetwork: true"
+                    if node else "an endpoint must be a pod of the lab, or a node's address "
+                    "with a hostNetwork pod on it")
+            self.problem(path, f"{ip} is no pod's address: {hint}")
+            return None
+        protocols = {p.name or "": p.protocol for p in ports}
+        wanted = {(number, protocols[name]) for name, number in numbers}
+        listening = [p for p in candidates
+                     if {(cp.container_port, cp.protocol) for cp in p.ports} & wanted]
+        if len(candidates) > 1 and len(listening) != 1:
+            self.problem(path, f"{ip} is the address of several hostNetwork pods "
+                         f"({', '.join(p.name for p in candidates)}); exactly one must list the "
+                         "endpoint's port in its ports")
+            return None
+        return listening[0] if len(candidates) > 1 else candidates[0]
 
     def clients(self, value, node_names, node_network, cluster_cidr, nodes) -> list[Client]:
         clients: list[Client] = []
@@ -569,10 +713,18 @@ class _Checker:
         return clients
 
     def unique_addresses(self, nodes, pods, services, clients) -> None:
+        """One owner per address; hostNetwork pods share their node's and differ by port."""
         seen: dict[str, str] = {}
+        listening: dict[tuple[str, int, str], str] = {}
+        for p in pods:
+            for cp in p.ports if p.host_network else ():
+                other = listening.setdefault((p.node, cp.container_port, cp.protocol), p.name)
+                if other != p.name:
+                    self.problem("", f"hostNetwork pods {other} and {p.name} both listen on "
+                                 f"{cp.container_port}/{cp.protocol} of node {p.node}")
         owners = ([(f"node {n.name} bridge", n.bridge_address.ip) for n in nodes]
                   + [(f"node {n.name}", n.ip) for n in nodes]
-                  + [(f"pod {p.namespace}/{p.name}", p.ip) for p in pods]
+                  + [(f"pod {p.namespace}/{p.name}", p.ip) for p in pods if not p.host_network]
                   + [(f"service {s.namespace}/{s.name}", s.cluster_ip) for s in services]
                   + [(f"client {c.name}", c.ip) for c in clients])
         for owner, ip in owners:

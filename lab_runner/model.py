@@ -42,6 +42,9 @@ class Pod:
     # The EndpointSlice's nodeName when it differs from the node the kit runs the pod on ("" for
     # none): kube-proxy's own tests keep endpoints of other nodes in one subnet.
     endpoint_node: str | None = None
+    # hostNetwork: true: the pod has no namespace of its own; it is at its node's address and its
+    # app listens in the node's namespace (kube-apiserver, node-local agents).
+    host_network: bool = False
 
     @property
     def slice_node(self) -> str:
@@ -82,6 +85,23 @@ class ServicePort:
 
 
 @dataclass(frozen=True)
+class SliceEndpoint:
+    """An endpoint of a hand-made EndpointSlice, for a Service without selector.
+
+    `pod` is the lab pod answering at the address (a host-network pod: at its node's address),
+    seen with the slice's conditions (ready, serving, terminating) and nodeName; `ports` pairs a
+    service port's name ("" when unnamed) with the endpoint's port number for it.
+    """
+
+    pod: Pod
+    ports: tuple[tuple[str, int], ...]
+
+    def number_for(self, port: ServicePort) -> int | None:
+        """The endpoint's port for a service port, by name as kube-proxy matches slice ports."""
+        return next((number for name, number in self.ports if name == (port.name or "")), None)
+
+
+@dataclass(frozen=True)
 class Service:
     """A Service: ClusterIP, or NodePort / LoadBalancer with the external addresses beside it."""
 
@@ -100,6 +120,8 @@ class Service:
     external_traffic_policy: TrafficPolicy = "Cluster"
     internal_traffic_policy: TrafficPolicy = "Cluster"
     health_check_node_port: int | None = None  # LoadBalancer with externalTrafficPolicy Local
+    # A Service without selector: its EndpointSlice's endpoints, as written by hand in lab.yaml.
+    endpoints: tuple[SliceEndpoint, ...] = field(default=(), hash=False)
 
     @property
     def externally_accessible(self) -> bool:

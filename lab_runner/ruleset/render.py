@@ -9,7 +9,7 @@ from operator import itemgetter
 from socket import inet_ntoa  # str(IPv4Address), twice as fast: it runs once per endpoint
 from typing import NamedTuple
 
-from lab_runner.endpoints import PodIndex, resolve_target_port, selects
+from lab_runner.endpoints import PodIndex, resolve_target_port, selects, sliced
 from lab_runner.model import Lab, Pod, Service, ServicePort
 from lab_runner.ruleset import names as n
 
@@ -196,7 +196,8 @@ def _in_slice(index: PodIndex, service: Service, port: ServicePort) -> list[tupl
     """("ip:port", pod) of the pods in the service port's EndpointSlice, in "ip:port" order:
     ready pods and terminating ones still serving (endpoints.PodIndex keeps the ready ones)."""
     if not service.selector:
-        return []
+        return [(address, pod) for address, pod, _ in sliced(service, port)
+                if pod.ready or (pod.terminating and pod.serving)]
     first = next(iter(service.selector.items()))
     found = []
     for pod in index.by_label.get((service.namespace, *first), ()):

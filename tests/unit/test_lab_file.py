@@ -327,3 +327,161 @@ def test_proxy_mode_is_iptables_unless_the_lab_chooses_nftables_on_a_profile_tha
     assert "kubeProxy.mode: nftables mode needs profile v1.34" in problem and "v1.30" in problem
     [problem] = problems_of(edit(lambda d: d.update(kubeProxy={"mode": "ipvs"})))
     assert "kubeProxy.mode: 'ipvs' is not valid; choose one of: iptables, nftables" in problem
+
+
+# -- hand-made endpoints, hostNetwork pods, addresses shared by Services (issue 15) ---------------
+EXTRA_SERVICES = """\
+  - namespace: ns
+    name: metrics
+    clusterIP: 10.96.0.11
+    ports: [{name: m, port: 9100, targetPort: 9100}]
+    endpoints:
+      - {address: 172.17.0.2, ports: {m: 9102}}
+      - {address: 192.168.49.2, ready: false, serving: true, terminating: true, nodeName: n9}
+  - namespace: ns
+    name: web-admin
+    clusterIP: 10.96.0.12
+    ports: [{port: 8080}]
+    endpoints: [{address: 172.17.0.2, port: 81}]
+"""
+HOST_NETWORK_POD = """\
+  - name: agent
+    namespace: kube-system
+    hostNetwork: true
+    ports: [{containerPort: 9100}]
+"""
+FORMS = (BASE.replace("clients:", EXTRA_SERVICES + "clients:")
+         .replace("services:", HOST_NETWORK_POD + "services:"))
+
+
+def test_a_service_without_selector_takes_its_endpoints_from_the_lab_file():
+    lab = lab_file.parse(FORMS)
+    metrics = lab.service("ns", "metrics")
+    assert metrics.selector == {}
+    # ready endpoints only, as the endpoints controller would list them
+    assert [(e.pod, e.address) for e in endpoints_for(lab, metrics, metrics.ports[0])] == [
+        ("web-1", "172.17.0.2:9102")]
+    agent = metrics.endpoints[1].pod
+    assert (agent.name, agent.host_network, agent.ready, agent.serving, agent.terminating,
+            agent.slice_node) == ("agent", True, False, True, True, "n9")
+
+
+def test_a_host_network_pod_is_at_its_nodes_address_beside_the_node():
+    lab = lab_file.parse(FORMS)
+    agent = lab.pod("agent")
+    assert agent.ip == lab.nodes[0].ip == ipaddress.IPv4Address("192.168.49.2")
+    assert agent.node == "n1"
+
+
+def test_one_pod_address_shared_by_three_services_with_different_ports():
+    lab = lab_file.parse(FORMS)
+    by_service = {s.name: [e.address for e in endpoints_for(lab, s, p)]
+                  for s in lab.services for p in s.ports}
+    assert by_service == {"web": ["172.17.0.2:80", "172.17.0.3:8000"],
+                          "metrics": ["172.17.0.2:9102"], "web-admin": ["172.17.0.2:81"]}
+
+
+def test_the_renderer_writes_a_host_network_endpoint_with_the_node_address():
+    from lab_runner.ruleset.render import render
+    lab = lab_file.parse(FORMS.replace("ready: false, serving: true, terminating: true, ", ""))
+    text = render(lab)
+    sep = next(line.split()[1] for line in text.splitlines()
+               if "--to-destination 192.168.49.2:9100" in line)
+    # kube-proxy's hairpin rule: a node's own traffic to itself through the Service masquerades
+    assert any(line.startswith(f"-A {sep} ") and line.endswith("-s 192.168.49.2 -j KUBE-MARK-MASQ")
+               for line in text.splitlines())
+
+
+def test_a_terminating_hand_made_endpoint_is_a_fallback_only():
+    from lab_runner.ruleset.render import render
+    lab = lab_file.parse(FORMS)
+    # the ready 172.17.0.2:9102 is used; the serving-terminating node endpoint is not
+    assert "192.168.49.2:9100" not in render(lab, "v1.30")
+    only_terminating = FORMS.replace("- {address: 172.17.0.2, ports: {m: 9102}}\n", "")
+    assert "--to-destination 192.168.49.2:9100" in render(lab_file.parse(only_terminating), "v1.30")
+
+
+@pytest.mark.parametrize("change, path, words", [
+    (lambda d: d["services"][1]["endpoints"].append({"address": "172.17.0.99"}),
+     "services[1].endpoints[2].address", "no pod's address"),
+    (lambda d: d["pods"].pop(), "services[1].endpoints[1].address",
+     "node n1's address, and no pod on n1 has hostNetwork"),
+    (lambda d: d["services"][1]["endpoints"][0].update(ports={"x": 1}),
+     "services[1].endpoints[0].ports.x", "its ports are: m"),
+    (lambda d: d["services"][1]["endpoints"][0].update(ports={"m": 0}),
+     "services[1].endpoints[0].ports.m", "port number"),
+    (lambda d: d["services"][1]["endpoints"][0].update(ports=[9102]),
+     "services[1].endpoints[0].ports", "must map service port names to port numbers"),
+    (lambda d: d["services"][2]["endpoints"][0].update(port="x"),
+     "services[2].endpoints[0].port", "port number"),
+    (lambda d: d["services"][1]["endpoints"][0].update(port=1),
+     "services[1].endpoints[0].port", "either port or ports"),
+    (lambda d: d["services"][1]["endpoints"][0].update(terminating=True),
+     "services[1].endpoints[0].ready", "set ready: false"),
+    (lambda d: d["services"][1]["endpoints"][0].update(nodeName=3),
+     "services[1].endpoints[0].nodeName", "must be a node name"),
+    (lambda d: d["services"][1]["endpoints"][0].update(colour="red"),
+     "services[1].endpoints[0].colour", "unknown field"),
+    (lambda d: d["services"][1]["endpoints"].append({"address": "172.17.0.2",
+                                                       "ports": {"m": 9102}}),
+     "services[1].endpoints[2]", "172.17.0.2:9102 is listed twice"),
+    (lambda d: d["services"][1]["ports"][0].update(targetPort="metrics"),
+     "services[1].endpoints[1]", "give this endpoint's port number"),
+    (lambda d: d["services"][1].update(selector={"app": "web"}),
+     "services[1].endpoints", "hand-made endpoints are for a Service without selector"),
+    (lambda d: d["services"][1].update(endpoints="x"), "services[1].endpoints", "must be a list"),
+    (lambda d: d["pods"][2].update(ip="192.168.49.3"), "pods[2].ip",
+     "a hostNetwork pod has its node's address: 192.168.49.2"),
+    (lambda d: d["pods"][0].pop("ip"), "pods[0]", "only a hostNetwork pod"),
+    (lambda d: d["pods"][2].update(hostNetwork="yes"), "pods[2].hostNetwork", "true or false"),
+])
+def test_each_bad_hand_made_endpoint_or_host_network_pod_is_named(change, path, words):
+    data = yaml.safe_load(FORMS)
+    change(data)
+    problems = problems_of(yaml.safe_dump(data, sort_keys=False))
+    assert any(f": {path}: " in p and words in p and p.startswith("line ")
+               for p in problems), problems
+
+
+def test_host_network_pods_share_the_node_address_but_not_a_port():
+    data = yaml.safe_load(FORMS)
+    data["pods"].append({"name": "agent-2", "hostNetwork": True,
+                         "ports": [{"containerPort": 9200}]})
+    lab = lab_file.parse(yaml.safe_dump(data))
+    assert lab.pod("agent-2").ip == lab.pod("agent").ip
+    # an endpoint at the node's address belongs to the pod listening on its port
+    data["services"][1]["endpoints"][1].update(port=9200)
+    lab = lab_file.parse(yaml.safe_dump(data))
+    assert lab.service("ns", "metrics").endpoints[1].pod.name == "agent-2"
+    data["pods"][-1]["ports"] = [{"containerPort": 9100}]
+    problems = problems_of(yaml.safe_dump(data))
+    assert any("agent and agent-2 both listen on 9100/TCP of node n1" in p for p in problems)
+    assert any("several hostNetwork pods" in p for p in problems), problems
+
+
+def test_a_pod_may_still_not_take_another_pods_or_the_nodes_address():
+    data = yaml.safe_load(FORMS)
+    data["pods"][1]["ip"] = "172.17.0.2"
+    assert any("172.17.0.2 is used by both pod ns/web-1 and pod ns/web-2" in p
+               for p in problems_of(yaml.safe_dump(data)))
+
+
+def test_a_lab_of_5000_pods_and_1000_services_loads(capsys):
+    """The per-pod and per-service checks are linear (sets and a label index): the figure is
+    reported, not asserted (it was ~11 s for 5,000 pods when they were quadratic)."""
+    import time
+    lines = ["id: big", "title: big", "clusterCIDR: 10.0.0.0/8", "serviceCIDR: 172.20.0.0/16",
+             "nodes: [{name: n1, bridge: {name: cbr0, address: 10.1.0.1/16}}]", "pods:"]
+    lines += [f"  - {{name: p{i}, ip: 10.1.{i // 250}.{i % 250 + 2}, labels: {{app: a{i % 1000}}},"
+              f" ports: [{{name: http, containerPort: 80}}]}}" for i in range(5000)]
+    lines.append("services:")
+    lines += [f"  - {{name: s{j}, clusterIP: 172.20.{j // 250}.{j % 250 + 1}, "
+              f"selector: {{app: a{j}}}, ports: [{{port: 80, targetPort: http}}]}}"
+              for j in range(1000)]
+    started = time.perf_counter()
+    lab = lab_file.parse("\n".join(lines) + "\n")
+    took = time.perf_counter() - started
+    seventh = lab.services[7]
+    assert len(lab.pods) == 5000 and len(endpoints_for(lab, seventh, seventh.ports[0])) == 5
+    with capsys.disabled():
+        print(f"\n5,000 pods and 1,000 services loaded in {took:.2f} s")
