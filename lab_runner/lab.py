@@ -16,6 +16,7 @@ from lab_runner.commands import CommandResult, Place, Runner
 from lab_runner.errors import LabError
 from lab_runner.model import Lab
 from lab_runner.ruleset import apply as iptables
+from lab_runner.ruleset import nft_apply
 from lab_runner.runs import RunRecord, find_run, new_run_id
 from lab_runner.safe_files import private_dir, write_file
 
@@ -43,13 +44,19 @@ class LiveLab:
     @classmethod
     def start(cls, spec: Lab | str | Path, *, iptables_variant: str = "nft",
               profile: str | None = None, cluster_cidr: str | None = None,
-              rules: bool = True, transient: bool = False) -> "LiveLab":
-        """Build the lab and leave it running (for `lab-runner up`); on any failure nothing remains."""
+              rules: bool = True, transient: bool = False,
+              proxy_mode: str | None = None) -> "LiveLab":
+        """Build the lab and leave it running (for `lab-runner up`); on any failure nothing remains.
+
+        proxy_mode overrides the lab file's kubeProxy.mode (nftables needs an nftables profile:
+        the caller picks it, see cli.lifecycle.up)."""
         model = spec if isinstance(spec, Lab) else lab_file.load(spec)
-        model = _with_overrides(model, profile, cluster_cidr)
+        model = _with_overrides(model, profile, cluster_cidr, proxy_mode)
+        _check_mode(model)
         run = RunRecord(run_id=new_run_id(), lab_id=model.id, lab_source=model.source,
                         iptables=iptables_variant, profile=model.profile,
-                        cluster_cidr=cluster_cidr, transient=transient)
+                        proxy_mode=model.proxy_mode, cluster_cidr=cluster_cidr,
+                        transient=transient)
         lab = cls(model, run)
         try:
             lab._write_tool_shims()
@@ -67,7 +74,8 @@ class LiveLab:
     def attach(cls, which: str | None = None) -> "LiveLab":
         """The running lab named by run id or lab id (or the only one), from another process."""
         run = find_run(which)
-        model = _with_overrides(lab_file.load(run.lab_source), run.profile, run.cluster_cidr)
+        model = _with_overrides(lab_file.load(run.lab_source), run.profile, run.cluster_cidr,
+                                run.proxy_mode)
         if run.pods is not None:
             model = model.with_changes(pods=deployments.pods_from_data(run.pods))
         return cls(model, run)
@@ -82,16 +90,34 @@ class LiveLab:
         return problems
 
     # -- rules -----------------------------------------------------------------------------
-    def rendered_rules(self, *, base_jumps: bool = True, node: str | None = None) -> str:
+    @property
+    def nftables(self) -> bool:
+        """kube-proxy runs in nftables mode here: `table ip kube-proxy`, no KUBE-* iptables chains."""
+        return self.model.proxy_mode == "nftables"
+
+    def rendered_rules(self, *, base_jumps: bool = True, node: str | None = None,
+                       replace: bool = False) -> str:
         """kube-proxy's document as `node`'s kube-proxy writes it (default the first node): with
-        traffic policy Local, which endpoints are local differs from node to node."""
+        traffic policy Local, which endpoints are local differs from node to node. In nftables
+        mode the `nft -f` document (replace=True: one that replaces the table a node holds)."""
+        if self.nftables:
+            from lab_runner.ruleset.nft_render import render as nft_render
+
+            return nft_render(self.model, self.model.profile, node=node, replace=replace)
         from lab_runner.ruleset.render import render  # the renderer is pure and heavy-free
 
         return render(self.model, self.model.profile, base_jumps=base_jumps, node=node)
 
     def install_rules(self) -> None:
-        """The chain set on every node, applied once, atomically (kube-proxy runs on every node)."""
+        """The chain set on every node, applied once, atomically (kube-proxy runs on every node).
+
+        In nftables mode the node gets `table ip kube-proxy` alone: the kit's nodes hold no
+        iptables state besides kube-proxy's own, so nothing of iptables is written."""
         for node in self.model.nodes:
+            if self.nftables:
+                nft_apply.apply(self.runner, self.place(node.name),
+                                self.rendered_rules(node=node.name))
+                continue
             if self.model.nfacct:
                 # kube-proxy creates its nfacct counters before writing rules that count into
                 # them: iptables-restore refuses `-m nfacct` naming a counter that does not exist.
@@ -102,22 +128,43 @@ class LiveLab:
                              self.rendered_rules(node=node.name), self.run.iptables, noflush=False)
 
     def restore(self, document: str, node: str | None = None, *, noflush: bool = True) -> None:
+        """Apply a document to a node: iptables-restore text, or in nftables mode `nft -f` text."""
+        if self.nftables:
+            nft_apply.apply(self.runner, self.place(node or "node"), document)
+            return
         iptables.restore(self.runner, self.place(node or "node"), document, self.run.iptables,
                          noflush=noflush)
 
     def save(self, node: str | None = None, *, table: str | None = None) -> str:
+        """The node's kube-proxy rules as the kernel lists them: iptables-save (with counters,
+        `table` one of its tables), or in nftables mode `nft list table ip kube-proxy`."""
+        if self.nftables:
+            if table is not None:
+                raise LabError(f"run {self.run.run_id} runs kube-proxy in nftables mode: its "
+                               f"rules are in `table ip kube-proxy`, not the iptables {table} "
+                               "table")
+            return nft_apply.save(self.runner, self.place(node or "node"))
+        return self.iptables_save(node, table=table)
+
+    def iptables_save(self, node: str | None = None, *, table: str | None = None) -> str:
+        """iptables-save -c of a node, whatever the mode (in nftables mode: no KUBE-* chains)."""
         return iptables.save(self.runner, self.place(node or "node"), self.run.iptables, table=table)
 
     def resync(self) -> None:
         """Re-render from the current model and apply it atomically, as a kube-proxy sync does.
 
-        Chains of endpoints that are gone are flushed and deleted in the same iptables-restore,
-        so there is never a moment with a jump to a missing chain.
+        Chains of endpoints that are gone are flushed and deleted in the same iptables-restore
+        (nftables mode: the one `nft -f` replaces the whole table), so there is never a moment
+        with a jump to a missing chain.
         """
         from lab_runner.ruleset.names import is_per_service_chain
         from lab_runner.ruleset.parse import parse
 
         for node in self.model.nodes:
+            if self.nftables:
+                nft_apply.apply(self.runner, self.place(node.name),
+                                self.rendered_rules(node=node.name, replace=True))
+                continue
             document = self.rendered_rules(base_jumps=False, node=node.name)
             current = parse(self.save(node.name, table="nat"), "<node>",
                             check=False).table("nat").chains
@@ -251,10 +298,22 @@ def _with_deleted_chains(document: str, stale: list[str]) -> str:
     return f"{head}*nat\n{declare}{body}{delete}COMMIT\n{tail}"
 
 
-def _with_overrides(model: Lab, profile: str | None, cluster_cidr: str | None) -> Lab:
+def _check_mode(model: Lab) -> None:
+    """nftables mode only with a profile the nftables renderer has (as lab_file checks a file)."""
+    from lab_runner.lab_file import NFTABLES_PROFILES
+
+    if model.proxy_mode == "nftables" and model.profile not in NFTABLES_PROFILES:
+        raise LabError(f"nftables mode needs profile {' or '.join(NFTABLES_PROFILES)} (GA from "
+                       f"Kubernetes v1.33); {model.id} would run with profile {model.profile}")
+
+
+def _with_overrides(model: Lab, profile: str | None, cluster_cidr: str | None,
+                    proxy_mode: str | None = None) -> Lab:
     changes = {}
     if profile:
         changes["profile"] = profile
+    if proxy_mode:
+        changes["proxy_mode"] = proxy_mode
     if cluster_cidr:
         changes["cluster_cidr"] = ipaddress.IPv4Network(cluster_cidr)
     return model.with_changes(**changes) if changes else model

@@ -29,6 +29,7 @@ RUN_ID = re.compile(r"[0-9a-f]{6}")
 # What may follow `kplab-<run id>-` in a name the kit makes: no space, newline, slash or quote.
 NAME_TAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}")
 KIT_NAME = re.compile(rf"{PREFIX}-([0-9a-f]{{6}})-{NAME_TAIL.pattern}")
+PROXY_MODES = ("iptables", "nftables")  # as lab_file's kubeProxy.mode
 RECORD_LIMIT = 1 << 20  # bytes: a record lists namespaces and pids, never more than this
 
 
@@ -127,6 +128,7 @@ class RunRecord:
     backend: str = "netns"
     iptables: str = "nft"
     profile: str = "v1.23"
+    proxy_mode: str = "iptables"  # kube-proxy's mode: iptables or nftables (older records: iptables)
     cluster_cidr: str | None = None  # set when the run overrides the lab's cluster CIDR
     created: float = field(default_factory=time.time)
     owner_pid: int = field(default_factory=os.getpid)
@@ -181,6 +183,8 @@ def record_problem(data: object, run_id: str) -> str:
         return f"run_id {data.get('run_id')!r} is not its directory's name {run_id}"
     if data.get("backend", "netns") not in ("netns", "docker"):
         return f"backend {data.get('backend')!r} is neither netns nor docker"
+    if data.get("proxy_mode", "iptables") not in PROXY_MODES:
+        return f"proxy_mode {data.get('proxy_mode')!r} is neither {' nor '.join(PROXY_MODES)}"
     names = data.get("namespaces", [])
     if not isinstance(names, list) or not all(is_kit_name(n, run_id) for n in names):
         return f"namespaces must all be named {PREFIX}-{run_id}-…: {names!r}"

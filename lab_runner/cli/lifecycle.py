@@ -18,6 +18,8 @@ from lab_runner.errors import EnvironmentProblem, LabError
 from lab_runner.runs import list_runs
 
 IPTABLES_CHOICE = click.Choice(["nft", "legacy"])
+PROXY_MODE_CHOICE = click.Choice(["iptables", "nftables"])
+NFTABLES_DEFAULT_PROFILE = "v1.34"  # the one nftables profile lab files may name (lab_file)
 
 
 def require_root() -> None:
@@ -57,13 +59,17 @@ def list_labs() -> None:
               help="kube-proxy rule format; default: the lab's (lab-3: v1.23, as in the seed).")
 @click.option("--cluster-cidr", type=CIDR,
               help="render with another cluster CIDR (e.g. 172.17.0.0/16 to cover lab-3's pods).")
+@click.option("--proxy-mode", type=PROXY_MODE_CHOICE,
+              help="kube-proxy's mode; default: the lab's (kubeProxy.mode). nftables writes "
+                   "`table ip kube-proxy` instead of KUBE-* chains and needs profile v1.34 "
+                   "(picked unless --profile says otherwise).")
 @click.option("--backend", type=click.Choice(["netns", "docker"]), default="netns",
               show_default=True, help="netns: namespaces on this machine (root); docker: the node "
               "is a container (no root; DOCKER_HOST is honoured).")
 @click.option("--image", envvar="KPLAB_IMAGE", default="kplab-node", show_default=True,
               help="the node image for --backend docker (`docker build -t kplab-node .`).")
-def up(lab: str, variant: str, profile: str | None, cluster_cidr: str | None, backend: str,
-       image: str) -> None:
+def up(lab: str, variant: str, profile: str | None, cluster_cidr: str | None,
+       proxy_mode: str | None, backend: str, image: str) -> None:
     """Build LAB: node, pods and clients in namespaces, kube-proxy's chains installed.
 
     The lab stays up until `lab-runner down LAB`. Ctrl-C while it starts leaves nothing behind.
@@ -72,24 +78,42 @@ def up(lab: str, variant: str, profile: str | None, cluster_cidr: str | None, ba
     \b
     Examples:
       sudo lab-runner up lab-3
+      sudo lab-runner up lab-3 --proxy-mode nftables
       lab-runner up lab-3 --backend docker --iptables legacy
     """
     from lab_runner.lab import LiveLab
 
-    if backend == "docker":
-        return _up_docker(lab, variant, profile, cluster_cidr, image)
     model = lab_file.load(lab)  # a mistyped lab is named before root is asked for
+    profile = _profile_for_mode(model, proxy_mode, profile)
+    if backend == "docker":
+        if (proxy_mode or model.proxy_mode) == "nftables":
+            raise LabError("nftables mode runs on the netns backend only for now: leave out "
+                           "--backend docker")
+        return _up_docker(lab, variant, profile, cluster_cidr, image)
     require_root()
     started = time.monotonic()
     with console.status(f"building {model.id}: {len(model.nodes)} node(s), {len(model.pods)} pods, "
                         f"{len(model.clients)} client(s)…"):
         live = LiveLab.start(model, iptables_variant=variant, profile=profile,
-                             cluster_cidr=cluster_cidr)
+                             cluster_cidr=cluster_cidr, proxy_mode=proxy_mode)
+    mode = "nftables mode" if live.nftables else variant
     console.print(f"[green]up[/] {model.id} as run [bold]{live.run.run_id}[/] in "
-                  f"{time.monotonic() - started:.2f} s ({variant}, profile {live.model.profile})")
+                  f"{time.monotonic() - started:.2f} s ({mode}, profile {live.model.profile})")
     console.print(f"  hosts: {', '.join(live.hosts())}")
     console.print(f"  try:   sudo lab-runner ssh {model.id.split('-clusterip')[0]}   |   "
                   f"sudo lab-runner down {live.run.run_id}")
+
+
+def _profile_for_mode(model, proxy_mode: str | None, profile: str | None) -> str | None:
+    """--proxy-mode nftables on a lab of an iptables-only profile picks v1.34 (and says so);
+    an explicit --profile is kept (LiveLab refuses one nftables mode cannot render)."""
+    from lab_runner.lab_file import NFTABLES_PROFILES
+
+    if proxy_mode != "nftables" or profile or model.profile in NFTABLES_PROFILES:
+        return profile
+    console.print(f"nftables mode: profile {NFTABLES_DEFAULT_PROFILE} instead of the lab's "
+                  f"{model.profile} (kube-proxy's nftables mode is GA from v1.33)")
+    return NFTABLES_DEFAULT_PROFILE
 
 
 def _up_docker(lab: str, variant: str, profile: str | None, cluster_cidr: str | None,
@@ -176,12 +200,17 @@ def status() -> None:
             f"{alive}/{len(run.processes)} processes, "
             f"{len(present & set(run.namespaces))}/{len(run.namespaces)} namespaces")
         table.add_row(run.run_id, run.lab_id, state, _age(run.created),
-                      f"{run.backend} {run.iptables} {run.profile}", up)
+                      f"{run.backend} {_rules_of(run)} {run.profile}", up)
     console.print(tables.keep_whole(table, 0, 1, 2))
     if orphans:
         console.print(f"{orphans} orphaned run(s), left by a crashed process: "
                       "`sudo lab-runner clean` removes them")
     _mention_other_users_labs(runs, present)
+
+
+def _rules_of(run) -> str:
+    """What writes the node's rules: the iptables variant, or kube-proxy's nftables mode."""
+    return "nftables" if run.proxy_mode == "nftables" else run.iptables
 
 
 def _is_root() -> bool:

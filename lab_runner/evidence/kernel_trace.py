@@ -121,24 +121,38 @@ class Tracer:
     def trace(self, rule: list[str], send: Callable[[], object], *, local: bool,
               settle: float = 0.3) -> tuple[Trace, object]:
         chain = "OUTPUT" if local else "PREROUTING"
-        monitor = subprocess.Popen(self.prefix + ["xtables-monitor", "--trace"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        output, answer = monitor_around(
+            self.prefix + ["xtables-monitor", "--trace"],
+            lambda: self.run_in_node(["iptables", "-t", "raw", "-I", chain, "1", *rule]),
+            lambda: self.run_in_node(["iptables", "-t", "raw", "-D", chain, *rule]),
+            send, settle)
+        return parse(output), answer
+
+
+def monitor_around(monitor_argv: list[str], arm: Callable[[], object],
+                   disarm: Callable[[], object], send: Callable[[], object],
+                   settle: float) -> tuple[str, object]:
+    """Start a trace monitor, arm the trace, send, read until quiet; always disarm and stop.
+
+    Returns (everything the monitor printed, what send returned)."""
+    monitor = subprocess.Popen(monitor_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        arm()
         try:
-            self.run_in_node(["iptables", "-t", "raw", "-I", chain, "1", *rule])
-            try:
-                time.sleep(0.15)  # the monitor subscribes to trace events asynchronously
-                answer = send()
-                output = _read_until_quiet(monitor, settle)
-            finally:
-                self.run_in_node(["iptables", "-t", "raw", "-D", chain, *rule])
+            time.sleep(0.15)  # the monitor subscribes to trace events asynchronously
+            answer = send()
+            output = _read_until_quiet(monitor, settle)
         finally:
-            monitor.terminate()
-            try:
-                rest, _ = monitor.communicate(timeout=2)
-            except subprocess.TimeoutExpired:
-                monitor.kill()
-                rest, _ = monitor.communicate()
-        return parse(output + (rest or "")), answer
+            disarm()
+    finally:
+        monitor.terminate()
+        try:
+            rest, _ = monitor.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
+            monitor.kill()
+            rest, _ = monitor.communicate()
+    return output + (rest or ""), answer
 
 
 def _read_until_quiet(proc: subprocess.Popen, quiet: float) -> str:

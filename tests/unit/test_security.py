@@ -114,6 +114,8 @@ def test_run_ids_outside_the_pattern_are_refused(state, bad):
     ({"processes": [{"pid": "1; rm -rf /", "role": "x", "start_ticks": 1}]}, "processes"),
     ({"container": "someone-elses-container"}, "container"),
     ({"backend": "shell"}, "backend"),
+    ({"proxy_mode": "ipvs"}, "proxy_mode"),
+    ({"proxy_mode": ["nftables"]}, "proxy_mode"),
     ({"path": "/etc"}, "unknown fields"),
 ])
 def test_a_record_breaking_the_rules_is_refused_as_a_whole(state, fields, why):
@@ -130,6 +132,13 @@ def test_a_valid_record_loads_and_its_path_is_derived_from_the_run_id(state):
     plant(state, "abc123", namespaces=["kplab-abc123-net", "kplab-abc123-pod-my-app-1.x"])
     record = runs.RunRecord.load("abc123")
     assert record.path == state / "abc123" / "run.json"
+
+
+def test_the_proxy_mode_is_kept_and_a_record_from_before_it_reads_as_iptables(state):
+    plant(state, "abc123")  # written before records had proxy_mode
+    assert runs.RunRecord.load("abc123").proxy_mode == "iptables"
+    plant(state, "def456", proxy_mode="nftables")
+    assert runs.RunRecord.load("def456").proxy_mode == "nftables"
 
 
 def test_a_record_that_is_a_link_is_not_read(state, tmp_path):
