@@ -67,7 +67,7 @@ def veth_name(pod: str) -> str:
 
 def all_namespaces(lab: Lab, run_id: str) -> list[str]:
     return ([fabric_ns(run_id)] + [node_ns(run_id, n.name) for n in lab.nodes]
-            + [pod_ns(run_id, p.name) for p in lab.pods]
+            + [pod_ns(run_id, p.name) for p in lab.pods if not p.host_network]
             + [client_ns(run_id, c.name) for c in lab.clients])
 
 
@@ -91,7 +91,8 @@ class NetnsBackend:
         batches = [(Place(node_ns(run.run_id, n.name)), self._node_commands(lab, n, run.run_id))
                    for n in lab.nodes]
         self._parallel(batches)
-        batches = [(Place(pod_ns(run.run_id, p.name)), self._pod_commands(lab, p)) for p in lab.pods]
+        batches = [(Place(pod_ns(run.run_id, p.name)), self._pod_commands(lab, p)) for p in lab.pods
+                   if not p.host_network]
         batches += [(Place(client_ns(run.run_id, c.name)), self._client_commands(lab, c))
                     for c in lab.clients]
         self._parallel(batches)
@@ -154,7 +155,7 @@ class NetnsBackend:
                 f"link add {node.bridge} type bridge", f"addr add {node.bridge_address} dev {node.bridge}",
                 f"link set {node.bridge} up"]
         for pod in lab.pods:
-            if pod.node == node.name:
+            if pod.node == node.name and not pod.host_network:
                 cmds += self._veth_commands(lab, pod, run_id)
         for other in lab.nodes:
             if other.name != node.name:
@@ -215,22 +216,32 @@ class NetnsBackend:
 
     # -- pods ------------------------------------------------------------------------------
     def start_pods(self, lab: Lab, run: RunRecord, pods) -> None:
-        """Start each pod's app server in its own UTS namespace and wait until all listen."""
+        """Start each pod's app server in its own UTS namespace and wait until all listen.
+
+        A hostNetwork pod's app runs in its node's namespace, on the node's address; it is a
+        process of the run (cleanup stops it with the node) but no pod namespace holds it, so it
+        is not in pod_pids, which name the pods that have one.
+        """
         started = []
+        extra = _hand_made_ports(lab)
         for pod in pods:
             argv = ["unshare", "--uts", "--", sys.executable, "-m", "lab_runner.appserver",
                     "--pod", pod.name, "--ip", str(pod.ip)]
-            for port in pod.ports:
-                argv += [f"--{port.protocol.lower()}", str(port.container_port)]
+            listen = {(p.container_port, p.protocol) for p in pod.ports}
+            for number, protocol in sorted(listen | extra.get(pod.name, set())):
+                argv += [f"--{protocol.lower()}", str(number)]
             if pod.app == "echo":
                 argv.append("--plain")
-            proc = self.runner.spawn(argv, Place(pod_ns(run.run_id, pod.name)),
+            where = (node_ns(run.run_id, pod.node) if pod.host_network
+                     else pod_ns(run.run_id, pod.name))
+            proc = self.runner.spawn(argv, Place(where),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, start_new_session=True,
                                      env=_child_env())
             ticks = process_start_ticks(proc.pid) or 0
             run.processes.append(TrackedProcess(proc.pid, f"app:{pod.name}", ticks))
-            run.pod_pids[pod.name] = proc.pid
+            if not pod.host_network:
+                run.pod_pids[pod.name] = proc.pid
             started.append((pod, proc))
         run.save()
         deadline = time.monotonic() + APP_START_TIMEOUT
@@ -281,6 +292,18 @@ class NetnsBackend:
 
 
 NETNS_ETC = Path("/etc/netns")
+
+
+def _hand_made_ports(lab: Lab) -> dict[str, set[tuple[int, str]]]:
+    """Ports that Services without selector name on a pod beyond its container ports: its app
+    listens there too, so a hand-made endpoint answers as a selected one does."""
+    found: dict[str, set[tuple[int, str]]] = {}
+    for service in lab.services:
+        protocols = {p.name or "": p.protocol for p in service.ports}
+        for endpoint in service.endpoints:
+            found.setdefault(endpoint.pod.name, set()).update(
+                (number, protocols[name]) for name, number in endpoint.ports)
+    return found
 
 
 def _write_resolv_conf(ns: str) -> None:
