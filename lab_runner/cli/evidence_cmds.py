@@ -105,6 +105,14 @@ def _print_probe(report, quiet: bool) -> None:
         _say("pod view   no pod received it")
     for entry in report.conntrack:
         _say(f"conntrack  {entry.describe()}")
+    if report.path is not None:
+        _say("rules the packet met (nft monitor trace: kube-proxy's nftables rules carry no "
+             "counters), in order:")
+        for hop in report.path.hops:
+            _say("  " + hop.describe())
+        if not report.path.hops:
+            _say("  none: the kernel reported no trace events for this probe")
+        return
     moved = moved_rules(report)  # in the order the packet met them
     if moved:
         _say("counters that moved (nat table), in the order the packet met them:")
@@ -121,11 +129,7 @@ def _repeated(live, source, target, kind, count, until_all) -> None:
     caller_ip = sampling.host_ip(live, source)
     wanted: set[str] = set()
     if until_all:
-        from lab_runner.ruleset.counters import Snapshot
-
-        inbound = "eth0" if live.resolve(source)[0] == "client" else live.model.nodes[0].bridge
-        expected = sampling.expected_distribution(Snapshot.parse(live.save()).ruleset, live.model,
-                                                  caller_ip, target, in_interface=inbound)
+        expected = _node_expected(live, source, caller_ip, target)
         ips = {k.split(":")[0] for k, p in expected.items() if p and k != sampling.NO_DNAT}
         wanted = {pod.name for pod in live.model.pods if str(pod.ip) in ips}
         count = 200
@@ -152,6 +156,20 @@ def _repeated(live, source, target, kind, count, until_all) -> None:
                        f"{', '.join(sorted(wanted - set(seen)))}")
 
 
+def _node_expected(live, source, caller_ip, target) -> dict:
+    """The shares of each destination the node's rules give now, by the mode's own tracer."""
+    if live.nftables:
+        from lab_runner.evidence import nft_sampling
+
+        return nft_sampling.expected(live, source, target, against="node")[0]
+    from lab_runner.evidence import sampling
+    from lab_runner.ruleset.counters import Snapshot
+
+    inbound = "eth0" if live.resolve(source)[0] == "client" else live.model.nodes[0].bridge
+    return sampling.expected_distribution(Snapshot.parse(live.save()).ruleset, live.model,
+                                          caller_ip, target, in_interface=inbound)
+
+
 # -- trace ---------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("lab", required=False)
@@ -161,7 +179,9 @@ def trace(lab, source, target) -> None:
     """Trace one packet through the node's chains with the kernel's own TRACE events.
 
     Adds a TRACE rule for exactly this probe's 5-tuple, reads `xtables-monitor --trace` in the
-    node, removes the rule. Needs the nft variant of iptables.
+    node, removes the rule. Needs the nft variant of iptables. On a lab in nftables mode: a
+    `meta nftrace set 1` rule in the kit's own table (kplab-trace, priority -400, deleted
+    afterwards) and `nft monitor trace`; kube-proxy's table is not touched.
 
     \b
     Example:
@@ -171,8 +191,14 @@ def trace(lab, source, target) -> None:
 
     live = _attach(lab)
     src_ip = sampling.host_ip(live, source)
-    path, answer, rule = kernel_trace.trace_probe(live, source, target)
-    sport = rule[rule.index("--sport") + 1]
+    if live.nftables:
+        from lab_runner.evidence import nft_trace
+
+        path, answer, rule = nft_trace.trace_probe(live, source, target)
+        sport = rule.split(f"{target.proto} sport ", 1)[1].split()[0]
+    else:
+        path, answer, argv = kernel_trace.trace_probe(live, source, target)
+        sport = argv[argv.index("--sport") + 1]
     _say(f"trace of the first packet {src_ip}:{sport} -> {target} from {source}")
     before = path.before_nat()
     _say(f"before NAT: {before.get('SRC')}:{before.get('SPORT')} -> {before.get('DST')}:"
@@ -180,7 +206,7 @@ def trace(lab, source, target) -> None:
     for hop in path.hops:
         _say("  " + hop.describe())
     after = path.after_nat()
-    masq = any("MASQUERADE" in h.rule for h in path.hops)
+    masq = any("masquerade" in h.rule.lower() for h in path.hops)
     _say(f"after NAT:  {after.get('SRC')}:{after.get('SPORT')} -> {after.get('DST')}:"
          f"{after.get('DPORT')}" + ("   (and the source is masqueraded as it leaves)" if masq else ""))
     _say(f"answer: {answer.get('answer')}" + (f" from {answer.get('src')}:{answer.get('sport')}"
@@ -208,7 +234,8 @@ def sample(lab, service_port, target, flows, source, alpha, against) -> None:
 
     The rule tracer computes the exact expected shares (from kube-proxy's chain set for the lab,
     or with --against node from the rules in the node); the test is a chi-square goodness of
-    fit whose false-failure rate is --alpha.
+    fit whose false-failure rate is --alpha. In nftables mode (no counters) each connection is
+    counted by the pod that answered, and nft_tracer gives the shares.
 
     \b
     Examples:
@@ -221,6 +248,15 @@ def sample(lab, service_port, target, flows, source, alpha, against) -> None:
         raise click.UsageError("give either --service NAMESPACE/NAME:PORT or --to " + TARGET_FORM)
     live = _attach(lab)
     target = sampling.service_target(live.model, service_port) if service_port else target
+    if live.nftables:
+        from lab_runner.evidence import nft_sampling
+
+        report = nft_sampling.sample(live, target, flows, source=source, alpha=alpha,
+                                     against=against)
+        _print_sample(report, service_port)
+        if not report.passed:
+            raise LabError("the spread does not fit the rules' probabilities")
+        return
     expected = sampling.reference_expected(live, source, target) if against == "kube-proxy" else None
     report = sampling.sample(live, target, flows, source=source, alpha=alpha, expected=expected)
     _print_sample(report, service_port)
@@ -265,6 +301,10 @@ def counters(lab, chain, table, watch) -> None:
     from lab_runner.ruleset.counters import Snapshot, delta
 
     live = _attach(lab)
+    if live.nftables:
+        raise LabError(f"run {live.run.run_id} runs kube-proxy in nftables mode, whose rules "
+                       "carry no counters: `lab-runner trace` lists the rules a packet meets, "
+                       "and `lab-runner probe` shows them for each probe")
     start = Snapshot.parse(live.save())
 
     def table_now() -> Table:
@@ -319,54 +359,123 @@ def conntrack(lab, to_ip, proto) -> None:
 
 
 # -- rules ---------------------------------------------------------------------------------------
+NODE = "@node"  # `--diff` with no file: the running node's own rules
+
+
+class DiffSource(click.Path):
+    """`--diff FILE`, or `--diff` alone: the rules the running lab's node holds."""
+
+    def convert(self, value, param, ctx):
+        return NODE if value == NODE else super().convert(value, param, ctx)
+
+
 @cli.command()
 @click.argument("lab")
 @click.option("--profile", type=PROFILE, help="kube-proxy rule format.")
 @click.option("--cluster-cidr", type=CIDR, help="render with another cluster CIDR.")
-@click.option("--diff", "diff_file", type=click.Path(exists=True, dir_okay=False),
-              help="compare the rendered rules with this iptables-save/restore file.")
+@click.option("--diff", "diff_file", type=DiffSource(exists=True, dir_okay=False),
+              is_flag=False, flag_value=NODE,
+              help="compare the rendered rules with this iptables-save/restore file (nft file "
+                   "for a lab in nftables mode), or, given alone, with the running node's rules.")
 @click.option("--apply", "apply_", is_flag=True,
               help="apply the re-rendered chains to the running lab, atomically.")
 def rules(lab, profile, cluster_cidr, diff_file, apply_) -> None:
-    """kube-proxy's chain set for LAB, as one iptables-restore document.
+    """kube-proxy's chain set for LAB, as one iptables-restore document (in nftables mode: the
+    `nft -f` document of table ip kube-proxy).
 
-    LAB is a lab id or file, or a run id (that run's lab as it is now). --apply acts on a running
-    lab: LAB is then its run id, or its lab id where only one run of that lab is up.
+    LAB is a lab id or file, or a run id (that run's lab as it is now). --apply and --diff
+    without a file act on a running lab: LAB is then its run id, or its lab id where only one
+    run of that lab is up.
 
     \b
     Examples:
       lab-runner rules lab-3                               print it
       lab-runner rules lab-3 --diff my.rules               compare semantically (exit 1 if not equal)
+      sudo lab-runner rules lab-3 --diff                   compare with the running node's rules
       sudo lab-runner rules 3fa2c1 --cluster-cidr 172.17.0.0/16 --apply   re-render run 3fa2c1
     """
     from lab_runner.lab import _with_overrides
-    from lab_runner.ruleset.compare import compare
-    from lab_runner.ruleset.render import render
 
     if apply_:
         if diff_file:
             raise click.UsageError("--apply and --diff do not go together: apply, then compare "
-                                   "with `lab-runner rules RUN_ID --diff FILE`")
+                                   "with `lab-runner rules RUN_ID --diff`")
         # The run first: LAB may be a run id, and the run knows its own lab file.
         live = _attach(lab)
         live.model = _with_overrides(live.model, profile, cluster_cidr)
-        live.restore(render(live.model, live.model.profile, base_jumps=False))
+        if live.nftables:
+            live.restore(live.rendered_rules(replace=True))
+        else:
+            live.restore(live.rendered_rules(base_jumps=False))
         live.run.cluster_cidr = str(live.model.cluster_cidr)
         live.run.profile = live.model.profile
         live.run.save()
         _say(f"applied: {live.model.id} (run {live.run.run_id}) now renders with cluster CIDR "
              f"{live.model.cluster_cidr}, profile {live.model.profile}")
         return
+    if diff_file == NODE:
+        live = _attach(lab)
+        live.model = _with_overrides(live.model, profile, cluster_cidr)
+        _diff_with_node(live)
+        return
     model = _with_overrides(_model_of(lab), profile, cluster_cidr)
-    document = render(model, model.profile)
+    document = _render(model)
     if diff_file:
-        result = compare(document, Path(diff_file).read_text(errors="replace"))
-        _say(result.text)
-        if not result.equal:
+        text = Path(diff_file).read_text(errors="replace")
+        found = _differences(model, document, text, diff_file)
+        if found:
             raise LabError(f"{diff_file} differs from the rendered chain set "
-                           f"({len(result.differences)} difference(s))")
+                           f"({found} difference(s))")
         return
     _say(document.rstrip("\n"))
+
+
+def _render(model) -> str:
+    if model.proxy_mode == "nftables":
+        from lab_runner.ruleset.nft_render import render as nft_render
+
+        return nft_render(model, model.profile)
+    from lab_runner.ruleset.render import render
+
+    return render(model, model.profile)
+
+
+def _differences(model, document: str, other: str, other_name: str) -> int:
+    """Print how `other` differs from the render (semantically); the number of differences."""
+    if model.proxy_mode == "nftables":
+        from lab_runner.ruleset.nft_compare import differences
+        from lab_runner.ruleset.nft_parse import parse_nft
+        from lab_runner.ruleset.nft_names import TABLE
+
+        key = ("ip", TABLE)
+        found = differences(parse_nft(document).tables.get(key),
+                            parse_nft(other).tables.get(key), actual_name=other_name)
+        _say("\n".join(found) if found else f"no differences: {other_name} holds kube-proxy's "
+                                             "table as rendered")
+        return len(found)
+    from lab_runner.ruleset.compare import compare
+
+    result = compare(document, other)
+    _say(result.text)
+    return 0 if result.equal else len(result.differences)
+
+
+def _diff_with_node(live) -> None:
+    """The render against what each node holds now (exit 1 when they differ)."""
+    from lab_runner.ruleset import nft_apply
+
+    total = 0
+    for node in live.model.nodes:
+        where = f"node {node.name}"
+        if live.nftables and not nft_apply.has_table(live.runner, live.place(node.name)):
+            held = ""  # no table at all: every object is a difference
+        else:
+            held = live.save(node.name)
+        total += _differences(live.model, live.rendered_rules(node=node.name), held, where)
+    if total:
+        raise LabError(f"the running lab's rules differ from kube-proxy's ({total} "
+                       f"difference(s)); `lab-runner rules {live.run.run_id} --apply` restores "
+                       "them")
 
 
 def _model_of(lab: str):

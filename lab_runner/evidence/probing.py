@@ -62,6 +62,9 @@ class ProbeReport:
     pod_view: PodView | None = None
     counters: Delta | None = None
     conntrack: list[conntrack.Entry] = field(default_factory=list)
+    # nftables mode: kube-proxy's rules carry no counters; the rules the probe's first packet
+    # met, from `nft monitor trace` (nft_trace), stand in for the counters that moved.
+    path: Any = None
 
     @property
     def answered(self) -> bool:
@@ -81,13 +84,27 @@ def probe(lab, source: str, target: Target, kind: str = "syn", *, sport: int | N
     eth0 (a crafted SYN reaches no app), so the pod's view comes from its own interface.
     """
     capture = (kind == "syn") if capture is None else capture
-    before = Snapshot.parse(lab.save()) if counters else None
+    traced = counters and _nftables(lab)
+    before = Snapshot.parse(lab.save()) if counters and not traced else None
     options = dict(dst=target.ip, dport=target.port, sport=sport, timeout=timeout)
+    path = None
     with ExitStack() as stack:
         captures = _start_captures(lab, target.proto, stack) if capture else {}
-        answer = run_agent(lab.runner, lab.place(source), kind, **options)
+
+        def send() -> dict[str, Any]:
+            return run_agent(lab.runner, lab.place(source), kind, **options)
+
+        if traced:
+            from lab_runner.evidence import nft_trace
+            from lab_runner.evidence.sampling import host_ip
+
+            rule = nft_trace.match_rule(target.proto, host_ip(lab, source), target.ip,
+                                        target.port, sport)
+            path, answer = nft_trace.node_tracer(lab).trace(rule, send)
+        else:
+            answer = send()
         seen = {name: cap.stop() for name, cap in captures.items()}
-    report = ProbeReport(source, target, kind, answer)
+    report = ProbeReport(source, target, kind, answer, path=path)
     report.pod_view = _pod_view(answer, seen)
     if before is not None:
         report.counters = delta(before, Snapshot.parse(lab.save()))
@@ -97,6 +114,11 @@ def probe(lab, source: str, target: Target, kind: str = "syn", *, sport: int | N
                                                         int(probe_info["sport"])))
         report.conntrack = conntrack.from_result(result)
     return report
+
+
+def _nftables(lab) -> bool:
+    """kube-proxy in nftables mode on this lab (a lab object without the notion: iptables)."""
+    return bool(getattr(lab, "nftables", False))
 
 
 def _start_captures(lab, proto: str, stack: ExitStack) -> dict[str, Capture]:
@@ -219,7 +241,7 @@ def connections(lab, source: str, target: Target, *, count: int, until_pods=(),
     to see every branch of a Service's random choice. kind: http (udp for a UDP target) unless
     given; a crafted syn says who answered, but not which pod (so until_pods does not apply)."""
     kind = kind or ("udp" if target.proto == "udp" else "http")
-    before = Snapshot.parse(lab.save()) if counters else None
+    before = Snapshot.parse(lab.save()) if counters and not _nftables(lab) else None
     answers = run_agent(lab.runner, lab.place(source), kind, dst=target.ip, dport=target.port,
                         timeout=timeout, count=count, budget=budget,
                         until_pods=",".join(sorted(until_pods)) or None)
