@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from lab_runner.cli import cli
+from lab_runner.cli import cli, err_console
 from lab_runner.cli.lifecycle import require_root
 
 
@@ -26,6 +26,11 @@ def iptables(lab: str | None, host: str, args: tuple[str, ...]) -> None:
 
     require_root()
     live = LiveLab.attach(lab)
+    if live.nftables:
+        # Not silently: the tables are empty of KUBE-* chains, and that is the lesson's point.
+        err_console.print(f"[yellow]note:[/] run {live.run.run_id} runs kube-proxy in nftables "
+                          "mode: its rules are in `table ip kube-proxy` (`lab-runner exec node "
+                          "-- nft list table ip kube-proxy`), not in iptables", highlight=False)
     args = args[1:] if args[:1] == ("--",) else args
     argv = live.place(host).prefix() + live.command_in(host, ["iptables", *args])
     sys.exit(subprocess.call(argv))

@@ -125,6 +125,26 @@ def test_cli_status_trace_counters_and_rules_diff(nft_lab):
     assert table_differences(nft_lab) == []
 
 
+def test_cli_probe_sample_and_iptables_on_an_nftables_lab(nft_lab):
+    run = nft_lab.run.run_id
+    probe = cli(nft_lab, "probe", run, "--to", str(VIP))
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert "rules the packet met (nft monitor trace" in probe.stdout, probe.stdout
+    assert re.search(r"^  endpoint-\S+ +accept +meta l4proto tcp dnat to 172\.17\.0\.\d:80$",
+                     probe.stdout, re.MULTILINE), probe.stdout
+    assert "counters that moved" not in probe.stdout
+
+    sample = cli(nft_lab, "sample", run, "--to", str(VIP), "--flows", "200")
+    assert sample.returncode == 0, sample.stdout + sample.stderr
+    assert "consistent with the rules" in sample.stdout
+    assert len(re.findall(r"^  endpoint-\S+ +172\.17\.0\.\d:80 ", sample.stdout,
+                          re.MULTILINE)) == 4, sample.stdout
+
+    listing = cli(nft_lab, "iptables", "--lab", run, "node", "--", "-t", "nat", "-S")
+    assert listing.returncode == 0 and "KUBE-" not in listing.stdout
+    assert "nftables mode" in listing.stderr  # said, not silently an empty iptables listing
+
+
 def test_resync_after_scaling_in_removes_the_gone_endpoints_chains(nft_lab):
     def endpoint_chains() -> set[str]:
         table = parse_nft(nft_lab.save()).table("ip", "kube-proxy")
