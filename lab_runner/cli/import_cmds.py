@@ -34,9 +34,10 @@ def import_(objects, rules, cluster_cidr, service_cidr, node, profile, max_pods,
             output) -> None:
     """Rebuild a real cluster's Services as a lab.yaml.
 
-    OBJECTS are files of kubectl's YAML or JSON output (`-` reads standard input). What lab.yaml
-    cannot express (selector-less Services, host-network or IPv6 endpoints, ...) is left out,
-    listed here as warnings and written in the file as comments.
+    OBJECTS are files of kubectl's YAML or JSON output (`-` reads standard input). Selector-less
+    Services keep their EndpointSlices' endpoints, host-network endpoints become hostNetwork
+    pods; what lab.yaml cannot express (IPv6, endpoints outside every pod and node, ...) is left
+    out, listed here as warnings and written in the file as comments.
 
     \b
     On a machine with kubectl (and on the node, for --rules):

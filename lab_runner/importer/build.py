@@ -1,7 +1,8 @@
 """A cluster's objects as a lab: plain data in lab.yaml's shape, and a warning per dropped item.
 
 The kit node, whose rules are rebuilt (--node), is the lab's first; services.py turns Services
-and EndpointSlices into services and pods, plan.py chooses the nodes, addresses and profile. Here:
+and EndpointSlices into services and pods, plan.py chooses the nodes, addresses and profile
+(hostNetwork pods take their lab node's address, see on_lab_nodes). Here:
 the whole, and the checks on it (pods beyond --max-pods, named target ports no pod defines, a
 selector that picks other pods than the Service's slices list).
 """
@@ -195,8 +196,11 @@ class _Builder(ServiceReader, AddressPlan):
                                 f"{', '.join(inside[:5])}: pods and Services need apart ranges "
                                 "(is it the Service range? give the pods' with --cluster-cidr)")
         service_cidr = self.service_cidr(cluster_ips)
+        host = [p for p in pods if p.get("hostNetwork")]  # at a node's address, on no bridge
+        pods = [p for p in pods if not p.get("hostNetwork")]
         bridges = self.bridges(node, pods, cluster_ips)
         addresses, node_network = self.node_addresses(bridges, cluster_cidr)
+        pods += self.on_lab_nodes(host, addresses, services)
         profile, nfacct = self.profile()
         masquerade_all = bool(self.facts and self.facts.masquerade_all)
         if profile == "v1.23":
@@ -232,6 +236,34 @@ class _Builder(ServiceReader, AddressPlan):
         self.result.lab = lab
 
 
+    def on_lab_nodes(self, host: list[dict], addresses: dict[str, IPv4],
+                     services: list[dict]) -> list[dict]:
+        """hostNetwork pods on the lab's nodes, at the lab node's address (the real one unless
+        plan.py chose a spare network); hand-made endpoints follow them. A pod of a node the lab
+        does not build is left out, with its endpoints."""
+        moved: dict[str, str | None] = {}
+        kept = []
+        for pod in host:
+            real = pod.pop("ip")
+            subject = f"Pod {pod['namespace']}/{pod['name']}"
+            lab_ip = addresses.get(pod["node"])
+            if lab_ip is None:
+                self.warn(subject, f"hostNetwork on node {pod['node']}, which the lab does not "
+                          f"build (it builds {', '.join(addresses)}): left out, with its "
+                          "endpoints")
+            elif str(lab_ip) != real:
+                self.warn(subject, f"hostNetwork at {real}, node {pod['node']}'s address; the "
+                          f"lab's node is at {lab_ip}, so its endpoints are (and their KUBE-SEP "
+                          "chains are named after that address)")
+            moved[real] = None if lab_ip is None else str(lab_ip)
+            if lab_ip is not None:
+                kept.append(pod)
+        for service in services:
+            if "endpoints" in service:
+                service["endpoints"] = [dict(e, address=moved.get(e["address"], e["address"]))
+                                        for e in service["endpoints"]
+                                        if moved.get(e["address"], "") is not None]
+        return kept
 
 
 class _Selection:
@@ -248,5 +280,5 @@ class _Selection:
     def of(self, service: dict) -> set:
         """The addresses of the pods the Service's selector picks."""
         sets = [self.by_label.get((service["namespace"], label, value), set())
-                for label, value in service["selector"].items()]
+                for label, value in (service.get("selector") or {}).items()]
         return set.intersection(*sets) if sets else set()

@@ -3,9 +3,11 @@
 Every endpoint becomes a pod; one of another node than the kit node keeps that node's name as
 its `nodeName` (plan.py then puts it on that node when its podCIDR holds it, or leaves it on the
 kit node, as kube-proxy's own tests do), so Local traffic policies render as on the real node.
-Endpoints come from selectors in lab.yaml, so a pod carries
-its real labels (or, without Pod objects, the labels its Services select) and each Service its
-real selector. ServiceReader is a part of build._Builder and reports through its warn().
+A Service with a selector keeps it, and its pods carry their real labels (or, without Pod
+objects, the labels its Services select); a Service without one lists its EndpointSlices'
+endpoints in lab.yaml (`endpoints:`), each naming a pod of the lab. An endpoint at a node's
+address (or of a hostNetwork Pod) is a hostNetwork pod on that node. ServiceReader is a part of
+build._Builder and reports through its warn().
 """
 
 from __future__ import annotations
@@ -68,24 +70,49 @@ class ServiceReader:
             return self.warn(subject, "no ports the kit can build (a Service without ports, or "
                              "only SCTP ones): kube-proxy writes no rules for it")
         selector = spec.get("selector") or {}
-        if not selector:
-            return self.warn(subject, "no selector: its EndpointSlices are made by hand or by a "
-                             "controller, and lab.yaml derives endpoints from selectors")
         endpoints = self.endpoints(slices, subject)
         kept = [e for e in endpoints if self.buildable(e, subject)]
         if endpoints and not kept:
             return self.warn(subject, "none of its endpoints can be a pod of the lab "
                              "(reasons above); without them it would render as having none")
         service = {"namespace": item["metadata"].get("namespace", "default"),
-                   "name": item["metadata"].get("name"), "selector": dict(selector),
-                   "clusterIP": str(cluster_ip), "ports": ports}
+                   "name": item["metadata"].get("name")}
+        if selector:
+            service["selector"] = dict(selector)
+        service.update({"clusterIP": str(cluster_ip), "ports": ports})
         if item["metadata"].get("labels"):
             service["labels"] = dict(item["metadata"]["labels"])
         self.external(service, spec, kind, subject, item)
         self.endpoint_ips[(service["namespace"], service["name"])] = {e.address for e in kept}
         for endpoint in kept:
             self.pod_for(endpoint, service, pods, node, subject)
+        if not selector:  # its slices are made by hand (or by a controller): list them
+            service["endpoints"] = [e for e in (self.hand_made(e, service, subject) for e in kept)
+                                    if e is not None]
         return service
+
+    def hand_made(self, endpoint: _Endpoint, service: dict, subject: str) -> dict | None:
+        """One entry of a selector-less Service's `endpoints:`, with its slice's ports by the
+        Service's port names, its conditions and its nodeName."""
+        numbers = {}
+        for port in service["ports"]:
+            number = endpoint.ports.get((port.get("name", ""), port["protocol"]))
+            if number is not None:
+                numbers[port.get("name", "")] = number
+        if not numbers:
+            return self.warn(subject, f"endpoint {endpoint.address}: its EndpointSlice has no "
+                             "port of the Service's names; left out")
+        entry: dict = {"address": str(endpoint.address)}
+        if list(numbers) == [""]:
+            entry["port"] = numbers[""]
+        else:
+            entry["ports"] = numbers
+        if not (endpoint.ready and endpoint.serving and not endpoint.terminating):
+            entry.update(ready=False, serving=endpoint.serving)
+        if endpoint.terminating:
+            entry["terminating"] = True
+        entry["nodeName"] = endpoint.node_name or ""  # none: local to no node
+        return entry
 
     def cluster_ip(self, spec: dict, subject: str) -> IPv4 | None:
         addresses = spec.get("clusterIPs") or [spec.get("clusterIP")]
@@ -190,18 +217,21 @@ class ServiceReader:
 
     def buildable(self, endpoint: _Endpoint, subject: str) -> bool:
         pod = self.pod_object(endpoint)
-        host_network = bool(pod and (pod.get("spec") or {}).get("hostNetwork"))
-        if endpoint.address in self.node_ips or host_network:
-            owner = self.node_ips.get(endpoint.address, "its node")
-            self.warn(subject, f"endpoint {endpoint.address} is host-network (the address of "
-                      f"{owner}): a lab pod has its own address, so it is left out and the "
-                      "Service renders without it")
-            return False
+        if self.host_network(endpoint):
+            return True
         if endpoint.pod is None and pod is None:
-            self.warn(subject, f"endpoint {endpoint.address} is no pod's (no targetRef): left "
-                      "out, the Service renders without it")
+            self.warn(subject, f"endpoint {endpoint.address} is no pod's (no targetRef) nor a "
+                      "node's (a control plane or a machine outside the cluster): the lab makes "
+                      "only its pods and nodes answer, so it is left out and the Service renders "
+                      "without it")
             return False
         return True
+
+    def host_network(self, endpoint: _Endpoint) -> bool:
+        """At a node's address, or of a Pod with hostNetwork: true."""
+        pod = self.pod_object(endpoint)
+        return (endpoint.address in self.node_ips
+                or bool(pod and (pod.get("spec") or {}).get("hostNetwork")))
 
     def pod_object(self, endpoint: _Endpoint) -> dict | None:
         if endpoint.pod and endpoint.pod in self.pod_objects:
@@ -213,13 +243,20 @@ class ServiceReader:
         """The lab pod at the endpoint's address: made once, then given this Service's labels
         and named target ports too."""
         obj = self.pod_object(endpoint)
-        namespace, name = endpoint.pod or (obj["metadata"].get("namespace", "default"),
-                                           obj["metadata"]["name"])
+        host = self.host_network(endpoint)
+        # A node's own endpoint without a Pod (kube-apiserver behind `kubernetes`): named after it.
+        owner = self.node_ips.get(endpoint.address) or endpoint.node_name or node
+        namespace, name = endpoint.pod or ((obj["metadata"].get("namespace", "default"),
+                                            obj["metadata"]["name"]) if obj
+                                           else ("kube-system", f"host-{owner}"))
         pod = pods.get(endpoint.address)
         if pod is None:
-            pod = {"name": name, "namespace": namespace, "node": node, "ip": str(endpoint.address),
+            pod = {"name": name, "namespace": namespace, "node": owner if host else node,
+                   "ip": str(endpoint.address),
                    "labels": dict((obj or {}).get("metadata", {}).get("labels") or {}),
                    "ports": _container_ports(obj)}
+            if host:  # plan.py gives it its lab node's address (and drops "ip")
+                pod["hostNetwork"] = True
             if len(name) > MAX_NAME:
                 self.warn(subject, f"pod {namespace}/{name}: a lab pod's name is its hostname, "
                           f"at most {MAX_NAME} characters; cut to {name[:MAX_NAME]}")
@@ -228,7 +265,7 @@ class ServiceReader:
                 pod["ready"] = False
             if endpoint.terminating:
                 pod["terminating"] = True
-            if endpoint.node_name != node:
+            if endpoint.node_name != pod["node"]:
                 pod["nodeName"] = endpoint.node_name or ""
             containers = len(((obj or {}).get("spec") or {}).get("containers") or [None])
             if 1 < containers <= 20:
@@ -238,6 +275,13 @@ class ServiceReader:
             self.warn(subject, f"endpoint {endpoint.address} is pod {namespace}/{name}, but "
                       f"another Service names pod {pod['namespace']}/{pod['name']} at that "
                       "address: one lab pod serves both")
+        if host:  # its app listens on the node: on every port a slice names
+            have = {(p["containerPort"], p.get("protocol", "TCP")) for p in pod["ports"]}
+            for number, protocol in sorted({(n, proto) for (_, proto), n in endpoint.ports.items()}
+                                           - have):
+                pod["ports"].append({"containerPort": number, "protocol": protocol})
+        if "selector" not in service:
+            return
         self.selected_by(service, pod, subject)
         for port in service["ports"]:
             self.target_port(port, endpoint, pod, subject)
@@ -300,7 +344,7 @@ def key(item: dict) -> tuple[str, str]:
 
 
 def selects(service: dict, pod: dict) -> bool:
-    return pod["namespace"] == service["namespace"] and all(
+    return bool(service.get("selector")) and pod["namespace"] == service["namespace"] and all(
         pod["labels"].get(k) == v for k, v in service["selector"].items())
 
 

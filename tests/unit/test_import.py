@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from lab_runner import lab_file
 from lab_runner.cli import cli, evidence_cmds, import_cmds  # noqa: F401  (registers commands)
-from lab_runner.endpoints import resolve_target_port, selects
+from lab_runner.endpoints import endpoints_for, resolve_target_port, selects
 from lab_runner.importer import Options, import_lab
 from lab_runner.importer.objects import ImportProblem
 from lab_runner.model import Lab
@@ -180,13 +180,16 @@ def test_eks_imports_with_each_dropped_object_named(tmp_path):
     text, result, lab = import_lab([str(CLUSTERS / "eks-v1.34.yaml")],
                                    Options(cluster_cidr=ipaddress.IPv4Network("192.168.0.0/16")),
                                    str(NODES / "eks-v1.34.rules"))
-    assert said(result, "Service default/kubernetes", "no selector")
-    assert said(result, "Service kube-system/eks-extension-metrics-api", "no selector")
+    # Selector-less, but their endpoints are the control plane's, outside every node and pod.
+    assert said(result, "Service default/kubernetes", "endpoint 192.168.2.135 is no pod's")
+    assert said(result, "Service default/kubernetes", "none of its endpoints can be a pod")
+    assert said(result, "Service kube-system/eks-extension-metrics-api",
+                "none of its endpoints can be a pod")
     assert said(result, "Nodes", "3 nodes")
     for warning in result.warnings:
         assert f"#   - {warning}" in text  # each one a comment in the file
     # Each names the object and the file it came from.
-    assert "Service default/kubernetes (" + str(CLUSTERS / "eks-v1.34.yaml") + "): no selector" \
+    assert "Service default/kubernetes (" + str(CLUSTERS / "eks-v1.34.yaml") + "): endpoint " \
         in text
     assert lab.profile == "v1.34" and lab.nfacct
     assert {f"{s.namespace}/{s.name}" for s in lab.services} == {"kube-system/kube-dns",
@@ -215,7 +218,14 @@ def test_kubeadm_v120_imports_as_v123_with_the_nodeport_kept_as_clusterip():
     assert said(result, "ignored", "ConfigMap kube-system/kube-proxy")
     assert said(result, "Service default/nginx-ext", "type, externalTrafficPolicy: the v1.23")
     assert lab.profile == "v1.23" and str(lab.cluster_cidr) == "10.244.0.0/16"
-    assert {s.name for s in lab.services} == {"kube-dns", "nginx-ext", "web-empty"}
+    assert {s.name for s in lab.services} == {"kubernetes", "kube-dns", "nginx-ext", "web-empty"}
+    # kubernetes: no selector, its slice names the control plane node's address (kube-apiserver
+    # on the host network): a hand-made endpoint at a hostNetwork pod of that node.
+    kubernetes = lab.service("default", "kubernetes")
+    [endpoint] = kubernetes.endpoints
+    assert (str(endpoint.pod.ip), endpoint.ports, endpoint.pod.host_network,
+            endpoint.pod.node, endpoint.pod.slice_node) == (
+        "192.168.49.2", (("https", 6443),), True, "kubeadm-cp", "")
     # Each endpoint runs on its own node, in that node's podCIDR, at the nodes' own addresses.
     [nginx] = [p for p in lab.pods if p.name.startswith("nginx-ext")]
     assert nginx.slice_node == "kubeadm-worker" == nginx.node
@@ -289,7 +299,9 @@ def test_a_cluster_cidr_guessed_from_pod_cidrs_is_a_warning(tmp_path):
 
 
 @pytest.mark.parametrize("extra, subject, reason", [
-    (service("db", ip="10.96.0.30", selector={}), "Service default/db", "no selector"),
+    ({**endpoint_slice("web", addresses=("172.31.0.9",), name="web-far"),
+      "endpoints": [{"addresses": ["172.31.0.9"]}]}, "Service default/web",
+     "endpoint 172.31.0.9 is no pod's"),
     (service("dns", ip="None"), "Service default/dns", "headless"),
     (service("v6", ip="fd00::10", clusterIPs=["fd00::10"]), "Service default/v6", "IPv6 only"),
     (service("bare", ip="10.96.0.31", ports=[]), "Service default/bare", "no ports"),
@@ -309,10 +321,10 @@ def test_what_lab_yaml_cannot_express_is_a_named_warning(tmp_path, extra, subjec
 
 
 def test_a_line_break_in_a_name_stays_inside_its_comment(tmp_path):
-    sneaky = service("db", ip="10.96.0.30", selector={})
+    sneaky = service("db", ip="None")
     sneaky["metadata"]["name"] = "db\nclusterCIDR: 0.0.0.0/0"
     text, result, lab = run(tmp_path, objects(service(), endpoint_slice(), node(), sneaky))
-    assert said(result, "Service default/db\nclusterCIDR: 0.0.0.0/0", "no selector")
+    assert said(result, "Service default/db\nclusterCIDR: 0.0.0.0/0", "headless")
     assert str(lab.cluster_cidr) == "10.244.0.0/16"
     assert [line for line in text.splitlines() if line.startswith("clusterCIDR")] == \
         ["clusterCIDR: 10.244.0.0/16"]
@@ -332,17 +344,60 @@ def test_ipv6_external_addresses_are_left_out_and_named(tmp_path):
         assert said(result, "Service default/web", f"{field} left out"), result.warnings
 
 
-def test_host_network_endpoints_are_left_out_and_named(tmp_path):
+def test_a_host_network_endpoint_is_a_host_network_pod_of_its_node(tmp_path):
     text, result, lab = run(tmp_path, objects(
         service(), endpoint_slice(addresses=("10.244.0.5", "192.168.49.2")), node()))
-    [warning] = result.warnings
-    assert "endpoint 192.168.49.2 is host-network (the address of n1)" in str(warning)
-    assert [str(p.ip) for p in lab.pods] == ["10.244.0.5"]
+    assert result.warnings == []
+    agent = lab.pod("web-1")
+    assert (agent.host_network, agent.ip, agent.node) == (True, lab.nodes[0].ip, "n1")
+    # selected as the real pod was, listening on the slice's port in the node's namespace
+    assert [e.address for e in endpoints_for(lab, lab.services[0], lab.services[0].ports[0])] \
+        == ["10.244.0.5:8080", "192.168.49.2:8080"]
+    assert [p.container_port for p in agent.ports] == [8080]
+    written = {p["name"]: p for p in yaml.safe_load(text)["pods"]}
+    assert "ip" not in written["web-1"]  # a hostNetwork pod takes its node's address
+
+
+def test_a_host_network_pod_of_a_node_the_lab_does_not_build_is_left_out(tmp_path):
+    _, result, lab = run(tmp_path, objects(
+        service(), endpoint_slice(addresses=("10.244.0.5", "192.168.49.3")), node(),
+        node("n2", "192.168.49.3", "10.244.1.0/24")), node="n1")
+    assert said(result, "Pod default/web-1", "hostNetwork on node n2, which the lab does not")
+    assert [p.name for p in lab.pods] == ["web-0"]
+
+
+def test_a_selector_less_service_keeps_its_hand_made_endpoints(tmp_path):
+    """Two Services naming one pod's address with different ports; one of them selector-less
+    with a hand-made slice (a terminating endpoint of another node too)."""
+    web = endpoint_slice(addresses=("10.244.0.5", "10.244.0.6"))
+    manual = service("metrics", ip="10.96.0.30", selector={},
+                     ports=[{"name": "m", "port": 9100, "targetPort": 9100}])
+    sliced = endpoint_slice("metrics", addresses=("10.244.0.5", "10.244.0.6"), pods=["web-0",
+                                                                                    "web-1"])
+    sliced["ports"] = [{"name": "m", "port": 9102, "protocol": "TCP"}]
+    sliced["endpoints"][1].update(nodeName="n2", conditions={"ready": False, "serving": True,
+                                                             "terminating": True})
+    text, result, lab = run(tmp_path, objects(service(), web, manual, sliced, node()))
+    assert result.warnings == []
+    metrics = lab.service("default", "metrics")
+    assert metrics.selector == {}
+    assert [(e.pod.name, e.ports, e.pod.ready, e.pod.serving, e.pod.terminating,
+             e.pod.slice_node) for e in metrics.endpoints] == [
+        ("web-0", (("m", 9102),), True, True, False, "n1"),
+        ("web-1", (("m", 9102),), False, True, True, "n2")]
+    assert [e.address for e in endpoints_for(lab, metrics, metrics.ports[0])] == ["10.244.0.5:9102"]
+    # the same pods stay the selector's endpoints of web, on its own port
+    assert [e.address for e in endpoints_for(lab, lab.service("default", "web"),
+                                             lab.service("default", "web").ports[0])] == [
+        "10.244.0.5:8080", "10.244.0.6:8080"]
+    assert len(lab.pods) == 2
 
 
 def test_a_service_whose_only_endpoints_cannot_be_pods_is_dropped(tmp_path):
+    far = endpoint_slice(addresses=("172.31.0.9",))
+    del far["endpoints"][0]["targetRef"]
     with pytest.raises(ImportProblem, match="nothing to build") as caught:
-        run(tmp_path, objects(service(), endpoint_slice(addresses=("192.168.49.2",)), node()))
+        run(tmp_path, objects(service(), far, node()))
     assert "Service default/web (" in str(caught.value)
     assert "none of its endpoints can be a pod" in str(caught.value)
 
@@ -474,15 +529,18 @@ def test_cli_writes_a_lab_that_rules_renders_and_lists_warnings(tmp_path):
     result = runner.invoke(cli, ["import", str(CLUSTERS / "kubeadm-v1.20.yaml"), "--rules",
                                  str(NODES / "kubeadm-v1.20-docker.rules"), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "wrote" in result.output and "3 Service(s)" in result.output
-    assert "warning: Service default/kubernetes (" in result.output
-    assert "kubeadm-v1.20.yaml): no selector" in result.output
+    assert "wrote" in result.output and "4 Service(s)" in result.output
+    assert "warning: Service default/nginx-ext (" in result.output
     rules = runner.invoke(cli, ["rules", str(out)])
     assert rules.exit_code == 0 and "KUBE-SVC-TCOU7JCQXEZGVUNU" in rules.output
     diff = runner.invoke(cli, ["rules", str(out), "--diff",
                                str(NODES / "kubeadm-v1.20-docker.rules")])
-    assert diff.exit_code == 1  # it differs: the kubernetes Service is left out, v1.20's layout
-    assert "nat KUBE-SVC-NPX46M4PTMTKRN6Y: unexpected chain" in diff.output
+    assert diff.exit_code == 1  # it differs: v1.20's layout
+    # the kubernetes Service (hand-made endpoint at the node's address) is rebuilt: its endpoint
+    # chain is the real node's, name for name, rule for rule
+    assert "KUBE-SVC-NPX46M4PTMTKRN6Y: unexpected chain" not in diff.output
+    assert "KUBE-SEP-" not in "".join(line for line in diff.output.splitlines()
+                                      if "kubernetes" in line)
     # kube-dns's endpoints are the node's; its chain differs only by where v1.20 put the
     # masquerade rule (in KUBE-SERVICES, v1.22+ in KUBE-SVC).
     assert "KUBE-SEP-YIL6JZP7A3QYXJU2" not in diff.output
