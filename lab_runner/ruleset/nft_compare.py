@@ -17,9 +17,7 @@ def differences(expected: Table | None, actual: Table | None, *,
     if expected is None or actual is None:
         if expected is actual:
             return []
-        missing, there = (actual_name, expected_name) if actual is None else \
-            (expected_name, actual_name)
-        return [f"table: {missing} has no table the {there} has"]
+        return _only("table", "", expected, expected_name, actual_name)
     found: list[str] = []
     for name in _union(expected.chains, actual.chains):
         found += _chain(name, expected.chains.get(name), actual.chains.get(name),
@@ -37,7 +35,7 @@ def _union(first: dict, second: dict) -> list[str]:
 def _only(kind: str, name: str, expected, expected_name: str, actual_name: str) -> list[str]:
     where, missing = (expected_name, actual_name) if expected is not None else \
         (actual_name, expected_name)
-    return [f"{kind} {name}: only in {where} (not in {missing})"]
+    return [f"{kind}{' ' if name else ''}{name}: only in {where} (not in {missing})"]
 
 
 def _chain(name: str, want: Chain | None, got: Chain | None, want_name: str,
