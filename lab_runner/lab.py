@@ -52,7 +52,7 @@ class LiveLab:
         the caller picks it, see cli.lifecycle.up)."""
         model = spec if isinstance(spec, Lab) else lab_file.load(spec)
         model = _with_overrides(model, profile, cluster_cidr, proxy_mode)
-        _check_mode(model)
+        check_proxy_mode(model)
         run = RunRecord(run_id=new_run_id(), lab_id=model.id, lab_source=model.source,
                         iptables=iptables_variant, profile=model.profile,
                         proxy_mode=model.proxy_mode, cluster_cidr=cluster_cidr,
@@ -298,7 +298,7 @@ def _with_deleted_chains(document: str, stale: list[str]) -> str:
     return f"{head}*nat\n{declare}{body}{delete}COMMIT\n{tail}"
 
 
-def _check_mode(model: Lab) -> None:
+def check_proxy_mode(model: Lab) -> None:
     """nftables mode only with a profile the nftables renderer has (as lab_file checks a file)."""
     from lab_runner.lab_file import NFTABLES_PROFILES
 

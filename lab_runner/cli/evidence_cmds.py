@@ -394,7 +394,7 @@ def rules(lab, profile, cluster_cidr, diff_file, apply_) -> None:
       sudo lab-runner rules lab-3 --diff                   compare with the running node's rules
       sudo lab-runner rules 3fa2c1 --cluster-cidr 172.17.0.0/16 --apply   re-render run 3fa2c1
     """
-    from lab_runner.lab import _with_overrides
+    from lab_runner.lab import _with_overrides, check_proxy_mode
 
     if apply_:
         if diff_file:
@@ -403,6 +403,7 @@ def rules(lab, profile, cluster_cidr, diff_file, apply_) -> None:
         # The run first: LAB may be a run id, and the run knows its own lab file.
         live = _attach(lab)
         live.model = _with_overrides(live.model, profile, cluster_cidr)
+        check_proxy_mode(live.model)
         if live.nftables:
             live.restore(live.rendered_rules(replace=True))
         else:
@@ -416,6 +417,7 @@ def rules(lab, profile, cluster_cidr, diff_file, apply_) -> None:
     if diff_file == NODE:
         live = _attach(lab)
         live.model = _with_overrides(live.model, profile, cluster_cidr)
+        check_proxy_mode(live.model)
         _diff_with_node(live)
         return
     model = _with_overrides(_model_of(lab), profile, cluster_cidr)
@@ -431,6 +433,9 @@ def rules(lab, profile, cluster_cidr, diff_file, apply_) -> None:
 
 
 def _render(model) -> str:
+    from lab_runner.lab import check_proxy_mode
+
+    check_proxy_mode(model)  # --profile v1.23 on an nftables lab: said, not a traceback
     if model.proxy_mode == "nftables":
         from lab_runner.ruleset.nft_render import render as nft_render
 

@@ -239,7 +239,8 @@ def connections(lab, source: str, target: Target, *, count: int, until_pods=(),
     """Up to `count` new connections from `source` made by one agent (agent.repeated: it stops
     once every pod of `until_pods` answered), and how the counters grew over all of them: enough
     to see every branch of a Service's random choice. kind: http (udp for a UDP target) unless
-    given; a crafted syn says who answered, but not which pod (so until_pods does not apply)."""
+    given; a crafted syn says who answered, but not which pod (so until_pods does not apply).
+    In nftables mode kube-proxy's rules carry no counters: the Delta is then None."""
     kind = kind or ("udp" if target.proto == "udp" else "http")
     before = Snapshot.parse(lab.save()) if counters and not _nftables(lab) else None
     answers = run_agent(lab.runner, lab.place(source), kind, dst=target.ip, dport=target.port,

@@ -88,3 +88,22 @@ def test_nftables_mode_with_an_iptables_profile_is_refused_before_anything_is_bu
     model = lab_file.load("lab-3")  # profile v1.23
     with pytest.raises(LabError, match="nftables mode needs profile v1.34"):
         LiveLab.start(model, proxy_mode="nftables")
+
+
+def test_rules_of_an_nftables_lab_print_its_nft_document_and_refuse_an_iptables_profile(
+        tmp_path):
+    from click.testing import CliRunner
+
+    from lab_runner.cli import load_commands
+
+    cli = load_commands()
+    text = (lab_file.LABS_DIR / "lab-3-clusterip" / "lab.yaml").read_text()
+    path = tmp_path / "lab.yaml"
+    path.write_text(text.replace("profile: v1.23", "profile: v1.34\nkubeProxy: {mode: nftables}"))
+    shown = CliRunner().invoke(cli, ["rules", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("add table ip kube-proxy")
+    refused = CliRunner().invoke(cli, ["rules", str(path), "--profile", "v1.23"])
+    # the kit's error (main() prints it as one line), not a renderer's ValueError
+    assert isinstance(refused.exception, LabError), refused.exception
+    assert "nftables mode needs profile v1.34" in str(refused.exception)
