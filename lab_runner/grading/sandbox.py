@@ -632,6 +632,8 @@ def _static_fate(outcome, ip: str, port: int, target, pod_exists: bool = False) 
             " by the rules"
     if not outcome.dnat:
         return f"not sent to any pod (no DNAT: it still goes to {target.ip}:{target.port})"
+    if outcome.route == "local":  # REDIRECT, or a DNAT to one of the node's own addresses
+        return f"delivered to the node itself at {ip}:{port}, where nothing listens (it refuses)"
     if pod_exists:
         return f"sent to {ip}:{port}, where its pod does not listen (it refuses)"
     return f"sent to {ip}:{port}, where no pod is (it times out{RETRY_NOTE})"

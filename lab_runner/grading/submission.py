@@ -64,9 +64,9 @@ def as_iptables_restore(text: str, name: str, base: Ruleset | None = None) -> Ru
 def refuse_unmodelled(ruleset: Ruleset, name: str) -> None:
     """Refuse a rule the tracer cannot model, in both modes alike: static mode could not grade
     it, and live mode alone must not give a file a score the other mode cannot. Static mode's
-    packets carry the node's routes (sampling.node_routes), so `-o` is graded; REDIRECT is not
-    (see semantics.unsupported)."""
-    problem = unsupported(ruleset, routes=True)
+    packets carry the node's routes (sampling.node_routes), so `-o` and REDIRECT are graded (a
+    REDIRECT hands the connection to the node itself, where nothing of the lab listens)."""
+    problem = unsupported(ruleset, routes=True, redirect=True)
     if problem is not None:
         rule = problem.rule
         raise SubmissionError(f"{name}, line {rule.line_no}: the kit cannot model {problem.what} "

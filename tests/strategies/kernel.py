@@ -185,7 +185,7 @@ def judge(live: LiveLab, callers: Callers, text: str, entry: dict) -> str | None
     if kernel is not None:
         entry.update(status="refused")
         return None
-    if (unmodelled := unsupported(ruleset, routes=True)) is not None:
+    if (unmodelled := unsupported(ruleset, routes=True, redirect=True)) is not None:
         entry.update(status="unsupported", what=unmodelled.what)
         return None
     return compare(live, callers, ruleset, entry)

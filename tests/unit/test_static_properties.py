@@ -99,7 +99,7 @@ def check_trace(result) -> None:
 def traced_or_refused(ruleset, packets) -> list | None:
     """The traces of every packet, or None when the file is refused (unsupported) or a limit
     stops a trace; any other exception fails the test."""
-    if unsupported(ruleset, routes=True) is not None:  # the packets here carry the routes
+    if unsupported(ruleset, routes=True, redirect=True) is not None:  # as the intake asks
         return None
     results = []
     for packet in packets:
