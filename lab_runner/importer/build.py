@@ -72,7 +72,7 @@ class _Builder(ServiceReader, AddressPlan):
         self.pod_objects = {(p["metadata"].get("namespace", "default"),
                              p["metadata"].get("name")): p for p in objects.pods}
         self.pods_by_ip = {ip: p for p in objects.pods for ip in pod_ips(p)}
-        self.endpoint_ips: dict[tuple[str, str], set[IPv4]] = {}
+        self.endpoint_ips: dict[tuple[str, str], set] = {}  # Service -> its pods (services.pod_key)
         self.node_ips = {ip: name_of(n) for n in objects.nodes for ip in node_ips(n)}
 
     def warn(self, subject: str, reason: str) -> None:

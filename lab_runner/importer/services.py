@@ -83,7 +83,8 @@ class ServiceReader:
         if item["metadata"].get("labels"):
             service["labels"] = dict(item["metadata"]["labels"])
         self.external(service, spec, kind, subject, item)
-        self.endpoint_ips[(service["namespace"], service["name"])] = {e.address for e in kept}
+        self.endpoint_ips[(service["namespace"], service["name"])] = {self.pod_key(e)
+                                                                       for e in kept}
         for endpoint in kept:
             self.pod_for(endpoint, service, pods, node, subject)
         if not selector:  # its slices are made by hand (or by a controller): list them
@@ -236,7 +237,18 @@ class ServiceReader:
     def pod_object(self, endpoint: _Endpoint) -> dict | None:
         if endpoint.pod and endpoint.pod in self.pod_objects:
             return self.pod_objects[endpoint.pod]
-        return self.pods_by_ip.get(endpoint.address)
+        found = self.pods_by_ip.get(endpoint.address)
+        # A node's address is every hostNetwork pod's there: without a targetRef it names none.
+        return None if found and (found.get("spec") or {}).get("hostNetwork") else found
+
+    def pod_key(self, endpoint: _Endpoint):
+        """The lab pod an endpoint is: its address, or for the host network (where pods share
+        the node's address) the address and the pod."""
+        if not self.host_network(endpoint):
+            return endpoint.address
+        obj = self.pod_object(endpoint)
+        return (endpoint.address, endpoint.pod or (obj and (obj["metadata"].get("namespace"),
+                                                            obj["metadata"]["name"])))
 
     def pod_for(self, endpoint: _Endpoint, service: dict, pods: dict, node: str,
                 subject: str) -> None:
@@ -249,7 +261,7 @@ class ServiceReader:
         namespace, name = endpoint.pod or ((obj["metadata"].get("namespace", "default"),
                                             obj["metadata"]["name"]) if obj
                                            else ("kube-system", f"host-{owner}"))
-        pod = pods.get(endpoint.address)
+        pod = pods.get(self.pod_key(endpoint))
         if pod is None:
             pod = {"name": name, "namespace": namespace, "node": owner if host else node,
                    "ip": str(endpoint.address),
@@ -270,7 +282,7 @@ class ServiceReader:
             containers = len(((obj or {}).get("spec") or {}).get("containers") or [None])
             if 1 < containers <= 20:
                 pod["containers"] = containers
-            pods[endpoint.address] = pod
+            pods[self.pod_key(endpoint)] = pod
         elif (pod["namespace"], pod["name"]) != (namespace, name):
             self.warn(subject, f"endpoint {endpoint.address} is pod {namespace}/{name}, but "
                       f"another Service names pod {pod['namespace']}/{pod['name']} at that "

@@ -39,7 +39,10 @@ REAL = {  # cluster objects, the node's dump, the options a learner gives, the p
                   ["kube-system/kube-dns:dns", "kube-system/kube-dns:dns-tcp",
                    "kube-system/kube-dns:metrics", "game-2048/service-2048"]),
     "kubeadm-v1.20": ("kubeadm-v1.20.yaml", "kubeadm-v1.20-docker.rules", {},
-                      ["kube-system/kube-dns:dns", "default/nginx-ext"]),
+                      # kubernetes: selector-less, its endpoint kube-apiserver on the node's
+                      # own address (a hostNetwork pod of the lab)
+                      ["kube-system/kube-dns:dns", "default/nginx-ext",
+                       "default/kubernetes:https"]),
 }
 
 
@@ -132,3 +135,26 @@ def test_every_imported_port_spreads_as_explain_says_on_the_real_node(real):
         assert sampling.NO_DNAT not in report.observed, (name, report.observed)
         assert report.passed, (f"{name}: {FLOWS} flows observed {report.observed}, explain on "
                                f"{dump.name} said {shares}: {report.result}")
+
+
+def test_hand_made_slices_and_host_network_endpoints_answer_when_imported(tmp_path):
+    """kind's kubernetes (selector-less, kube-apiserver on the node's address), a hostNetwork
+    node-exporter selected by its Service, and web-admin's hand-made slice naming web's pods on
+    another port: imported, up, and each answered over HTTP by the app the slice names."""
+    from lab_runner.evidence.probing import Target, probe
+
+    text, _, _ = import_lab([str(ROOT / "fixtures" / "real-clusters" /
+                                 "kind-v1.31-hand-made-slices.yaml")],
+                            Options(cluster_cidr=ipaddress.IPv4Network("10.244.0.0/16"),
+                                    lab_id="imported-kind"))
+    path = tmp_path / "imported.yaml"
+    path.write_text(text)
+    expected = {Target("10.96.0.1", 443): {"host-kind-control-plane"},
+                Target("10.96.120.15", 9100): {"node-exporter-4xk8p"},
+                Target("10.96.44.10", 80): {"web-7d9c5b8f6-jq2mz", "web-7d9c5b8f6-x8w4r"},
+                # the other pod of web-admin's slice is terminating: only this one is used
+                Target("10.96.44.11", 8081): {"web-7d9c5b8f6-jq2mz"}}
+    with LiveLab.up(path) as live:
+        for target, pods in expected.items():
+            report = probe(live, "client", target, "http", counters=False)
+            assert report.pod in pods, (target, report.answer)

@@ -583,3 +583,30 @@ def test_several_files_import_as_one_list(tmp_path):
     assert result.warnings == []
     assert len(lab.pods) == 4 and all(p.containers == 2 for p in lab.pods)  # from the Pod objects
     assert lab.nodes[0].name == "minikube"
+
+
+def test_kind_hand_made_slices_host_network_and_shared_pods_are_all_rebuilt():
+    """fixtures/real-clusters/kind-v1.31-hand-made-slices.yaml: what lab.yaml once left out."""
+    text, result, lab = import_lab([str(CLUSTERS / "kind-v1.31-hand-made-slices.yaml")],
+                                   Options(cluster_cidr=ipaddress.IPv4Network("10.244.0.0/16")))
+    # only the endpoint outside the cluster is left out (and so its Service)
+    assert {w.subject for w in result.warnings} == {"Service shop/legacy-db"}
+    assert said(result, "Service shop/legacy-db", "endpoint 203.0.113.10 is no pod's")
+    assert [s.name for s in lab.services] == ["kubernetes", "node-exporter", "web", "web-admin"]
+    # two hostNetwork pods at the node's address: the apiserver (no Pod object) and node-exporter
+    node_ip = lab.nodes[0].ip
+    assert {(p.name, p.ip, p.host_network, p.slice_node) for p in lab.pods if p.host_network} == {
+        ("host-kind-control-plane", node_ip, True, ""),
+        ("node-exporter-4xk8p", node_ip, True, "kind-control-plane")}
+    assert [e.pod.name for e in lab.service("default", "kubernetes").endpoints] == [
+        "host-kind-control-plane"]
+    # web and web-admin name the same two pods on different ports
+    admin = lab.service("shop", "web-admin")
+    assert [(str(e.pod.ip), e.ports, e.pod.terminating) for e in admin.endpoints] == [
+        ("10.244.0.5", (("admin", 9090),), False), ("10.244.0.6", (("admin", 9090),), True)]
+    rules = render(lab)
+    for address in ("172.18.0.2:6443", "172.18.0.2:9100", "10.244.0.5:8080", "10.244.0.6:8080",
+                    "10.244.0.5:9090"):
+        assert f"--to-destination {address}" in rules
+    assert "--to-destination 10.244.0.6:9090" not in rules  # terminating: a fallback only
+    assert lab_file.parse(text, lab.source) == lab  # the written file loads as the same lab
