@@ -485,3 +485,24 @@ def test_a_lab_of_5000_pods_and_1000_services_loads(capsys):
     assert len(lab.pods) == 5000 and len(endpoints_for(lab, seventh, seventh.ports[0])) == 5
     with capsys.disabled():
         print(f"\n5,000 pods and 1,000 services loaded in {took:.2f} s")
+
+
+def test_the_readme_example_of_hand_made_endpoints_loads():
+    """README "Your own cluster" shows the forms; its snippet, on two nodes, is a valid lab."""
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    snippet = readme.split("In lab.yaml these read:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    text = textwrap.dedent("""\
+        id: t
+        title: readme
+        clusterCIDR: 10.244.0.0/16
+        nodes:
+          - {name: node-a, bridge: {name: cni0, address: 10.244.0.1/24}}
+          - {name: node-b, bridge: {name: cni0, address: 10.244.1.1/24}}
+        """) + snippet.replace("pods:\n", "pods:\n  - {name: a, ip: 10.244.0.5, node: node-a}\n"
+                               "  - {name: b, ip: 10.244.0.6, node: node-a}\n")
+    lab = lab_file.parse(text)
+    admin = lab.service("default", "web-admin")
+    assert [(e.pod.name, e.pod.slice_node) for e in admin.endpoints] == [("a", "node-a"),
+                                                                        ("b", "node-b")]
+    assert lab.pod("node-exporter").ip == lab.nodes[0].ip
