@@ -357,8 +357,10 @@ class _Checker:
                 ip = self.address(entry.get("ip"), f"{path}.ip")
             if ip and node and not host_network:
                 if ip not in node.pod_subnet:
+                    hint = ("; a pod on its node's address has hostNetwork: true (and no ip)"
+                            if ip in self.nodes_by_ip else "")
                     self.problem(f"{path}.ip", f"{ip} is outside node {node.name}'s pod subnet "
-                                 f"{node.pod_subnet} (bridge {node.bridge})")
+                                 f"{node.pod_subnet} (bridge {node.bridge}){hint}")
                 elif ip in (node.pod_subnet.network_address, node.pod_subnet.broadcast_address,
                             node.bridge_address.ip):
                     self.problem(f"{path}.ip", f"{ip} is the network, broadcast or bridge address "

@@ -9,10 +9,10 @@ import re
 
 import pytest
 
-from lab_runner.backends.netns import namespaces_of_run
+from lab_runner.backends.netns import NetnsBackend, namespaces_of_run
 from lab_runner.evidence.probing import Target, probe
 from lab_runner.lab import LiveLab
-from lab_runner.runs import process_start_ticks
+from lab_runner.runs import RunRecord, process_start_ticks
 
 pytestmark = pytest.mark.needs_root
 
@@ -84,3 +84,16 @@ def test_the_host_network_app_runs_in_the_nodes_namespace_on_the_node_address(bu
                if "--to-destination 192.168.49.2:9100" in line)
     # the hairpin rule names the node's address, as kube-proxy writes it for such an endpoint
     assert re.search(rf"-A {sep} -s 192\.168\.49\.2/32 .*-j KUBE-MARK-MASQ", rules)
+
+
+def test_a_run_that_lost_its_record_of_pids_still_loses_its_host_network_app(tmp_path):
+    """Cleanup after a crash finds the hostNetwork app by the node namespace it runs in (the
+    kit's name and run id), not by a recorded pid: a record with no pids and no namespaces."""
+    path = tmp_path / "lab.yaml"
+    path.write_text(LAB)
+    with LiveLab.up(path) as live:
+        [app] = [p for p in live.run.processes if p.role == "app:node-agent"]
+        bare = RunRecord(run_id=live.run.run_id, lab_id="forms", lab_source=str(path))
+        assert NetnsBackend().destroy(bare) == []
+        assert process_start_ticks(app.pid) != app.start_ticks
+        assert namespaces_of_run(live.run.run_id) == []

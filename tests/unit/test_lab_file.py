@@ -464,6 +464,9 @@ def test_a_pod_may_still_not_take_another_pods_or_the_nodes_address():
     data["pods"][1]["ip"] = "172.17.0.2"
     assert any("172.17.0.2 is used by both pod ns/web-1 and pod ns/web-2" in p
                for p in problems_of(yaml.safe_dump(data)))
+    data["pods"][1]["ip"] = "192.168.49.2"
+    assert any("192.168.49.2 is outside node n1's pod subnet" in p and "hostNetwork: true" in p
+               for p in problems_of(yaml.safe_dump(data)))
 
 
 def test_a_lab_of_5000_pods_and_1000_services_loads(capsys):
