@@ -11,7 +11,7 @@
 
 Defined beside the code that raises them (same tree): explain.dump.DumpError (an iptables-save dump
 that cannot be read: names file and line) and explain.packet.ExplainError (a question explain
-cannot answer for that dump).
+cannot answer for that dump); ruleset.nft_apply.NftApplyFailed, a RestoreFailed for `nft -f`.
 """
 
 from __future__ import annotations
