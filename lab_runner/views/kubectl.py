@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Mapping, Sequence
 
-from lab_runner.endpoints import resolve_target_port, selects
+from lab_runner.endpoints import resolve_target_port, selects, sliced
 from lab_runner.errors import LabError
-from lab_runner.model import Lab, Service
+from lab_runner.model import Lab, Pod, Service, ServicePort
 
 MODELLED = ("get svc|pod|endpoints|nodes [NAME] [-o wide] [-n NS|-A], "
             "describe svc [NAME] [-n NS|-A]")
@@ -43,6 +43,7 @@ GET_MINWIDTH, GET_PADDING = 6, 3
 DESCRIBE_MINWIDTH, DESCRIBE_PADDING = 0, 2
 
 ENDPOINTS_SHOWN = 3  # formatEndpoints lists the first three, then "+ N more..."
+LOAD_BALANCER_WIDTH = 16  # printers.go's loadBalancerWidth: get svc clips longer ingress lists
 
 
 class KubectlError(LabError):
@@ -169,6 +170,33 @@ def format_labels(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={labels[k]}" for k in sorted(labels)) or "<none>"
 
 
+def make_port_string(ports: Sequence[ServicePort]) -> str:
+    """printers.go's makePortString: `port/PROTO`, or `port:nodePort/PROTO` with a node port."""
+    return ",".join(f"{p.port}:{p.node_port}/{p.protocol}" if p.node_port
+                    else f"{p.port}/{p.protocol}" for p in ports)
+
+
+def load_balancer_status(service: Service, wide: bool) -> str:
+    """printers.go's loadBalancerStatusStringer: the ingress IPs as a sorted string set joined by
+    commas, clipped to loadBalancerWidth with `...` unless -o wide."""
+    text = ",".join(sorted({str(ip) for ip in service.load_balancer_ips}))
+    if not wide and len(text) > LOAD_BALANCER_WIDTH:
+        text = text[:LOAD_BALANCER_WIDTH - 3] + "..."
+    return text
+
+
+def service_external_ip(service: Service, wide: bool) -> str:
+    """printers.go's getServiceExternalIP: externalIPs for ClusterIP and NodePort; a
+    LoadBalancer's ingress IPs first, then its externalIPs, `<pending>` when it has neither."""
+    external = [str(ip) for ip in service.external_ips]
+    if service.type != "LoadBalancer":
+        return ",".join(external) or "<none>"
+    ingress = load_balancer_status(service, wide)
+    if external:
+        return ",".join((ingress.split(",") if ingress else []) + external)
+    return ingress or "<pending>"
+
+
 # -- the Endpoints object, as the endpoints controller writes it ------------------------------------
 
 @dataclass(frozen=True)
@@ -193,18 +221,16 @@ def endpoint_subsets(lab: Lab, service: Service) -> list[EndpointSubset]:
     """The Endpoints object of a service: pods grouped by the ports they offer (RepackSubsets).
 
     Every selected pod counts, ready or not (not-ready ones go to notReadyAddresses), for each
-    service port its targetPort resolves on. Addresses are sorted by IP string as the API does.
-    kubectl orders subsets and ports by an internal hash; here they follow the service's ports,
-    which only matters for a service whose pods do not all offer the same ports.
+    service port its targetPort resolves on. A Service without selector shows its hand-made
+    endpoints, as the Endpoints object one writes by hand (and the EndpointSlice mirroring
+    controller copies into the slice lab.yaml describes), like default/kubernetes's. Addresses
+    are sorted by IP string as the API does. kubectl orders subsets and ports by an internal
+    hash; here they follow the service's ports, which only matters for a service whose pods do
+    not all offer the same ports.
     """
     offered: dict[EndpointPort, set[tuple[str, bool]]] = {}
-    for index, service_port in enumerate(service.ports):
-        for pod in lab.pods:
-            if not selects(service, pod):
-                continue
-            number = resolve_target_port(service_port, pod)
-            if number is None:
-                continue
+    for service_port in service.ports:
+        for pod, number in _offers(lab, service, service_port):
             key = EndpointPort(service_port.name or "", number, service_port.protocol)
             offered.setdefault(key, set()).add((str(pod.ip), pod.ready))
     by_addresses: dict[frozenset[tuple[str, bool]], list[EndpointPort]] = {}
@@ -214,6 +240,26 @@ def endpoint_subsets(lab: Lab, service: Service) -> list[EndpointSubset]:
                            not_ready=tuple(sorted(ip for ip, ready in addresses if not ready)),
                            ports=tuple(ports))
             for addresses, ports in by_addresses.items()]
+
+
+def _offers(lab: Lab, service: Service, port: ServicePort) -> list[tuple[Pod, int]]:
+    """(pod, port number) behind one service port: selected pods on which its targetPort
+    resolves, or a selector-less Service's hand-made endpoints that name the port."""
+    if not service.selector:
+        return [(pod, number) for _, pod, number in sliced(service, port)]
+    found = []
+    for pod in lab.pods:
+        if selects(service, pod):
+            number = resolve_target_port(port, pod)
+            if number is not None:
+                found.append((pod, number))
+    return found
+
+
+def has_endpoints_object(service: Service) -> bool:
+    """The endpoints controller makes an Endpoints object for a service with a selector; one
+    without has one only when its endpoints were written by hand (lab.yaml `endpoints:`)."""
+    return bool(service.selector or service.endpoints)
 
 
 def format_endpoints(subsets: Sequence[EndpointSubset], port_names: set[str] | None = None) -> str:
@@ -383,8 +429,8 @@ def _get_services(lab: Lab, request: Request, age: str, release: Release) -> str
     header += ["SELECTOR"] if request.wide else []
     rows = []
     for s in services:
-        ports = ",".join(f"{p.port}/{p.protocol}" for p in s.ports)
-        cells = [s.name, "ClusterIP", str(s.cluster_ip), "<none>", ports, age]
+        cells = [s.name, s.type, str(s.cluster_ip), service_external_ip(s, request.wide),
+                 make_port_string(s.ports) or "<none>", age]
         cells += [format_labels(s.selector)] if request.wide else []
         rows.append((s.namespace, cells))
     return _table(request, header, rows)
@@ -410,8 +456,8 @@ def _get_pods(lab: Lab, request: Request, age: str, release: Release) -> str:
 
 
 def _get_endpoints(lab: Lab, request: Request, age: str, release: Release) -> str:
-    # The endpoints controller makes an Endpoints object only for a service with a selector.
-    services = sorted((s for s in lab.services if s.selector and _in_scope(request, s.namespace)),
+    services = sorted((s for s in lab.services
+                       if has_endpoints_object(s) and _in_scope(request, s.namespace)),
                       key=lambda s: (s.namespace, s.name))
     services = _named(request, services, "endpoints")
     if not services:
@@ -455,24 +501,41 @@ def _describe_services(lab: Lab, request: Request, release: Release) -> str:
 
 
 def describe_service(lab: Lab, service: Service, release: Release = RELEASES["v1.23"]) -> str:
-    """kubectl describe svc: one aligned block, a Port/TargetPort/Endpoints triple per port."""
+    """kubectl describe svc: one aligned block, a Port/TargetPort/(NodePort/)Endpoints group per
+    port; external IPs, load balancer ingress and traffic policies where the Service has them."""
     lines = [f"Name:\t{service.name}", f"Namespace:\t{service.namespace}"]
     lines += _multiline("Labels", service.labels)
     lines += ["Annotations:\t<none>",
               f"Selector:\t{format_labels(service.selector)}",
-              "Type:\tClusterIP",
+              f"Type:\t{service.type}",
               "IP Family Policy:\tSingleStack",
               "IP Families:\tIPv4",
               f"IP:\t{service.cluster_ip}",
               f"IPs:\t{service.cluster_ip}"]
+    if service.external_ips:
+        lines.append(f"External IPs:\t{','.join(str(ip) for ip in service.external_ips)}")
+    if service.load_balancer_ips:  # buildIngressString: in status order, ", " between
+        lines.append(f"LoadBalancer Ingress:\t"
+                     f"{', '.join(str(ip) for ip in service.load_balancer_ips)}")
     subsets = endpoint_subsets(lab, service)
     for port in service.ports:
-        lines += [f"Port:\t{port.name or '<unset>'}\t{port.port}/{port.protocol}",
-                  f"TargetPort:\t{port.target}/{port.protocol}",
-                  f"Endpoints:\t{format_endpoints(subsets, {port.name or ''})}"]
+        name = port.name or "<unset>"
+        lines += [f"Port:\t{name}\t{port.port}/{port.protocol}",
+                  f"TargetPort:\t{port.target}/{port.protocol}"]
+        if port.node_port:
+            lines.append(f"NodePort:\t{name}\t{port.node_port}/{port.protocol}")
+        lines.append(f"Endpoints:\t{format_endpoints(subsets, {port.name or ''})}")
     lines.append(f"Session Affinity:\t{service.session_affinity}")
+    # The API defaults externalTrafficPolicy only for NodePort and LoadBalancer Services.
+    if service.type != "ClusterIP" or service.external_traffic_policy == "Local":
+        lines.append(f"External Traffic Policy:\t{service.external_traffic_policy}")
     if release.internal_traffic_policy:
-        lines.append("Internal Traffic Policy:\tCluster")
+        lines.append(f"Internal Traffic Policy:\t{service.internal_traffic_policy}")
+    if service.health_check_node_port:
+        lines.append(f"HealthCheck NodePort:\t{service.health_check_node_port}")
+    if service.source_ranges:
+        lines.append("LoadBalancer Source Ranges:\t"
+                     f"{','.join(str(r) for r in service.source_ranges)}")
     lines.append("Events:\t<none>")
     return tabwrite(lines, minwidth=DESCRIBE_MINWIDTH, padding=DESCRIBE_PADDING)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from ipaddress import ip_address
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -291,3 +292,130 @@ def test_every_rule_profile_has_its_kubectl_release():
 
     assert set(RELEASES) == set(PROFILES)
     assert [RELEASES[p].kubelet.rsplit(".", 1)[0] for p in PROFILES] == list(PROFILES)
+
+
+# -- the lab.yaml forms beyond a selected ClusterIP Service -------------------------------------
+
+FORMS_LAB = """
+id: lab-forms
+title: a selector-less Service, a hostNetwork pod, NodePort and LoadBalancer
+clusterCIDR: 10.244.0.0/16
+profile: v1.30
+nodes:
+  - {name: node-a, ip: 192.168.49.2, bridge: {name: cni0, address: 10.244.0.1/24}}
+pods:
+  - {name: web-1, ip: 10.244.0.5, labels: {app: web}, ports: [{containerPort: 8080}]}
+  - {name: web-2, ip: 10.244.0.6, labels: {app: web}, ports: [{containerPort: 8080}],
+     ready: false}
+  - {name: node-exporter, namespace: monitoring, hostNetwork: true, node: node-a,
+     ports: [{containerPort: 9100}]}
+services:
+  - name: web-admin
+    clusterIP: 10.96.44.11
+    ports: [{name: admin, port: 8081}]
+    endpoints:
+      - {address: 10.244.0.6, ports: {admin: 9090}, ready: false}
+      - {address: 192.168.49.2, ports: {admin: 9100}}
+      - {address: 10.244.0.5, ports: {admin: 9090}}
+  - name: web-np
+    type: NodePort
+    selector: {app: web}
+    clusterIP: 10.96.44.12
+    ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+  - name: web-lb
+    type: LoadBalancer
+    externalTrafficPolicy: Local
+    selector: {app: web}
+    clusterIP: 10.96.44.13
+    ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30081}]
+    loadBalancerIPs: [203.0.113.10]
+    externalIPs: [198.51.100.7]
+    loadBalancerSourceRanges: [203.0.113.0/25]
+  - name: web-ext
+    selector: {app: web}
+    clusterIP: 10.96.44.14
+    ports: [{port: 80, targetPort: 8080}]
+    externalIPs: [198.51.100.8, 198.51.100.9]
+"""
+
+
+@pytest.fixture(scope="module")
+def forms():
+    return lab_file.parse(FORMS_LAB, "forms.yaml")
+
+
+def describe_fields(text: str) -> list[tuple[str, str]]:
+    """describe's lines as (title, value), the value's inner alignment squeezed to one space."""
+    return [(title, " ".join(value.split())) for title, _, value in
+            (line.partition(":") for line in text.splitlines())]
+
+
+def test_get_svc_shows_type_external_ips_and_node_ports(forms):
+    assert mask_age(run(forms, "get svc -o wide")) == [
+        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "SELECTOR"],
+        ["web-admin", "ClusterIP", "10.96.44.11", "<none>", "8081/TCP", "<none>"],
+        ["web-ext", "ClusterIP", "10.96.44.14", "198.51.100.8,198.51.100.9", "80/TCP", "app=web"],
+        # getServiceExternalIP: the load balancer's ingress first, then the externalIPs.
+        ["web-lb", "LoadBalancer", "10.96.44.13", "203.0.113.10,198.51.100.7", "80:30081/TCP",
+         "app=web"],
+        ["web-np", "NodePort", "10.96.44.12", "<none>", "80:30080/TCP", "app=web"],
+    ]
+
+
+def test_load_balancer_ips_are_a_sorted_set_clipped_unless_wide(forms):
+    lb = replace(forms.service("default", "web-lb"), external_ips=(), load_balancer_ips=(
+        ip_address("203.0.113.20"), ip_address("203.0.113.10"), ip_address("203.0.113.10")))
+    pending = replace(lb, name="web-pending", load_balancer_ips=())
+    lab = forms.with_changes(services=(lb, pending))
+    assert [row[3] for row in mask_age(run(lab, "get svc"))[1:]] == [
+        "203.0.113.10,...", "<pending>"]  # loadBalancerWidth 16: 13 characters and "..."
+    assert mask_age(run(lab, "get svc -o wide"))[1][3] == "203.0.113.10,203.0.113.20"
+
+
+def test_selector_less_service_shows_its_hand_made_endpoints(forms):
+    # The not-ready endpoint is kept (notReadyAddresses) but not shown; addresses sort as strings.
+    assert mask_age(run(forms, "get endpoints web-admin")) == [
+        ["NAME", "ENDPOINTS"], ["web-admin", "10.244.0.5:9090,192.168.49.2:9100"]]
+    assert "web-admin" in run(forms, "get ep")
+    fields = describe_fields(run(forms, "describe svc web-admin"))
+    assert ("Selector", "<none>") in fields
+    assert ("Endpoints", "10.244.0.5:9090,192.168.49.2:9100") in fields
+    assert ("TargetPort", "8081/TCP") in fields
+
+
+def test_selector_less_service_without_endpoints_has_no_endpoints_object(forms):
+    bare = replace(forms.service("default", "web-admin"), endpoints=())
+    lab = forms.with_changes(services=(bare,))
+    with pytest.raises(NotFound):
+        run(lab, "get endpoints web-admin")
+    assert ("Endpoints", "<none>") in describe_fields(run(lab, "describe svc web-admin"))
+
+
+def test_describe_node_port_and_load_balancer(forms):
+    assert describe_fields(run(forms, "describe svc web-lb"))[5:] == [
+        ("Type", "LoadBalancer"),
+        ("IP Family Policy", "SingleStack"),
+        ("IP Families", "IPv4"),
+        ("IP", "10.96.44.13"),
+        ("IPs", "10.96.44.13"),
+        ("External IPs", "198.51.100.7"),
+        ("LoadBalancer Ingress", "203.0.113.10"),
+        ("Port", "http 80/TCP"),
+        ("TargetPort", "8080/TCP"),
+        ("NodePort", "http 30081/TCP"),
+        ("Endpoints", "10.244.0.5:8080"),
+        ("Session Affinity", "None"),
+        ("External Traffic Policy", "Local"),
+        ("Internal Traffic Policy", "Cluster"),
+        ("LoadBalancer Source Ranges", "203.0.113.0/25"),
+        ("Events", "<none>"),
+    ]
+    np_fields = describe_fields(run(forms, "describe svc web-np"))
+    assert ("NodePort", "<unset> 30080/TCP") in np_fields
+    assert ("External Traffic Policy", "Cluster") in np_fields  # defaulted for NodePort only
+    assert "External Traffic Policy" not in dict(describe_fields(run(forms, "describe svc web-ext")))
+
+
+def test_host_network_pod_shows_its_node_address(forms):
+    rows = mask_age(run(forms, "-n monitoring get pods -o wide"))
+    assert rows[1][:2] + rows[1][4:6] == ["node-exporter", "1/1", "192.168.49.2", "node-a"]
