@@ -50,6 +50,10 @@ def scaled(lab: Lab, deployment: str, replicas: int, rng: random.Random | None =
     pods = members(lab, deployment, required=templates is None)
     rng = rng or random.Random()
     template = (pods or members(templates, deployment))[0]
+    # A replica of a hostNetwork pod would need its node's address and ports: another node.
+    if replicas != len(pods) and any(p.host_network for p in pods or [template]):
+        raise LabError(f"deployment {deployment!r} runs hostNetwork pods, at their node's "
+                       "address and ports, so the lab cannot scale it")
     new_lab, added = lab, []
     for _ in range(replicas - len(pods)):
         pod = replace(template, name=f"{replica_set(template)}-{_suffix(new_lab, rng)}",
@@ -74,6 +78,9 @@ def with_readiness(lab: Lab, name: str, ready: bool) -> Lab:
 def recreated(lab: Lab, name: str, rng: random.Random | None = None) -> tuple[Lab, Pod, Pod]:
     """A deleted pod comes back as a new pod: new name suffix, new address (lab 1's lesson)."""
     old = find_pod(lab, name)
+    if old.host_network:
+        raise LabError(f"pod {old.name!r} is a hostNetwork pod at node {old.node}'s address; "
+                       "the lab re-creates only pods with an address of their own")
     rest = lab.with_changes(pods=tuple(p for p in lab.pods if p.name != old.name))
     new = replace(old, name=f"{replica_set(old)}-{_suffix(lab, rng or random.Random())}",
                   ip=free_address(lab, old.node, avoid={old.ip}), ready=True)

@@ -413,7 +413,9 @@ def test_describe_node_port_and_load_balancer(forms):
     np_fields = describe_fields(run(forms, "describe svc web-np"))
     assert ("NodePort", "<unset> 30080/TCP") in np_fields
     assert ("External Traffic Policy", "Cluster") in np_fields  # defaulted for NodePort only
-    assert "External Traffic Policy" not in dict(describe_fields(run(forms, "describe svc web-ext")))
+    ext_fields = dict(describe_fields(run(forms, "describe svc web-ext")))
+    assert ext_fields["External IPs"] == "198.51.100.8,198.51.100.9"
+    assert "External Traffic Policy" not in ext_fields
 
 
 def test_host_network_pod_shows_its_node_address(forms):
