@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import textwrap
 from fractions import Fraction
 
 from rich.console import Console
+from rich.text import Text
 
 from lab_runner.explain.packet import Explanation, ended_by, marked_by, nat_rules
 from lab_runner.explain.services import ServicePort, comment
 from lab_runner.ruleset.counters import Counters
 from lab_runner.ruleset.tracer import Outcome, Step
-from lab_runner.views.tables import keep_whole, table
 
 VERDICTS = {"ACCEPT": "accepted", "DROP": "DROPPED", "REJECT": "REJECTED"}
 ROUTES = {"forward": "forwarded", "local": "delivered to the node itself",
@@ -27,6 +28,24 @@ def percent(share: Fraction) -> str:
 def exact(share: Fraction) -> str:
     return str(share.numerator) if share.denominator == 1 else \
         f"{share.numerator}/{share.denominator}"
+
+
+# Joins words that must stay on one line ("ext 192.168.99.22:80"); printed as a plain space.
+GLUE = "\u00a0"
+
+
+def say(console: Console, text: str, indent: str = "", bold: str = "") -> None:
+    """Print text wrapped at spaces to the console's width, its later lines under `indent`: a word
+    (a Service or chain name, an address) is never split, even one longer than the width; `bold`
+    is a part of the first line to set in bold."""
+    lines = textwrap.wrap(text, console.width, subsequent_indent=indent, break_long_words=False,
+                          break_on_hyphens=False) or [""]
+    for number, line in enumerate(lines):
+        shown = Text(line.replace(GLUE, " "))
+        if number == 0 and bold:
+            shown.highlight_words([bold], "bold")
+        # soft_wrap: rich must not wrap again what fits, nor fold the one word that does not.
+        console.print(shown, highlight=False, soft_wrap=True)
 
 
 def _counters(counters: Counters | None) -> str:
@@ -78,52 +97,62 @@ def _comment_of(step: Step) -> str | None:
     return comment(step.rule) if step.rule is not None else None
 
 
-def _steps_table(steps: tuple[Step, ...], counters: bool):
-    headers = ["LINE", "TABLE", "CHAIN", "RULE"] + (["COUNTERS"] if counters else [])
-    out = table(*headers)
-    for step in steps:
-        row = [str(_line(step) or "-"), step.table, f"{step.chain} #{step.number}" if
-               step.number else step.chain, _spec(step)]
-        if counters:
-            row.append(_counters(step.rule.counters if step.rule else None))
-        out.add_row(*row)
-    return keep_whole(out, 0, 2)
+def _print_steps(console: Console, steps: tuple[Step, ...], counters: bool) -> None:
+    """One line per step (file line, table, chain and rule number, counters), its rule beneath:
+    a rule has words as long as a chain or a quoted Service name, too many to share 80 columns
+    with the rest, so it gets the line's whole width and wraps only between its words."""
+    heads = [(str(_line(step) or "-"), step.table,
+              f"{step.chain} #{step.number}" if step.number else step.chain,
+              _counters(step.rule.counters if step.rule else None) if counters else "")
+             for step in steps]
+    header = ("LINE", "TABLE", "CHAIN #RULE", "[PACKETS:BYTES]" if counters else "")
+    widths = [max(len(head[i]) for head in [header, *heads]) for i in range(3)]
+
+    def show(head: tuple[str, ...], spec: str, bold: str) -> None:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(head, widths))
+        say(console, f" {line}  {head[3]}".rstrip(), " " * 8, bold=bold)
+        say(console, f"{' ' * 8}{spec}", " " * 8)
+
+    show(header, "RULE", "")
+    for step, head in zip(steps, heads):
+        show(head, _spec(step), head[2])
 
 
 def print_explanation(console: Console, e: Explanation) -> None:
     p = e.packet
     where = "sent by the node itself (OUTPUT)" if p.local else f"in on {p.in_interface}"
-    console.print(f"[bold]{e.source}[/]: a new {p.protocol} connection "
-                  f"{p.src}:{p.sport} -> {p.dst}:{p.dport}, {where}", highlight=False)
-    console.print(f"Service: {e.service or '(no kube-proxy Service on the way)'}", highlight=False)
+    say(console, f"{e.source}: a new {p.protocol} connection {p.src}:{p.sport} -> "
+        f"{p.dst}:{p.dport}, {where}", "  ", bold=e.source)
+    say(console, f"Service: {e.service or '(no kube-proxy Service on the way)'}", "  ")
     for note in e.assumptions:
-        console.print(f"Assumed: {note}", highlight=False)
+        say(console, f"Assumed: {note}", "  ")
     before, after = e.split_path()
     if len(e.fates) == 1:
         console.print("\n[bold]Rules it matched[/] (in the order the packet meets them):")
-        console.print(_steps_table(e.fates[0].path, e.counters))
+        _print_steps(console, e.fates[0].path, e.counters)
     else:
         console.print("\n[bold]Rules every way matched[/] (in the order the packet meets them):")
-        console.print(_steps_table(before, e.counters))
+        _print_steps(console, before, e.counters)
         console.print(f"\n[bold]Then {len(e.fates)} ways[/] (probabilities sum to exactly 1):")
     shared = set(before) | set(after)
     for number, fate in enumerate(e.fates, start=1):
-        console.print(f"\n{number}. [bold]{percent(fate.probability)}[/] (exactly "
-                      f"{exact(fate.probability)}): {_dnat_words(fate)}; "
-                      f"{_verdict(fate)}", highlight=False)
+        console.print()
+        say(console, f"{number}. {percent(fate.probability)} (exactly {exact(fate.probability)}):"
+            f" {_dnat_words(fate)}; {_verdict(fate)}", "   ", bold=percent(fate.probability))
         if fate.verdict == "ACCEPT":
-            console.print(f"   {_why_masqueraded(fate)}", highlight=False)
+            say(console, f"   {_why_masqueraded(fate)}", "     ")
         own = tuple(s for s in fate.path if s not in shared)
         if own and len(e.fates) > 1:
-            console.print(_steps_table(own, e.counters))
+            _print_steps(console, own, e.counters)
     if after and len(e.fates) > 1:
         console.print("\n[bold]Then, on every way[/]:")
-        console.print(_steps_table(after, e.counters))
+        _print_steps(console, after, e.counters)
     if e.left_out:
         console.print("\n[bold]Not modelled[/] (rules on this packet's way the kit does not model):")
         for item in e.left_out:
-            console.print(f"  {item.describe()}", highlight=False)
-    console.print(f"\n[bold]Verdict:[/] {summary_line(e)}", highlight=False)
+            say(console, f"  {item.describe()}", "    ")
+    console.print()
+    say(console, f"Verdict: {summary_line(e)}", "  ", bold="Verdict:")
 
 
 def summary_line(e: Explanation) -> str:
@@ -196,30 +225,47 @@ def _endpoints(port: ServicePort, counters: bool) -> str:
                      for e in port.endpoints)
 
 
-# rich lays out a table cell by cell: seconds for a node of 10,000 Service ports. Beyond this
-# many rows the summary is written as kubectl writes a wide listing: padded columns, no wrapping.
+# Beyond this many rows the summary is written as kubectl writes a wide listing: padded columns,
+# no wrapping, one grep-able line per address (a node of 10,000 Service ports).
 RICH_ROWS = 500
 HEADERS = ("SERVICE PORT", "PROTO", "ADDRESSES", "ENDPOINTS (share of new connections)")
 
 
 def print_summary(console: Console, source: str, ports: list[ServicePort], counters: bool) -> None:
-    console.print(f"[bold]{source}[/]: {len(ports)} Service port(s)", highlight=False)
+    say(console, f"{source}: {len(ports)} Service port(s)", "  ", bold=source)
     if not ports:
         return
-    rows = [(port.name, port.protocol, _addresses(port), _endpoints(port, counters))
-            for port in ports]
-    if len(rows) <= RICH_ROWS:
-        out = table(*HEADERS)
-        for row in rows:
-            out.add_row(*row)
-        console.print(keep_whole(out, 1, 2, 3))
+    if len(ports) <= RICH_ROWS:
+        # Two header lines for the two levels: a Service port, its endpoints indented beneath.
+        say(console, "SERVICE PORT  PROTO  ADDRESSES")
+        say(console, "    ENDPOINT  SHARE (of new connections)" +
+            ("  [PACKETS:BYTES]" if counters else ""), " " * 8)
+        for port in ports:
+            _print_port(console, port, counters)
     else:
+        rows = [(port.name, port.protocol, _addresses(port), _endpoints(port, counters))
+                for port in ports]
         console.file.write(plain_table(HEADERS, rows))
     notes = [(port, note) for port in ports for note in port.notes]
     if notes:
         console.print("\nNotes:")
         for port, note in notes:
-            console.print(f"  {port.name}/{port.protocol}: {note}", highlight=False, soft_wrap=True)
+            say(console, f"  {port.name}/{port.protocol}: {note}", "      ")
+
+
+def _print_port(console: Console, port: ServicePort, counters: bool) -> None:
+    """A Service port on one line, its endpoints indented beneath (as `kubectl describe` lists
+    them): a name or an address wraps whole to the next line, never across two."""
+    addresses = "  ".join(a.replace(" ", GLUE) for a in _addresses(port).split("\n"))
+    say(console, f"{port.name}  {port.protocol}  {addresses}", " " * 6, bold=port.name)
+    if not port.endpoints:
+        say(console, "    <none>")
+        return
+    shares = [f"{float(e.share) * 100:.4g} %" for e in port.endpoints]
+    width, share_width = max(len(e.address) for e in port.endpoints), max(map(len, shares))
+    for e, share in zip(port.endpoints, shares):
+        shown = f"  {_counters(e.counters)}" if counters and e.counters else ""
+        say(console, f"    {e.address.ljust(width)}  {share.rjust(share_width)}{shown}", " " * 8)
 
 
 def plain_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:

@@ -25,10 +25,10 @@ NODES = sorted(REAL.glob("*.rules")) + [GOLDEN / "lab-3.v1.23.rules", GOLDEN / "
                                         GOLDEN / "multiport.v1.30.rules", GOLDEN / "udp.v1.30.rules"]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
+def cli(*args: str, columns: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lab_runner", "explain", *args],
                           capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "COLUMNS": "120", "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(ROOT)})
 
 
 def shares(explanation) -> dict[str, Fraction]:
@@ -281,11 +281,65 @@ def test_the_nodes_own_connection_goes_through_output():
     assert answer.fates[0].path[0].chain == "OUTPUT"
 
 
+# -- fitting a terminal (issue 19: tables fit or wrap, names are never cut) ------------------
+
+def _fits(result: subprocess.CompletedProcess, columns: int) -> list[str]:
+    """The output's lines, checked against the width; each line's words, for whole-name checks."""
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    wide = [line for line in lines if len(line) > columns]
+    assert not wide, f"lines wider than {columns} columns: {wide}"
+    return lines
+
+
+def _whole(names: set[str], lines: list[str]) -> None:
+    words = {word for line in lines for word in line.split()}
+    cut = sorted(name for name in names if name not in words)
+    assert not cut, f"broken across lines (no line holds them whole): {cut}"
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+@pytest.mark.parametrize("node", ["eks-v1.34.rules", "kubeadm-v1.20-docker.rules"])
+def test_the_summary_never_cuts_a_service_name_or_an_address(node, columns):
+    ports = find_services(read_file(REAL / node).ruleset)
+    lines = _fits(cli(str(REAL / node), columns=columns), columns)
+    _whole({p.name for p in ports} | {e.address for p in ports for e in p.endpoints} |
+           {f"{p.cluster_ip}:{p.port}" for p in ports if p.cluster_ip}, lines)
+    # Each endpoint sits under its own Service port, with its share beside it.
+    dns = next(i for i, line in enumerate(lines) if line.split()[:2] == ["kube-system/kube-dns:dns",
+                                                                          "udp"])
+    assert [line.split()[:3] for line in lines[dns + 1:dns + 3]] == \
+        [[a, "50", "%"] for a in sorted(e.address for p in ports if p.name ==
+                                        "kube-system/kube-dns:dns" for e in p.endpoints)]
+
+
+def test_an_external_or_load_balancer_address_stays_beside_its_kind_when_wrapped():
+    lines = _fits(cli(str(OVERALL.relative_to(ROOT)), columns=60), 60)
+    svc2 = lines.index("ns2/svc2:p80  tcp  172.30.0.42:80  node:3001")
+    assert lines[svc2 + 1] == "      ext 192.168.99.22:80  lb 1.2.3.4:80"
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_the_steps_keep_chain_names_and_rule_words_whole(columns):
+    path = REAL / "kit-lab-3-live.rules"
+    lines = _fits(cli(str(path), "--to", "10.104.5.205:8080", "--from", "172.17.0.5", "--in",
+                      "docker0", columns=columns), columns)
+    answer = explain(read_file(path), Question("10.104.5.205", 8080, src="172.17.0.5",
+                                               in_interface="docker0"))
+    steps = [s for f in answer.fates for s in f.path]
+    _whole({s.chain for s in steps} | {w for s in steps if s.rule for w in s.rule.spec.split()},
+           lines)
+    # A long sentence goes on under its own indent, not at column 0.
+    said = next(i for i, line in enumerate(lines) if line.lstrip().startswith("masqueraded:"))
+    assert lines[said + 1].startswith("    ") and "KUBE-POSTROUTING" in lines[said + 1]
+
+
 # -- counters and formats --------------------------------------------------------------------
 
 def test_counters_from_iptables_save_c_are_shown_beside_the_rules():
     summary = cli(str(REAL / "kit-lab-3-live.rules"))
-    assert "172.17.0.5:80 25 % [114:4560]" in summary.stdout
+    assert ["172.17.0.5:80", "25", "%", "[114:4560]"] in [line.split() for line in
+                                                         summary.stdout.splitlines()]
     traced = cli(str(REAL / "kit-lab-3-live.rules"), "--to", "10.104.5.205:8080", "--format",
                  "json")
     data = json.loads(traced.stdout)
