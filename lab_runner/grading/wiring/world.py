@@ -48,7 +48,9 @@ class World:
         self.links: list[Link] = []
         self.routes: list[Route] = []  # user routes, pod namespace only
         self.uncertain: list[str] = []  # states the model does not follow (static: undecidable)
-        self.bridge_pods = [p for p in lab.pods if p.node == self.node.name]
+        # A hostNetwork pod is at the node's own address, with no veth on the bridge.
+        self.bridge_pods = [p for p in lab.pods
+                            if p.node == self.node.name and not p.host_network]
         elsewhere = Link("peer", "elsewhere", "veth", True)
         self.links += [Link("lo", "node", "loopback", True),
                        Link("eth0", "node", "veth", True, peer=elsewhere,
@@ -58,11 +60,10 @@ class World:
                             addresses=[self.node.bridge_address])]
         from lab_runner.backends.netns import veth_name
 
-        for pod in lab.pods:
-            if pod.node == self.node.name:
-                self.links.append(Link(veth_name(pod.name), "node", "veth", True,
-                                       master=self.node.bridge,
-                                       peer=Link("eth0", "elsewhere", "veth", True)))
+        for pod in self.bridge_pods:
+            self.links.append(Link(veth_name(pod.name), "node", "veth", True,
+                                   master=self.node.bridge,
+                                   peer=Link("eth0", "elsewhere", "veth", True)))
 
     # -- lookups -----------------------------------------------------------------------------
     def find(self, ns: str, name: str) -> Link | None:
