@@ -34,11 +34,12 @@ def exact(share: Fraction) -> str:
 GLUE = "\u00a0"
 
 
-def say(console: Console, text: str, indent: str = "", bold: str = "") -> None:
+def say(console: Console, text: str, indent: str = "", bold: str = "", fold: bool = False) -> None:
     """Print text wrapped at spaces to the console's width, its later lines under `indent`: a word
-    (a Service or chain name, an address) is never split, even one longer than the width; `bold`
+    (a Service or chain name, an address) is never split, even one longer than the width, unless
+    `fold` lets such a word (an exact share of hundreds of digits) go on to the next line; `bold`
     is a part of the first line to set in bold."""
-    lines = textwrap.wrap(text, console.width, subsequent_indent=indent, break_long_words=False,
+    lines = textwrap.wrap(text, console.width, subsequent_indent=indent, break_long_words=fold,
                           break_on_hyphens=False) or [""]
     for number, line in enumerate(lines):
         shown = Text(line.replace(GLUE, " "))
@@ -138,7 +139,8 @@ def print_explanation(console: Console, e: Explanation) -> None:
     for number, fate in enumerate(e.fates, start=1):
         console.print()
         say(console, f"{number}. {percent(fate.probability)} (exactly {exact(fate.probability)}):"
-            f" {_dnat_words(fate)}; {_verdict(fate)}", "   ", bold=percent(fate.probability))
+            f" {_dnat_words(fate)}; {_verdict(fate)}", "   ", bold=percent(fate.probability),
+            fold=True)
         if fate.verdict == "ACCEPT":
             say(console, f"   {_why_masqueraded(fate)}", "     ")
         own = tuple(s for s in fate.path if s not in shared)

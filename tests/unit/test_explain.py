@@ -13,6 +13,7 @@ import pytest
 
 from lab_runner.explain.dump import DumpError, read_file, read_text
 from lab_runner.explain.packet import Question, explain, marked_by
+from lab_runner.explain.report import exact
 from lab_runner.explain.services import find_services
 from lab_runner.ruleset import tracer
 
@@ -332,6 +333,18 @@ def test_the_steps_keep_chain_names_and_rule_words_whole(columns):
     # A long sentence goes on under its own indent, not at column 0.
     said = next(i for i, line in enumerate(lines) if line.lstrip().startswith("masqueraded:"))
     assert lines[said + 1].startswith("    ") and "KUBE-POSTROUTING" in lines[said + 1]
+
+
+def test_an_exact_share_of_many_digits_still_fits():
+    dump = read_file(GOLDEN / "seven.v1.23.rules")
+    port = find_services(dump.ruleset)[0]
+    lines = _fits(cli("fixtures/golden/seven.v1.23.rules", "--to",
+                      f"{port.cluster_ip}:{port.port}", columns=80), 80)
+    # 38-digit numerators and denominators: under the 3-column indent, "N/D):" is 82 wide.
+    fractions = {exact(f.probability) for f in explain(dump, Question(port.cluster_ip, port.port))
+                 .fates}
+    assert max(map(len, fractions)) > 75
+    _whole(fractions, [line.replace("(", " ").replace(")", " ") for line in lines])
 
 
 # -- counters and formats --------------------------------------------------------------------
