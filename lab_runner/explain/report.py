@@ -227,8 +227,9 @@ def _endpoints(port: ServicePort, counters: bool) -> str:
                      for e in port.endpoints)
 
 
-# Beyond this many rows the summary is written as kubectl writes a wide listing: padded columns,
-# no wrapping, one grep-able line per address (a node of 10,000 Service ports).
+# Beyond this many Service ports (a node of 10,000) the summary is written as kubectl writes a
+# wide listing: padded columns, no wrapping, each line one address to grep for. (The name is
+# from when the shorter summary was a rich table; cli/explain_cmds.py reads it.)
 RICH_ROWS = 500
 HEADERS = ("SERVICE PORT", "PROTO", "ADDRESSES", "ENDPOINTS (share of new connections)")
 
