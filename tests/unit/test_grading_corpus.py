@@ -9,8 +9,6 @@ tests/integration/test_grading_fixtures.py (lab 3), test_lab2.py and test_lab4.p
 from __future__ import annotations
 
 import re
-import statistics
-import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +35,6 @@ def _solutions() -> list[tuple[str, str, Path]]:
 
 
 CORPUS = _corpus()
-TIMES: list[float] = []
 
 
 def _declared(path: Path) -> tuple[str, int, set[str]]:
@@ -52,9 +49,7 @@ def _declared(path: Path) -> tuple[str, int, set[str]]:
 @pytest.mark.parametrize("lab,path", CORPUS, ids=[f"{lab}/{p.name}" for lab, p in CORPUS])
 def test_static_grade_is_the_declared_one(lab, path):
     number, lose, fails = _declared(path)
-    started = time.monotonic()
     result = grade(lab, number, path, "static")
-    TIMES.append(time.monotonic() - started)
     failed = {c.id for c in result.checks if not c.passed}
     report = "\n".join(f"  {c.status} {c.id}: {c.output}" for c in result.checks)
     assert (result.max_score - result.score, failed) == (lose, fails), f"{path.name}\n{report}"
@@ -71,11 +66,6 @@ def test_the_corpus_has_right_answers_written_differently_and_wrong_ones():
     wrong = [p for _, p in CORPUS if ".lose-0." not in p.name]
     assert len(right) >= 20 and len(wrong) >= 60, (len(right), len(wrong))
 
-
-def test_static_grading_is_fast():
-    if len(TIMES) < 10:
-        pytest.skip("run with the corpus tests")
-    assert statistics.median(TIMES) < 0.5 and max(TIMES) < 5, (statistics.median(TIMES), max(TIMES))
 
 
 # The wrong-answer classes of issue 12, each with answers that must lose points in both modes
