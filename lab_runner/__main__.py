@@ -21,20 +21,27 @@ def main() -> None:
         sys.exit(3)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        from lab_runner.cli import main as cli_main
+        try:
+            from lab_runner.cli import main as cli_main
 
-        cli_main()
+            cli_main()
+        finally:
+            # The command is over: a signal from here on could only cut its exit short (CPython
+            # restores the default action while it shuts down, and the process would die by it).
+            # One landing before these two lines take effect is caught just below.
+            _ignore_signals()
     except KeyboardInterrupt:
+        _ignore_signals()
         sys.stderr.write("interrupted\n")
         sys.stderr.flush()
         # Not sys.exit: an interrupt inside an import can leave CPython set to re-raise SIGINT
         # on itself at exit (exit status -2). Every `finally` has run; the kit has no atexit work.
         os._exit(130)
-    finally:
-        # The command is over: a signal from here on could only cut its exit short (CPython
-        # restores the default action while it shuts down, and the process would die by it).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _ignore_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
