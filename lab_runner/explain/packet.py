@@ -109,6 +109,15 @@ class Explanation:
             shared &= set(fate.path)
         return tuple(s for s in self.fates[0].path if s in shared)
 
+    def dnat_shares(self) -> dict[str, Fraction]:
+        """The exact share of new connections DNATed to each "ip:port" (sampling's keys)."""
+        out: dict[str, Fraction] = {}
+        for fate in self.fates:
+            if fate.dnat is not None:
+                key = f"{fate.dnat[0]}:{fate.dnat[1]}"
+                out[key] = out.get(key, Fraction(0)) + fate.probability
+        return out
+
     def split_path(self) -> tuple[tuple[Step, ...], tuple[Step, ...]]:
         """The shared steps before the ways part, and those after (on every way again)."""
         common = self.common_path

@@ -44,11 +44,7 @@ def node_file(lab: LiveLab, tmp_path) -> str:
 def explained_shares(path: str, question: Question) -> dict[str, Fraction]:
     answer = explain(read_file(path), question)
     assert {f.verdict for f in answer.fates} == {"ACCEPT"}, answer.fates
-    out: dict[str, Fraction] = {}
-    for fate in answer.fates:
-        key = f"{fate.dnat[0]}:{fate.dnat[1]}"
-        out[key] = out.get(key, Fraction(0)) + fate.probability
-    return out
+    return answer.dnat_shares()
 
 
 @pytest.mark.parametrize("source", ["client", "dfrdh"])

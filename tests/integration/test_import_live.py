@@ -69,11 +69,7 @@ def lab(imported) -> Iterator[LiveLab]:
 def explained_shares(rules: Path, question: Question) -> dict[str, Fraction]:
     answer = explain(read_file(rules), question)
     assert {f.verdict for f in answer.fates} == {"ACCEPT"}, answer.fates
-    shares: dict[str, Fraction] = {}
-    for fate in answer.fates:
-        key = f"{fate.dnat[0]}:{fate.dnat[1]}"
-        shares[key] = shares.get(key, Fraction(0)) + fate.probability
-    return shares
+    return answer.dnat_shares()
 
 
 @pytest.mark.parametrize("source", ["client", "dfrdh"])
