@@ -7,7 +7,7 @@ import pytest
 
 from lab_runner.commands import FakeRunner, Place
 from lab_runner.ruleset.nft_apply import NftApplyFailed
-from lab_runner.ruleset.nft_load import load, split
+from lab_runner.ruleset.nft_load import NftLoadFailed, load, split
 
 T = "add rule ip kube-proxy"
 DOC = "\n".join([
@@ -56,3 +56,17 @@ def test_error_names_the_documents_line():
         load(runner, Place("ns"), DOC)
     assert failed.value.line_no == 8  # the 6th line of the first transaction
     assert "> " + "    8  " + f"{T} ep-a dnat" in failed.value.context
+
+
+def test_a_failure_after_the_first_transaction_says_what_stayed_applied():
+    class SecondFails(FakeRunner):
+        def run(self, argv, place=Place(), *, input=None, check=True, timeout=60):
+            self.answers = {("nft",): (1, "", "/dev/stdin:2:1-3: Error: No such file")} \
+                if self.calls else {}
+            return super().run(argv, place, input=input, check=check, timeout=timeout)
+
+    with pytest.raises(NftLoadFailed) as failed:
+        load(SecondFails(), Place("ns"), DOC)
+    assert failed.value.committed == 1 and failed.value.line_no == 7
+    assert "the 1 before it were" in str(failed.value)
+    assert "nothing was applied" not in str(failed.value)
