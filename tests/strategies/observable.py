@@ -47,7 +47,7 @@ class Callers:
         self.local = self.facts["local_addresses"]
         self.callers = {"client": (str(model.clients[0].ip), "eth0")}
         self.callers |= {p.name: (str(p.ip), node.bridge) for p in model.pods
-                         if p.node == node.name}
+                         if p.node == node.name and not p.host_network}  # those are the node
         self.callers["node"] = (self.node_ip, None)
         self.serves = {(str(p.ip), cp.container_port, cp.protocol.lower()): p
                        for p in model.pods for cp in p.ports}
@@ -127,6 +127,11 @@ def cases() -> list[Case]:
             target = Target(address, int(port), proto)
         out.append(Case(entry["name"], entry["found"], entry["edits"],
                         (CASES / f"{entry['name']}.rules").read_text(encoding="utf-8"),
-                        entry["loads"], expect, entry.get("xfail"), entry.get("lab", "lab-3"),
+                        entry["loads"], expect, entry.get("xfail"), _lab(entry.get("lab", "lab-3")),
                         entry.get("exercise"), target))
     return out
+
+
+def _lab(name: str) -> str:
+    """A lab id, or a lab file below the repository (an imported cluster's), made absolute."""
+    return str(CASES.parents[1] / name) if "/" in name else name
