@@ -7,8 +7,8 @@ endpoints: 5.5 s, 4.7 s of it sys; 10,000: 112 s, 110 s sys, 1.1 GB). 3,000 such
 their 33,000 chains in one transaction: 2.7 s sys; the chains committed first: 0.1 s + 0.5 s.
 Queuing the rules that hold an anonymous set in transactions of their own, after every chain, set
 and plain rule is committed, keeps that queue short (3,000: 2.4 s; 10,000: 15 s) and gives a
-byte-identical `nft list table`. What is left grows with the anonymous sets already in the table (2,000 more
-cost 0.7 s sys with none there, 2.4 s with 8,000): no split removes that part.
+byte-identical `nft list table`. What is left grows with the anonymous sets already in the
+table (2,000 more cost 0.7 s sys with none there, 2.4 s with 8,000): no split removes that part.
 
 The price: the load is not atomic. If a later transaction fails, the earlier ones stay applied,
 so this is for filling a node that starts empty (`up`), where a failure tears the node down.
