@@ -27,7 +27,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage
          "--no-default-browser-check", "--disable-extensions", "--disable-sync",
          "--disable-background-networking", "--disable-component-update", "--mute-audio",
          "--remote-debugging-pipe")
-TIMEOUT = 30.0  # seconds for one command's reply, or a page's load
+TIMEOUT = 120.0  # seconds for one reply or page load: a hang detector (30 s was hit once under a load of 15)
 MAX_SHOT_HEIGHT = 16_000  # CSS pixels of a full-page screenshot
 
 
