@@ -54,11 +54,14 @@ def _live(mode: str) -> tuple[LiveLab, FakeRunner]:
 def test_an_nftables_lab_gets_kube_proxys_table_with_nft_and_no_iptables_document():
     live, runner = _live("nftables")
     live.install_rules()
-    tools = [argv[0] for _, argv, _ in runner.calls]
-    assert tools == ["nft"]
-    document = runner.calls[0][2]
-    assert document.startswith('add table ip kube-proxy { comment "rules for kube-proxy" ; }')
-    assert "numgen random mod 4 vmap" in document
+    assert {argv for _, argv, _ in runner.calls} == {("nft", "-f", "-")}  # nothing of iptables
+    # a new node: the table in nft_load's transactions, together the whole render
+    parts = [document for _, _, document in runner.calls]
+    assert parts[0].startswith('add table ip kube-proxy { comment "rules for kube-proxy" ; }')
+    assert "numgen random mod 4 vmap" not in parts[0]  # anonymous maps after the chains
+    assert any("numgen random mod 4 vmap" in part for part in parts[1:])
+    assert sorted(line for part in parts for line in part.splitlines()) == \
+        sorted(live.rendered_rules(node="minikube").splitlines())
 
 
 def test_an_iptables_lab_still_gets_iptables_restore():
