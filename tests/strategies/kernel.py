@@ -90,13 +90,24 @@ def observed(report) -> str:
     return NONE if not report.answered else f"answered by no pod ({report.answer.get('answer')})"
 
 
-def connect(live: LiveLab, caller: str, target: Target, count: int) -> dict[str, int]:
+# Empties every `-m recent` list of the node (sessionAffinity's KUBE-SEP-… lists): the lists are
+# per network namespace, and "/" clears one (xt_recent).
+FORGET = "for f in /proc/net/xt_recent/*; do [ -e \"$f\" ] && echo / > \"$f\"; done; true"
+
+
+def connect(live: LiveLab, caller: str, target: Target, count: int,
+            forget: bool = False) -> dict[str, int]:
     """`count` new connections from the caller (the agent stops after 3 silent ones in a row;
-    then it is asked again), counted by what the caller observed."""
+    then it is asked again), counted by what the caller observed. With `forget`, one at a time,
+    the node's recent lists emptied before each: every connection is new to sessionAffinity
+    too, so the counts are first-packet shares (else the first one pins the caller's source)."""
     counts: dict[str, int] = {}
     made = 0
     while made < count:
-        reports, _ = probing.connections(live, caller, target, count=count - made, counters=False,
+        if forget:
+            live.exec("node", ["sh", "-c", FORGET])
+        reports, _ = probing.connections(live, caller, target,
+                                         count=1 if forget else count - made, counters=False,
                                          timeout=TIMEOUT, budget=60)
         for report in reports:
             key = observed(report)
@@ -105,13 +116,14 @@ def connect(live: LiveLab, caller: str, target: Target, count: int) -> dict[str,
     return counts
 
 
-def connect_all(live: LiveLab, callers: list[str], target: Target) -> dict[str, dict[str, int]]:
+def connect_all(live: LiveLab, callers: list[str], target: Target,
+                forget: bool = False) -> dict[str, dict[str, int]]:
     """connect() from every caller at once (each from its own namespace), conntrack emptied
     first so that every connection is new to the nat table."""
     live.exec("node", ["conntrack", "-F"])
     with ThreadPoolExecutor(max_workers=len(callers)) as pool:
         return dict(zip(callers, pool.map(
-            lambda caller: connect(live, caller, target, CONNECTIONS), callers)))
+            lambda caller: connect(live, caller, target, CONNECTIONS, forget), callers)))
 
 
 def binomial_p(k: int, n: int, p: float) -> float:
@@ -139,13 +151,14 @@ def disagreement(predicted: dict[str, Fraction], counts: dict[str, int]) -> str 
     return None
 
 
-def measure(live: LiveLab, predicted: dict[str, dict[str, Fraction]], target: Target) -> dict:
+def measure(live: LiveLab, predicted: dict[str, dict[str, Fraction]], target: Target,
+            forget: bool = False) -> dict:
     """{caller: (disagreement or None, counts, counts measured again or None)}. A disagreement
     is measured again, once, with new connections: a connection a busy machine lost (2 cores,
-    six callers at once) is not a disagreement; a real one repeats."""
-    counts = connect_all(live, list(predicted), target)
+    six callers at once) is not a disagreement; a real one repeats. `forget`: see connect()."""
+    counts = connect_all(live, list(predicted), target, forget)
     doubted = [c for c, want in predicted.items() if disagreement(want, counts[c])]
-    again = connect_all(live, doubted, target) if doubted else {}
+    again = connect_all(live, doubted, target, forget) if doubted else {}
     return {caller: (disagreement(want, again[caller]) if caller in again else None,
                      counts[caller], again.get(caller))
             for caller, want in predicted.items()}

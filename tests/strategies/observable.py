@@ -117,8 +117,11 @@ class Case:
 
 
 def cases() -> list[Case]:
+    """The kept cases; an entry's `rules` names a .rules file several cases share (one node's
+    table, several targets), else its own name does."""
     out = []
     for entry in yaml.safe_load((CASES / "cases.yaml").read_text(encoding="utf-8")):
+        rules = CASES / f"{entry.get('rules', entry['name'])}.rules"
         expect = {caller: {seen: Fraction(p) for seen, p in fates.items()}
                   for caller, fates in (entry.get("expect") or {}).items()}
         target = None
@@ -126,7 +129,7 @@ def cases() -> list[Case]:
             address, port, proto = entry["target"].replace("/", ":").split(":")
             target = Target(address, int(port), proto)
         out.append(Case(entry["name"], entry["found"], entry["edits"],
-                        (CASES / f"{entry['name']}.rules").read_text(encoding="utf-8"),
+                        rules.read_text(encoding="utf-8"),
                         entry["loads"], expect, entry.get("xfail"), _lab(entry.get("lab", "lab-3")),
                         entry.get("exercise"), target))
     return out
