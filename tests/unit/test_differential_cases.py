@@ -13,6 +13,7 @@ import pytest
 
 from lab_runner import lab_file
 from lab_runner.errors import SubmissionError
+from lab_runner.evidence.probing import Target
 from lab_runner.grading.submission import as_iptables_restore
 from tests.strategies.observable import Callers, cases
 
@@ -44,6 +45,36 @@ def test_every_case_has_its_rules_and_says_what_was_found():
         assert case.found and case.edits and case.text.startswith("# ")
         assert not case.loads or set(case.expect) == set(case.callers().callers), case.name
     assert {case.lab for case in CASES} >= {"lab-2", "lab-3", "lab-4"}
+
+
+def test_issue_16s_service_kinds_each_have_a_kept_case():
+    """NodePort, externalTrafficPolicy Local with and without a local endpoint, internal
+    traffic policy Local and ClientIP affinity over several endpoints: each the target of a
+    kept case on the kit's own v1.34 render."""
+    kinds = set()
+    for case in CASES:
+        model = case.model()
+        if model.profile == "v1.34":
+            kinds |= {_kind(model, service, port, case.target)
+                      for service in model.services for port in service.ports}
+    assert kinds >= {"nodeport", "etp-local-with-local-endpoint",
+                     "etp-local-without-local-endpoint", "itp-local", "affinity"}, kinds
+
+
+def _kind(model, service, port, target) -> str | None:
+    """Which of issue 16's kinds a case's target is of this Service port, or None."""
+    node = model.nodes[0]
+    pods = [p for p in model.pods if service.selector.items() <= p.labels.items()]
+    if port.node_port and target == Target(str(node.ip), port.node_port, "tcp"):
+        if service.external_traffic_policy == "Cluster":
+            return "nodeport"
+        local = "with" if any(p.node == node.name for p in pods) else "without"
+        return f"etp-local-{local}-local-endpoint"
+    if target != Target(str(service.cluster_ip), port.port, "tcp"):
+        return None
+    if service.internal_traffic_policy == "Local":
+        return "itp-local"
+    return "affinity" if service.session_affinity == "ClientIP" and len(pods) > 1 else None
 
 
 # -- gaps outside the tracer (files another engineer owns now) -----------------------------------
