@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from lab_runner.cli import cli, console, err_console
 from lab_runner.cli.params import CIDR
+from lab_runner.safe_files import write_file
 
 PROFILES = ("v1.23", "v1.30", "v1.34")
 
@@ -56,7 +57,9 @@ def import_(objects, rules, cluster_cidr, service_cidr, node, profile, max_pods,
     if output == "-":
         click.echo(text, nl=False)
     else:
-        Path(output).write_text(text, encoding="utf-8")
+        # Through a temporary file renamed into place: a link planted at that name is replaced,
+        # never followed (the command may run as root in a shared directory).
+        write_file(Path(output), text)
     say = err_console if output == "-" else console
     say.print(f"wrote {escape(output)}: {len(lab.services)} Service(s), {len(lab.pods)} pod(s), "
               f"node {escape(lab.nodes[0].name)}, profile {lab.profile}", highlight=False,

@@ -548,6 +548,19 @@ def test_cli_writes_a_lab_that_rules_renders_and_lists_warnings(tmp_path):
     assert "KUBE-SVC-TCOU7JCQXEZGVUNU rule 1: missing:" in dns and "KUBE-MARK-MASQ" in dns
 
 
+def test_cli_replaces_a_link_planted_at_the_output_name_instead_of_writing_through_it(tmp_path):
+    """Run as root in a shared directory, `-o NAME` must not write where someone's link points."""
+    victim = tmp_path / "victim.conf"
+    victim.write_text("keep me\n")
+    out = tmp_path / "lab.yaml"
+    out.symlink_to(victim)
+    result = CliRunner().invoke(cli, ["import", str(CLUSTERS / "lab-3-minikube.yaml"),
+                                      "--cluster-cidr", "10.244.0.0/16", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "keep me\n"
+    assert not out.is_symlink() and "clusterIP: 10.104.5.205" in out.read_text()
+
+
 def test_cli_reads_standard_input_and_writes_standard_output(tmp_path):
     runner = CliRunner()
     text = (CLUSTERS / "lab-3-minikube.yaml").read_text()
