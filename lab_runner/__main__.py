@@ -30,13 +30,28 @@ def main() -> None:
             # restores the default action while it shuts down, and the process would die by it).
             # One landing before these two lines take effect is caught just below.
             _ignore_signals()
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        # Python wraps an exception raised while a class is made (a Ctrl-C landing in a
+        # dataclass's __set_name__ as its module loads) in a RuntimeError: its cause tells.
+        if isinstance(exc, SystemExit) or not _interrupt_caused(exc):
+            raise  # the command's own exit (after its own "interrupted", if any) stands
         _ignore_signals()
         sys.stderr.write("interrupted\n")
         sys.stderr.flush()
         # Not sys.exit: an interrupt inside an import can leave CPython set to re-raise SIGINT
         # on itself at exit (exit status -2). Every `finally` has run; the kit has no atexit work.
         os._exit(130)
+
+
+def _interrupt_caused(exc: BaseException | None) -> bool:
+    """Whether exc is a KeyboardInterrupt or was caused by one (through __cause__/__context__)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _ignore_signals() -> None:

@@ -80,6 +80,36 @@ def test_a_signal_in_the_middle_of_an_import_says_interrupted(signum, module):
     assert done.stdout == ""
 
 
+# Deterministic: the signal lands while a dataclass is made (CI saw it in model.Pod's field
+# `labels`): Python wraps the KeyboardInterrupt from __set_name__ in a RuntimeError.
+SIGNAL_DURING_CLASS = """
+import dataclasses, os, signal, sys
+class Landing:
+    def __set_name__(self, owner, name):
+        os.kill(os.getpid(), {signum})
+        for _ in range(1000): pass  # the handler runs here, inside __set_name__
+class SignalOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "lab_runner.model":
+            sys.meta_path.remove(self)
+            type("Made", (), {{"field": Landing()}})
+        return None
+sys.meta_path.insert(0, SignalOnImport())
+sys.argv = ["lab-runner", "list"]
+from lab_runner.__main__ import main
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_class_is_made_says_interrupted(signum):
+    script = SIGNAL_DURING_CLASS.format(signum=int(signum))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=60)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (done.returncode, done.stderr.strip()) == (130, "interrupted")
+
+
 def test_an_old_python_gets_a_sentence(monkeypatch, capsys):
     from lab_runner import __main__ as entry
 
