@@ -97,7 +97,7 @@ FORGET = "for f in /proc/net/xt_recent/*; do [ -e \"$f\" ] && echo / > \"$f\"; d
 
 def connect(live: LiveLab, caller: str, target: Target, count: int,
             forget: bool = False) -> dict[str, int]:
-    """`count` new connections from the caller (the agent stops after 3 silent ones in a row;
+    """`count` new connections from the caller (the agent stops after 6 silent first ones;
     then it is asked again), counted by what the caller observed. With `forget`, one at a time,
     the node's recent lists emptied before each: every connection is new to sessionAffinity
     too, so the counts are first-packet shares (else the first one pins the caller's source)."""
