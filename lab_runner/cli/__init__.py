@@ -60,7 +60,7 @@ def cli() -> None:
 
 # The modules whose import registers commands on `cli`, in the order `--help` lists them.
 COMMAND_MODULES = ("lifecycle", "inspect_cmds", "walk_cmds", "evidence_cmds", "grade_cmds",
-                   "cluster_cmds", "autograder_cmds", "explain_cmds", "import_cmds")
+                   "cluster_cmds", "autograder_cmds", "explain_cmds", "import_cmds", "scale_cmds")
 
 
 def load_commands() -> click.Group:
