@@ -72,7 +72,7 @@ def scale_sweep(sizes, endpoints, modes, flows, full_sync_max, out) -> None:
             raise LabError(f"no point was measured for {mode}")
         console.print(f"{mode}: the last Service's first packet takes x{mine[0].ratio:.2f} the "
                       f"first's at N={mine[0].services:,}, x{mine[-1].ratio:.2f} at "
-                      f"N={mine[-1].services:,}")
+                      f"N={mine[-1].services:,}", soft_wrap=True)
     if out:
         for path in report.write_all(points, flows, Path(out)):
             console.print(f"wrote {escape(str(path))}")
