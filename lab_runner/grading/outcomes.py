@@ -110,11 +110,41 @@ def fate(sandbox, cls: PacketClass, o: tracer.Outcome) -> Fate:
     ip, port = o.dnat or (cls.target.ip, cls.target.port)
     pod = sandbox.pod_serves(ip, port, cls.target.proto)
     caller = sandbox.caller_ip(cls.caller)
-    saw = str(sandbox.model.nodes[0].bridge_address.ip) if o.masquerade else \
+    saw = masquerade_address(sandbox.model, ip) if o.masquerade else \
         (o.snat[0] if o.snat else caller)
-    if pod is None or unmasqueraded_hairpin(sandbox, cls.caller, pod, saw):
+    if pod is None or unmasqueraded_hairpin(sandbox, cls.caller, pod, saw) or \
+            answers_around_the_node(sandbox.model, ip, saw):
         return NO_ANSWER
     return Fate(True, pod, saw, _marked_in_endpoint_chain(o) if pod == cls.caller else None)
+
+
+def masquerade_address(model, destination: str) -> str:
+    """The source MASQUERADE gives a packet the graded node (the lab's first) sends towards
+    `destination`: the address of the interface its route leaves by, the pod bridge's for a pod
+    of this node, the node's own on the node network (a pod on another node)."""
+    node = model.nodes[0]
+    return str(node.bridge_address.ip) if _leaves_by(model, destination) == node.bridge \
+        else str(node.ip)
+
+
+def answers_around_the_node(model, pod_ip: str, saw_src: str) -> bool:
+    """A pod on another node answers `saw_src` by its own node's routes: unless that address is
+    the graded node's own or behind its bridge, the answer goes straight to it, never passes the
+    graded node's conntrack, is not un-DNATed, and the caller drops it (lab 2, step 7)."""
+    node = model.nodes[0]
+    if _leaves_by(model, pod_ip) == node.bridge:
+        return False
+    own = {str(node.ip), str(node.bridge_address.ip)}
+    return saw_src not in own and \
+        ipaddress.ip_address(saw_src) not in node.bridge_address.network
+
+
+def _leaves_by(model, destination: str) -> str:
+    """The graded node's interface towards `destination`: the longest matching route."""
+    address = ipaddress.ip_address(destination)
+    best = max(((ipaddress.ip_network(net), dev) for net, dev in sampling.node_routes(model)
+                if address in ipaddress.ip_network(net)), key=lambda r: r[0].prefixlen)
+    return best[1]
 
 
 def unmasqueraded_hairpin(sandbox, caller: str, pod: str | None, saw_src: str | None) -> bool:
@@ -262,15 +292,19 @@ def caller_words(sandbox, cls: PacketClass) -> str:
 def _saw(sandbox, cls: PacketClass, fate: Fate) -> str:
     if fate.saw_src == sandbox.caller_ip(cls.caller):
         return "its own address" if fate.pod == cls.caller else "the caller's own address"
-    if fate.saw_src == str(sandbox.model.nodes[0].bridge_address.ip):
+    if fate.saw_src in _node_addresses(sandbox):
         return f"the node's address {fate.saw_src}"
     return fate.saw_src
 
 
+def _node_addresses(sandbox) -> set[str]:
+    node = sandbox.model.nodes[0]
+    return {str(node.bridge_address.ip), str(node.ip)}
+
+
 def _should(sandbox, cls: PacketClass, fate: Fate) -> str:
-    node = str(sandbox.model.nodes[0].bridge_address.ip)
-    if fate.saw_src == node:
-        return f"it should arrive masqueraded (with the node's address {node} as source)"
+    if fate.saw_src in _node_addresses(sandbox) and fate.saw_src != sandbox.caller_ip(cls.caller):
+        return f"it should arrive masqueraded (with the node's address {fate.saw_src} as source)"
     return f"it should arrive with {_saw(sandbox, cls, fate)} as source"
 
 

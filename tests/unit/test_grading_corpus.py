@@ -17,7 +17,8 @@ from lab_runner.grading import exercise as exercises
 from lab_runner.grading.grade import grade
 
 ROOT = Path(__file__).resolve().parents[2]
-LABS = {"lab-2": "lab-2-nat", "lab-3": "lab-3-clusterip", "lab-4": "lab-4-endpoints"}
+LABS = {"lab-2": "lab-2-nat", "lab-3": "lab-3-clusterip", "lab-4": "lab-4-endpoints",
+        "lab-5": "lab-5-nodeport"}
 NAME = re.compile(r"^ex(?P<ex>\w+?)-[\w-]+\.lose-(?P<lose>\d+)\.rules$")
 
 
