@@ -43,9 +43,11 @@ def _modes(ctx, param, value: str) -> list[str]:
 @click.option("--full-sync-max", type=click.IntRange(1), default=None,
               help="skip the full-sync timing above this N (nftables' one-transaction rewrite "
                    "of 10,000 Services takes minutes).")
+@click.option("--iptables", "variant", type=click.Choice(["nft", "legacy"]), default="nft",
+              show_default=True, help="iptables mode's backend: iptables-nft or iptables-legacy.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="directory for scale.txt, scale.json, scale.png and index.html.")
-def scale_sweep(sizes, endpoints, modes, flows, full_sync_max, out) -> None:
+def scale_sweep(sizes, endpoints, modes, flows, full_sync_max, variant, out) -> None:
     """Measure both proxy modes at N Services: ruleset write time, one endpoint changed (partial
     and full sync), kernel memory, and the first-packet latency to the first and last Service.
 
@@ -64,7 +66,7 @@ def scale_sweep(sizes, endpoints, modes, flows, full_sync_max, out) -> None:
     require_root()
     with console.status("scale sweep…") as status:
         points = sweep(sizes, endpoints, modes, flows, full_sync_max=full_sync_max,
-                       progress=lambda text: status.update(escape(text)))
+                       variant=variant, progress=lambda text: status.update(escape(text)))
     console.print(escape(report.table(points)), end="", soft_wrap=True)
     for mode in modes:
         mine = [p for p in points if p.mode == mode]

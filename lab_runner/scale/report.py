@@ -21,7 +21,8 @@ COLUMNS = (("mode", "{:<8}"), ("N", "{:>6,}"), ("E", "{:>3}"), ("up s", "{:>7.2f
 
 def _cells(point: Point) -> tuple:
     full = "-" if point.full_s is None else f"{point.full_s:.2f}"
-    return (point.mode, point.services, point.endpoints, point.up_s, point.write_s, point.partial_s,
+    mode = f"{point.mode}-legacy" if point.variant == "legacy" else point.mode
+    return (mode, point.services, point.endpoints, point.up_s, point.write_s, point.partial_s,
             full, point.kernel_kib, point.listing_kib,
             f"{point.first.median:.1f}/{point.first.p90:.1f}",
             f"{point.last.median:.1f}/{point.last.p90:.1f}", f"x{point.ratio:.2f}")

@@ -4,8 +4,8 @@ first packet, each in fresh namespaces (topology.py) that are gone when the poin
 What each figure is:
   up_s        build the three namespaces, render and write the whole ruleset, start the listener:
               a node coming up with N Services
-  write_s     the whole ruleset into the empty node: iptables-restore (iptables mode, the kit's
-              iptables-nft by default) or nft_load's transactions (nftables mode), as `up` writes it
+  write_s     the whole ruleset into the empty node: iptables-restore (iptables mode; the kit's
+              iptables-nft by default, iptables-legacy with variant="legacy") or nft_load's transactions (nftables mode), as `up` writes it
   partial_s   one endpoint of svc-0 moved, synced as kube-proxy does it: iptables-restore
               --noflush of the top-level chains plus that Service's chains; in nftables one
               transaction with that Service's chains flushed and written again (model.py)
@@ -58,6 +58,7 @@ class Point:
     listing_kib: float
     first: Spread
     last: Spread
+    variant: str = "nft"  # iptables mode's backend: iptables-nft or iptables-legacy
 
     @property
     def ratio(self) -> float:
@@ -78,10 +79,12 @@ def kernel_memory_kib(meminfo: str | None = None) -> int:
 class Mode:
     """How one proxy mode renders, writes, syncs and lists its ruleset."""
 
-    def __init__(self, name: str, runner: Runner):
+    def __init__(self, name: str, runner: Runner, variant: str = "nft"):
         if name not in MODES:
             raise ValueError(f"unknown mode {name!r}; the modes are: {', '.join(MODES)}")
         self.name, self.runner = name, runner
+        apply.tool(variant, "iptables")  # refuses an unknown variant, naming the valid ones
+        self.variant = variant
 
     def render(self, lab) -> str:
         if self.name == "iptables":
@@ -90,21 +93,21 @@ class Mode:
 
     def write(self, place: Place, document: str) -> None:
         if self.name == "iptables":
-            apply.restore(self.runner, place, document, noflush=False)
+            apply.restore(self.runner, place, document, self.variant, noflush=False)
         else:
             nft_load.load(self.runner, place, document)
 
     def sync(self, place: Place, new: str, old: str, *, partial: bool) -> None:
         if self.name == "iptables":
             build = model.iptables_partial if partial else model.iptables_full
-            apply.restore(self.runner, place, build(new, old, 0), noflush=True)
+            apply.restore(self.runner, place, build(new, old, 0), self.variant, noflush=True)
         else:
             build = model.nft_partial if partial else model.nft_full
             nft_apply.apply(self.runner, place, build(new, old, 0))
 
     def listing(self, place: Place) -> str:
         if self.name == "iptables":
-            return apply.save(self.runner, place, counters=False)
+            return apply.save(self.runner, place, self.variant, counters=False)
         return nft_apply.save(self.runner, place)
 
 
@@ -131,10 +134,11 @@ def _timed(call: Callable[[], object]) -> float:
 
 
 def measure(mode_name: str, services: int, endpoints: int, flows: int, *, full_sync: bool = True,
-            runner: Runner | None = None, progress: Progress = lambda _: None) -> Point:
+            variant: str = "nft", runner: Runner | None = None,
+            progress: Progress = lambda _: None) -> Point:
     """One sweep point, in its own namespaces (removed when it ends, however it ends)."""
     runner = runner or Runner()
-    mode = Mode(mode_name, runner)
+    mode = Mode(mode_name, runner, variant)
     lab = model.build(services, endpoints)
     moved = model.move_endpoint(lab)
     label = f"{mode_name} N={services:,}"
@@ -157,11 +161,11 @@ def measure(mode_name: str, services: int, endpoints: int, flows: int, *, full_s
             progress(f"{label}: the endpoint back, full sync")
             full_s = _timed(lambda: mode.sync(topo.node, document, changed, partial=False))
     return Point(mode_name, services, endpoints, up_s, write_s, partial_s, full_s, grown,
-                 listing_kib, first, last)
+                 listing_kib, first, last, variant if mode_name == "iptables" else "")
 
 
 def sweep(sizes: Sequence[int], endpoints: int, modes: Sequence[str], flows: int, *,
-          full_sync_max: int | None = None, runner: Runner | None = None,
+          full_sync_max: int | None = None, variant: str = "nft", runner: Runner | None = None,
           progress: Progress = lambda _: None) -> list[Point]:
     """Every (mode, N) point, modes taking turns at each N so a slow patch of the machine falls
     on both."""
@@ -170,5 +174,5 @@ def sweep(sizes: Sequence[int], endpoints: int, modes: Sequence[str], flows: int
         for mode_name in modes:
             full = full_sync_max is None or services <= full_sync_max
             points.append(measure(mode_name, services, endpoints, flows, full_sync=full,
-                                  runner=runner, progress=progress))
+                                  variant=variant, runner=runner, progress=progress))
     return points

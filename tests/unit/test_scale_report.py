@@ -96,3 +96,20 @@ def test_write_all_makes_the_plot_and_the_page(tmp_path):
     assert (tmp_path / "out" / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "out" / "index.html").read_text()
     assert "<img src='scale.png'" in page and page.count("<tr>") == 5
+
+
+def test_iptables_legacy_is_written_with_its_own_tools_and_named_in_the_table():
+    from lab_runner.commands import FakeRunner, Place
+    from lab_runner.scale.sweep import Mode
+
+    runner = FakeRunner()
+    mode = Mode("iptables", runner, "legacy")
+    mode.write(Place("kplab-abcdef-node"), "*nat\nCOMMIT\n")
+    mode.sync(Place("kplab-abcdef-node"), "*nat\nCOMMIT\n", "*nat\nCOMMIT\n", partial=True)
+    assert [call[1][0] for call in runner.calls] == ["iptables-legacy-restore"] * 2
+    assert runner.calls[1][1][1:] == ("--noflush",)
+    with pytest.raises(Exception, match="legacy"):
+        Mode("iptables", runner, "xtables")
+    legacy = Point("iptables", 10, 10, 0.5, 0.4, 0.02, 1.5, 1, 1.0, Spread(5, 6, 7, 20),
+                   Spread(5, 6, 7, 20), "legacy")
+    assert report.table([legacy]).splitlines()[1].startswith("iptables-legacy  ")
