@@ -4,8 +4,9 @@ first packet, each in fresh namespaces (topology.py) that are gone when the poin
 What each figure is:
   up_s        build the three namespaces, render and write the whole ruleset, start the listener:
               a node coming up with N Services
-  write_s     the whole ruleset into the empty node: iptables-restore (iptables mode; the kit's
-              iptables-nft by default, iptables-legacy with variant="legacy") or nft_load's transactions (nftables mode), as `up` writes it
+  write_s     the whole ruleset into the empty node, as `up` writes it: iptables-restore in
+              iptables mode (iptables-nft by default, iptables-legacy with variant="legacy"),
+              nft_load's transactions in nftables mode
   partial_s   one endpoint of svc-0 moved, synced as kube-proxy does it: iptables-restore
               --noflush of the top-level chains plus that Service's chains; in nftables one
               transaction with that Service's chains flushed and written again (model.py)
