@@ -117,9 +117,11 @@ def container_name(run_id: str) -> str:
 
 # -- up and down ----------------------------------------------------------------------------------
 def up(model: Lab, lab: str, *, iptables_variant: str = "nft", profile: str | None = None,
-       cluster_cidr: str | None = None, image: str | None = None) -> RunRecord:
-    """Create and start the node container, then build the lab inside it; on any failure nothing
-    remains (the record is saved first, so even a SIGKILL leaves something `clean` can find)."""
+       cluster_cidr: str | None = None, image: str | None = None,
+       proxy_mode: str | None = None) -> RunRecord:
+    """Create and start the node container, then build the lab inside it (kube-proxy's mode:
+    proxy_mode, else the lab file's); on any failure nothing remains (the record is saved first,
+    so even a SIGKILL leaves something `clean` can find)."""
     client = engine()
     image = image or image_name()
     if not has_image(image):
@@ -128,7 +130,7 @@ def up(model: Lab, lab: str, *, iptables_variant: str = "nft", profile: str | No
             "kit's directory (or `docker compose build`); see README, \"Without root: Docker\"")
     run = RunRecord(run_id=new_run_id(), lab_id=model.id, lab_source=model.source,
                     backend="docker", iptables=iptables_variant, profile=profile or model.profile,
-                    cluster_cidr=cluster_cidr)
+                    cluster_cidr=cluster_cidr, proxy_mode=proxy_mode or model.proxy_mode)
     run.save()
     try:
         run.container = _create_node(client, image, run, model)
@@ -138,6 +140,7 @@ def up(model: Lab, lab: str, *, iptables_variant: str = "nft", profile: str | No
         argv = ["lab-runner", "up", inner_lab, "--iptables", iptables_variant]
         argv += ["--profile", profile] if profile else []
         argv += ["--cluster-cidr", cluster_cidr] if cluster_cidr else []
+        argv += ["--proxy-mode", proxy_mode] if proxy_mode else []
         output: list[bytes] = []
         rc = _exec(client, run.container, argv, {"KPLAB_RUN_ID": run.run_id},
                    lambda out, err: output.append(out or err or b""))  # the lab copy stays

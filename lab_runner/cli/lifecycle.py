@@ -86,10 +86,7 @@ def up(lab: str, variant: str, profile: str | None, cluster_cidr: str | None,
     model = lab_file.load(lab)  # a mistyped lab is named before root is asked for
     profile = _profile_for_mode(model, proxy_mode, profile)
     if backend == "docker":
-        if (proxy_mode or model.proxy_mode) == "nftables":
-            raise LabError("nftables mode runs on the netns backend only for now: leave out "
-                           "--backend docker")
-        return _up_docker(lab, variant, profile, cluster_cidr, image)
+        return _up_docker(lab, variant, profile, cluster_cidr, image, proxy_mode)
     require_root()
     started = time.monotonic()
     with console.status(f"building {model.id}: {len(model.nodes)} node(s), {len(model.pods)} pods, "
@@ -117,16 +114,17 @@ def _profile_for_mode(model, proxy_mode: str | None, profile: str | None) -> str
 
 
 def _up_docker(lab: str, variant: str, profile: str | None, cluster_cidr: str | None,
-               image: str) -> None:
+               image: str, proxy_mode: str | None) -> None:
     from lab_runner.backends import docker
 
     model = lab_file.load(lab)
     started = time.monotonic()
     with console.status(f"building {model.id} in a node container ({image})…"):
         run = docker.up(model, lab, iptables_variant=variant, profile=profile,
-                        cluster_cidr=cluster_cidr, image=image)
+                        cluster_cidr=cluster_cidr, image=image, proxy_mode=proxy_mode)
+    mode = "nftables" if run.proxy_mode == "nftables" else variant
     console.print(f"[green]up[/] {model.id} as run [bold]{run.run_id}[/] in "
-                  f"{time.monotonic() - started:.2f} s ({variant}, profile {run.profile}, "
+                  f"{time.monotonic() - started:.2f} s ({mode}, profile {run.profile}, "
                   f"container {docker.container_name(run.run_id)})")
     hosts = [n.name for n in model.nodes] + [c.name for c in model.clients] + \
         [p.name for p in model.pods]

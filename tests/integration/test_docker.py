@@ -325,6 +325,36 @@ def test_walkthrough_check_passes_in_the_container(docker_run):
     assert "ran as expected" in result.stdout
 
 
+def test_nftables_mode_in_the_container(image):
+    """`up --backend docker --proxy-mode nftables`: the node container holds kube-proxy's nftables
+    table and no KUBE-* iptables chains; probe, trace and status work on it as on the netns
+    backend."""
+    result = cli("up", "lab-3", "--backend", "docker", "--proxy-mode", "nftables")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_id = re.search(r"as run (\w+)", result.stdout).group(1)
+    try:
+        assert "(nftables, profile v1.34" in result.stdout, result.stdout
+        [run] = [r for r in list_runs() if r.run_id == run_id]
+        assert run.backend == "docker" and run.proxy_mode == "nftables"
+        status = cli("status", env={"COLUMNS": "200"})
+        assert re.search(rf"{run_id}.*nftables v1\.34", status.stdout), status.stdout
+        table = cli("exec", "--lab", run_id, "node", "--", "nft", "list", "table", "ip", "kube-proxy")
+        assert table.returncode == 0 and "map service-ips" in table.stdout, table.stderr
+        assert "numgen random mod 4 vmap" in table.stdout, table.stdout
+        saved = cli("exec", "--lab", run_id, "node", "--", "iptables-save")
+        assert saved.returncode == 0 and "KUBE-" not in saved.stdout, saved.stdout
+        probe = cli("probe", run_id, "--to", "10.104.5.205:8080/tcp", "--http")
+        assert probe.returncode == 0 and "answered by my-app-7f569f66d9-" in probe.stdout, \
+            probe.stdout + probe.stderr
+        assert "rules the packet met (nft monitor trace" in probe.stdout, probe.stdout
+        trace = cli("trace", run_id, "--to", "10.104.5.205:8080/tcp")
+        assert trace.returncode == 0 and "-> 172.17.0." in trace.stdout, trace.stdout + trace.stderr
+    finally:
+        down = cli("down", run_id)
+    assert down.returncode == 0, down.stderr
+    assert run_id not in cli("status").stdout
+
+
 def test_an_unreachable_engine_is_named():
     result = cli("up", "lab-3", "--backend", "docker", env={"DOCKER_HOST": "unix:///nonexistent.sock"})
     assert result.returncode == 3
