@@ -2,8 +2,8 @@
 first packet, each in fresh namespaces (topology.py) that are gone when the point is done.
 
 What each figure is:
-  up_s        build the three namespaces, render and write the whole ruleset, start the listener:
-              a node coming up with N Services
+  up_s        build the model, the three namespaces and the listener, render and write the whole
+              ruleset: a node coming up with N Services
   write_s     the whole ruleset into the empty node, as `up` writes it: iptables-restore in
               iptables mode (iptables-nft by default, iptables-legacy with variant="legacy"),
               nft_load's transactions in nftables mode
@@ -140,10 +140,10 @@ def measure(mode_name: str, services: int, endpoints: int, flows: int, *, full_s
     """One sweep point, in its own namespaces (removed when it ends, however it ends)."""
     runner = runner or Runner()
     mode = Mode(mode_name, runner, variant)
+    started = time.perf_counter()
     lab = model.build(services, endpoints)
     moved = model.move_endpoint(lab)
     label = f"{mode_name} N={services:,}"
-    started = time.perf_counter()
     with scale_topology(runner) as topo:
         document = mode.render(lab)
         progress(f"{label}: writing {document.count(chr(10)):,} lines")
