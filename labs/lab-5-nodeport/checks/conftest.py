@@ -38,15 +38,16 @@ def describe(fates) -> str:
     return ", ".join(f"{f.pod} saw {f.saw_src}" for f in fates) or "no pod answered"
 
 
-def every_caller_problem(sandbox, node_port_numbers) -> str | None:
-    """node-a's pod and processes through each node port, then the client, node-a's pod and
-    processes through each Service's ClusterIP, as the reference rules make them."""
+def every_caller_problem(sandbox, node_port_numbers, *, cluster_ips=False) -> str | None:
+    """node-a's pod and processes through each node port, then (cluster_ips: where the task
+    may write a chain the ClusterIP's way passes) the client, node-a's pod and processes through
+    each Service's ClusterIP, as the reference rules make them."""
     for number in node_port_numbers:
         for caller in LOCAL_CALLERS:
             problem = node_ports.problem(sandbox, caller, node_ports.node_port(sandbox, number))
             if problem:
                 return problem
-    for number in node_port_numbers:
+    for number in node_port_numbers if cluster_ips else ():
         problem = caller_problem(sandbox, cluster_ip(sandbox, number),
                                  callers=(CLIENT, *LOCAL_CALLERS))
         if problem:

@@ -39,7 +39,7 @@ def test_outside_caller_masqueraded(sandbox):
 
 @pytest.mark.check("every-caller")
 def test_every_caller(sandbox):
-    problem = every_caller_problem(sandbox, (NODE_PORT,))
+    problem = every_caller_problem(sandbox, (NODE_PORT,), cluster_ips=True)
     assert problem is None, problem
 
 
