@@ -228,5 +228,6 @@ def pods_of(sandbox) -> list[str]:
     return sorted(sandbox.endpoints(WEB).values())
 
 
-def share(x: Fraction) -> str:
+def share(x) -> str:
+    """A share (Fraction or float) as a percentage."""
     return f"{float(x) * 100:.1f} %"
