@@ -8,14 +8,18 @@ address:port it was reached at, which is the DNAT destination the tracer names.
 
 from __future__ import annotations
 
+import re
 import time
 from fractions import Fraction
 
 from lab_runner.errors import LabError
 from lab_runner.evidence.probing import Target, connections
-from lab_runner.evidence.sampling import NO_DNAT, SampleReport, host_ip, node_facts
+from lab_runner.evidence.sampling import (NO_DNAT, SampleReport, forget_unfinished_flows, host_ip,
+                                          node_facts)
 from lab_runner.model import Lab
 from lab_runner.probes import stats
+from lab_runner.probes.launch import run_agent
+from lab_runner.ruleset import nft_apply
 from lab_runner.ruleset import nft_tracer
 from lab_runner.ruleset.nft_model import NftRuleset
 from lab_runner.ruleset.nft_parse import parse_nft
@@ -72,3 +76,49 @@ def sample(lab, target: Target, flows: int, *, source: str = "client",
                        "time budget: try fewer --flows")
     result = stats.gof(counts, shares, alpha=alpha)
     return SampleReport(target, source, len(reports), counts, shares, chains, result, seconds)
+
+
+# -- many flows: crafted SYNs counted by the kit's own counters ----------------------------------
+
+COUNT_TABLE = "kplab-count"  # the kit's table (its prefix): never kube-proxy's, deleted after
+ELSEWHERE = "forwarded elsewhere"  # a DNAT destination none of the counted ones names
+
+
+def burst(lab, target: Target, flows: int, destinations, *, source: str = "client",
+          sport_base: int = 20000) -> dict[str, int]:
+    """`flows` crafted first packets (the burst agent: thousands a second) from `source`, counted
+    by where the node forwards them: {"ip:port": n} for each of `destinations`, ELSEWHERE for
+    any other, NO_DNAT for those never forwarded (dropped, refused or not DNATed at all).
+
+    The answer of a pod cannot be read here (a crafted SYN's SYN-ACK comes back from the
+    ClusterIP), and kube-proxy's rules have no counters: the kit adds `table ip kplab-count`
+    with one counting rule per destination at the forward hook, just before kube-proxy's own
+    filter chains (priority -5; DNAT happened in prerouting), and deletes it afterwards.
+    """
+    caller = host_ip(lab, source)
+    keys = sorted(set(destinations) - {NO_DNAT})
+    new_from = f"add rule ip {COUNT_TABLE} forward ct state new ip saddr {caller}"
+    rules = [f"{new_from} ip daddr {key.split(':')[0]} th dport {key.split(':')[1]} counter accept "
+             f"comment \"{key}\"" for key in keys]
+    document = "\n".join([f"add table ip {COUNT_TABLE}",
+                          f"add chain ip {COUNT_TABLE} forward {{ type filter hook forward "
+                          "priority -5 ; }",
+                          *rules,
+                          f"{new_from} counter comment \"{ELSEWHERE}\""]) + "\n"
+    place = lab.place("node")
+    forget_unfinished_flows(lab, caller, target)
+    nft_apply.apply(lab.runner, place, document)
+    try:
+        sent = run_agent(lab.runner, lab.place(source), "burst", dst=target.ip,
+                         dport=target.port, flows=flows, proto=target.proto,
+                         sport_base=sport_base, wait=120)
+        listing = nft_apply.save(lab.runner, place, table=COUNT_TABLE)
+    finally:
+        lab.exec("node", ["nft", "delete", "table", "ip", COUNT_TABLE])
+        forget_unfinished_flows(lab, caller, target)  # half-open flows would linger for minutes
+    counts = {key: int(n) for n, key in _COUNTED.findall(listing)}
+    counts[NO_DNAT] = int(sent["sent"]) - sum(counts.values())
+    return {key: n for key, n in counts.items() if n or key in destinations}
+
+
+_COUNTED = re.compile(r'counter packets (\d+) bytes \d+ (?:accept )?comment "([^"]+)"')

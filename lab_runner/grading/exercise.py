@@ -13,15 +13,19 @@ from lab_runner import lab_file
 from lab_runner.errors import LabError, LabFileError
 from lab_runner.lab import _with_overrides
 from lab_runner.model import Lab
+from lab_runner.ruleset import nft_render
 from lab_runner.ruleset.render import render
 
 KEYS = {"number", "title", "task", "hints", "lab", "cluster_cidr", "start", "allowed", "checks",
-        "max_bytes", "checks_of", "tolerance", "round_robin", "concerns"}
+        "max_bytes", "checks_of", "tolerance", "round_robin", "concerns", "format"}
 CHECK_KEYS = {"points", "title", "static"}
 STATIC_POLICIES = ("decided", "full", "zero")  # `full`/`zero`: not decidable without a kernel
 DEFAULT_MAX_BYTES = 64 * 1024
 DEFAULT_TOLERANCE = 0.5  # percentage points an endpoint's share may be off its intended share
 ROUND_ROBIN = ("refuse", "accept")  # how `-m statistic --mode nth` (round robin) is judged
+# What a submission is written in: iptables-restore text, or (a lab in kube-proxy's nftables
+# mode) `nft -f` commands on `table ip kube-proxy` (grading/nft_submission.py).
+FORMATS = {"iptables": "iptables-restore", "nftables": "nft"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Exercise:
     tolerance: float = DEFAULT_TOLERANCE / 100  # as a share: 0.005
     round_robin: str = "refuse"
     concerned: tuple[str, ...] = ()  # starting-state lines the task is about (rewrites may drop)
+    format: str = "iptables-restore"  # or "nft": see FORMATS
 
     @property
     def max_score(self) -> int:
@@ -144,6 +149,10 @@ def load(directory: Path) -> Exercise:
     if round_robin not in ROUND_ROBIN:
         problems.append(f"round_robin: choose one of {', '.join(ROUND_ROBIN)}")
     concerned = _concerned(lab, data, start, problems)
+    fmt = data.get("format", FORMATS.get(lab.proxy_mode, "iptables-restore"))
+    if fmt != FORMATS.get(lab.proxy_mode):
+        problems.append(f"format: {fmt!r} does not fit a lab in kube-proxy's {lab.proxy_mode} "
+                        f"mode, whose submissions are {FORMATS.get(lab.proxy_mode)!r}")
     if problems:
         raise LabFileError(str(path), problems)
     number = str(data.get("number", re.match(r"ex(\w+?)-", directory.name + "-").group(1)))
@@ -155,7 +164,7 @@ def load(directory: Path) -> Exercise:
                     directory=directory, max_bytes=int(data.get("max_bytes", DEFAULT_MAX_BYTES)),
                     check_files=tuple(sorted(checks_dir.glob(f"test_ex{_check_prefix(data, number)}_*.py"))),
                     tolerance=float(tolerance) / 100, round_robin=round_robin,
-                    concerned=concerned)
+                    concerned=concerned, format=fmt)
 
 
 def _check_prefix(data: dict, number: str) -> str:
@@ -181,12 +190,14 @@ def _concerned(lab: Lab, data: dict, document: str, problems: list[str]) -> tupl
 
 
 def start_document(lab: Lab, start: dict, problems: list[str]) -> str:
-    """The rendered chain set with the lines the exercise asks the student for removed or changed.
+    """The rendered chain set (nftables mode: the `nft -f` document of kube-proxy's table) with
+    the lines the exercise asks the student for removed or changed.
 
     start.remove: regular expressions; a rendered line matching one is left out.
     start.replace: [pattern, replacement] pairs applied to the remaining lines (break-fix).
     """
-    lines = render(lab, lab.profile).splitlines()
+    lines = (nft_render.render(lab, lab.profile) if lab.proxy_mode == "nftables"
+             else render(lab, lab.profile)).splitlines()
     for i, pattern in enumerate(start.get("remove") or []):
         regex = re.compile(pattern)
         kept = [line for line in lines if not regex.search(line)]

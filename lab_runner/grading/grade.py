@@ -41,7 +41,7 @@ def grade(lab: str, which: str | int, path: str | Path, mode: str = "live") -> G
         # table with the counters grading moved, for the chain graph.
         result.evidence = {**sandbox.evidence, "submission": submission.text,
                            "start": ex.start_document}
-        if getattr(sandbox, "lab", None) is not None:
+        if getattr(sandbox, "lab", None) is not None and ex.format != "nft":  # nft: no counters
             try:
                 result.evidence["counters"] = sandbox.lab.save(table="nat")
             except LabError as exc:
@@ -71,9 +71,14 @@ def _own_check_modules():
 
 
 def _intake(ex: exercises.Exercise):
-    """How this exercise's submissions are read and sandboxed: iptables-restore text, or (lab 1)
-    a pod wired by hand as `ip` commands."""
-    from lab_runner.grading import wiring
+    """How this exercise's submissions are read and sandboxed: iptables-restore text, `nft -f`
+    commands (a lab in kube-proxy's nftables mode), or (lab 1) a pod wired by hand as `ip`
+    commands."""
+    from lab_runner.grading import nft_submission, wiring
+
+    if ex.format == nft_submission.FORMAT:
+        return (lambda path: nft_submission.read(path, ex),
+                lambda mode, sub: open_sandbox(mode, ex, sub))
 
     if wiring.applies(ex):
         spec = wiring.load_spec(ex)

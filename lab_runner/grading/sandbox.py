@@ -101,13 +101,31 @@ class Sandbox:
         self.exercise = exercise
         self.submission = submission
         self.model: Lab = exercise.lab
-        self.reference = parse(render(self.model, self.model.profile), "<reference>", check=False)
+        self.reference = self._reference_rules()
         self.evidence: dict = {"spreads": []}  # what reports show: observed vs expected shares
+        self.rules = self._rules_traced(submission)
+        self._reference_outcomes: dict[outcomes.PacketClass, outcomes.Outcome] = {}
+
+    # -- the rule language (nft_sandbox.py overrides these for kube-proxy's nftables mode) -----
+    def _reference_rules(self):
+        return parse(render(self.model, self.model.profile), "<reference>", check=False)
+
+    def _rules_traced(self, submission):
         # Round robin (`--mode nth`) read as the random choice it amounts to over many
         # connections, so that both modes judge the same rules; exercise.round_robin decides
         # whether a spread check accepts it.
-        self.rules = outcomes.as_random(submission.ruleset)
-        self._reference_outcomes: dict[outcomes.PacketClass, outcomes.Outcome] = {}
+        return outcomes.as_random(submission.ruleset)
+
+    def _counting_rules(self) -> list:
+        """Rules that choose by counting (round robin), which a spread check may refuse."""
+        return outcomes.round_robin_rules(self.submission.ruleset)
+
+    def trace_packet(self, ruleset, packet):
+        return tracer.trace(ruleset, packet)
+
+    def traced(self, ruleset, cls: outcomes.PacketClass) -> outcomes.Outcome:
+        """The exact outcome of a packet class through `ruleset` (the rule tracer)."""
+        return outcomes.traced(self, ruleset, cls)
 
     # -- shared helpers ----------------------------------------------------------------------
     def caller_ip(self, host: str) -> str:
@@ -156,7 +174,7 @@ class Sandbox:
     def reference_outcome(self, cls: outcomes.PacketClass) -> outcomes.Outcome:
         """What kube-proxy's rules for this lab make of the class, exactly (the tracer)."""
         if cls not in self._reference_outcomes:
-            self._reference_outcomes[cls] = outcomes.traced(self, self.reference, cls)
+            self._reference_outcomes[cls] = self.traced(self.reference, cls)
         return self._reference_outcomes[cls]
 
     def differs(self, cls: outcomes.PacketClass, focus=None) -> str | None:
@@ -183,7 +201,7 @@ class Sandbox:
     def _judge_spread(self, got: dict, want: dict, n: int | None, how: str, **extra) -> Spread:
         """The one decision rule of both modes: every share within the exercise's tolerance."""
         tolerance = self.exercise.tolerance
-        counting = outcomes.round_robin_rules(self.submission.ruleset)
+        counting = self._counting_rules()
         if counting and self.exercise.round_robin == "refuse":
             spread = Spread({k: float(v) for k, v in got.items()}, {k: float(v) for k, v in want.items()},
                             False, f"{counting[0].chain} chooses by counting (`--mode nth`: round "
@@ -257,7 +275,7 @@ class StaticSandbox(Sandbox):
 
     def outcome(self, cls):
         try:
-            return outcomes.traced(self, self.rules, cls)
+            return self.traced(self.rules, cls)
         except tracer.UnsupportedRule as exc:
             raise Undecidable(f"the rule tracer does not model this rule: {exc}") from exc
 
@@ -434,7 +452,8 @@ class LiveSandbox(Sandbox):
         counted: dict[tuple[str, bool], int] = {}
         try:
             yield counted
-            saved = parse(self.lab.save(table="mangle"), "<mangle>", check=False)
+            # iptables' own mangle table, whichever mode kube-proxy's rules are in
+            saved = parse(self.lab.iptables_save(table="mangle"), "<mangle>", check=False)
             for rule in saved.chain("mangle", "POSTROUTING").rules:
                 comment = rule.match("comment")
                 for what, value in counters:
@@ -528,15 +547,20 @@ class LiveSandbox(Sandbox):
 
     def _burst(self, source, target, want) -> dict[str, int]:
         """New flows counted per DNAT destination: as many as the tolerance rule needs."""
+        flows = self._flows_needed(want)
+        report = sampling.sample(self.lab, target, flows, source=source, sport_base=SPORT_BASE,
+                                 expected=self.reference_spread(source, target))
+        return report.observed
+
+    def _flows_needed(self, want) -> int:
+        """As many new flows as the tolerance rule needs for the shares `want`."""
         flows = stats.flows_for_tolerance({k: v for k, v in want.items() if k != sampling.NO_DNAT},
                                           self.exercise.tolerance)
         if flows > MAX_LIVE_FLOWS:
             raise LabError(f"a tolerance of {self.exercise.tolerance * 100:g} percentage points "
                            f"needs {flows} new flows, more than one caller can make "
                            f"({MAX_LIVE_FLOWS}): give the exercise a larger `tolerance`")
-        report = sampling.sample(self.lab, target, flows, source=source, sport_base=SPORT_BASE,
-                                 expected=self.reference_spread(source, target))
-        return report.observed
+        return flows
 
     def node_rules(self, table, chain=None):
         """Read from the node with testinfra (its iptables module, in the node's namespace)."""
@@ -570,7 +594,7 @@ def _trace(sandbox: Sandbox, ruleset, source: str, target: Target) -> tracer.Tra
     packet = tracer.Packet(src=sandbox.caller_ip(source), dst=target.ip, protocol=target.proto,
                            sport=40000, dport=target.port, in_interface=sandbox.inbound(source),
                            **sampling.node_facts(sandbox.model))
-    return tracer.trace(ruleset, packet)
+    return sandbox.trace_packet(ruleset, packet)
 
 
 def _hits(trace: tracer.Trace) -> set[Hit]:
@@ -646,6 +670,10 @@ def _answer(report) -> str:
 
 
 def open_sandbox(mode: str, exercise: Exercise, submission: Submission) -> Sandbox:
+    if exercise.format == "nft":
+        from lab_runner.grading import nft_sandbox
+
+        return nft_sandbox.open_sandbox(mode, exercise, submission)
     if mode == "static":
         return StaticSandbox(exercise, submission)
     if mode == "live":

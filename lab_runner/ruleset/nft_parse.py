@@ -475,7 +475,9 @@ class _RuleReader:
         numgen = None
         if selectors[0].startswith("numgen"):
             parts = selectors[0].split()
-            numgen = (int(parts[3]), int(parts[5]) if len(parts) > 5 else 0)
+            numgen = (_number(parts[3], self), _number(parts[5], self) if len(parts) > 5 else 0)
+            if numgen[0] < 1:
+                self.fail("`numgen random mod N` needs N of at least 1")
         if self.peek() == "vmap":
             self.take()
             if (self.peek() or "").startswith("@"):
