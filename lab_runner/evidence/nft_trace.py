@@ -43,19 +43,19 @@ class NftHop:
         return f"{self.chain:<44} {what:<50} {self.rule}"
 
 
-def parse(text: str) -> Trace:
-    """The first traced packet's path through kube-proxy's table (kernel_trace's Trace of
-    NftHops; one trace id: a retransmission has another)."""
+def parse(text: str, trace_id: str | None = None) -> Trace:
+    """The first traced packet's path (or that of `trace_id`) through kube-proxy's table
+    (kernel_trace's Trace of NftHops; one trace id: a retransmission has another)."""
     path = Trace(raw_text=text)
-    first_id = None
+    first_id = trace_id
     packet: dict[str, str] = {}  # as the latest hook saw it: nft prints it entering a base chain
     for line in text.splitlines():
         match = EVENT.match(line.strip())
         if not match:
             continue
-        trace_id, _family, table, chain, kind, rest = match.groups()
-        first_id = first_id or trace_id
-        if trace_id != first_id:
+        this_id, _family, table, chain, kind, rest = match.groups()
+        first_id = first_id or this_id
+        if this_id != first_id:
             continue  # another packet of the connection: its path is conntrack's, not the rules'
         if kind == "packet":
             packet = _fields(rest)
@@ -71,6 +71,13 @@ def parse(text: str) -> Trace:
         rule, word, target = (verdict.groups() if verdict else (rest, "continue", None))
         path.hops.append(NftHop(table, chain, kind, rule, word, target or "", seen))
     return path
+
+
+def parse_all(text: str) -> list[Trace]:
+    """The path of every traced packet, one Trace per trace id, in the order they began."""
+    ids = dict.fromkeys(m.group(1) for m in (EVENT.match(line.strip())
+                                             for line in text.splitlines()) if m)
+    return [parse(text, trace_id) for trace_id in ids]
 
 
 def _fields(text: str) -> dict[str, str]:
@@ -106,12 +113,21 @@ class NftTracer:
 
     def trace(self, rule: str, send: Callable[[], object], *, settle: float = 0.3
               ) -> tuple[Trace, object]:
-        output, answer = monitor_around(
+        output, answer = self._monitor(rule, send, settle)
+        return parse(output), answer
+
+    def trace_all(self, rule: str, send: Callable[[], object], *, settle: float = 0.3
+                  ) -> tuple[list[Trace], object]:
+        """trace(), keeping the path of every packet the rule marked (many connections)."""
+        output, answer = self._monitor(rule, send, settle)
+        return parse_all(output), answer
+
+    def _monitor(self, rule: str, send: Callable[[], object], settle: float) -> tuple[str, object]:
+        return monitor_around(
             self.prefix + ["nft", "monitor", "trace"],
             lambda: self.run_in_node(["nft", "-f", "-"], input=trace_document(rule)),
             lambda: self.run_in_node(["nft", "delete", "table", "ip", TRACE_TABLE]),
             send, settle)
-        return parse(output), answer
 
 
 def node_tracer(lab) -> NftTracer:
@@ -134,3 +150,13 @@ def trace_probe(lab, source: str, target, *, sport: int | None = None
         lab.runner, lab.place(source), kind, dst=target.ip, dport=target.port, sport=sport,
         timeout=1))
     return path, answer, rule
+
+
+def trace_connections(lab, source: str, target, send: Callable[[], object]
+                      ) -> tuple[list[Trace], object]:
+    """The paths of the first packets of every connection `send` makes from `source` to
+    `target` (any source port), and what send returned."""
+    from lab_runner.evidence.sampling import host_ip
+
+    rule = match_rule(target.proto, host_ip(lab, source), target.ip, target.port, None)
+    return node_tracer(lab).trace_all(rule, send)

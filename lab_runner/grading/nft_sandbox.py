@@ -5,23 +5,46 @@ outcome and differs, rules_now) and get answers of the same shape. Static mode
 traces with nft_tracer (a `numgen random mod N` draw is exactly 1/N a way); live mode builds the
 lab, applies the starting state and then the submission with `nft -f` (one transaction each:
 a refused submission changes nothing, and the message names its line), and measures with real
-connections. kube-proxy's nftables rules carry no counters, so live mode counts connections by
-the pod that answered (nft_sampling), never by rule counters; and rules_hit (which rules a
-connection met) is not answered in this mode: a check asks what happened to the packets.
+connections. kube-proxy's nftables rules carry no counters, so live mode counts flows by where
+the node forwards them (nft_sampling.burst, the kit's own counting table), and tells which rules
+connections met (rules_hit, observe) from the kernel's own trace of their first packets
+(`nft monitor trace`), never from rule counters. A rule met is an NftHit: its chain and its
+statements, so a rule read back from the node equals the one the submission wrote.
 """
 
 from __future__ import annotations
 
-from lab_runner.evidence import nft_sampling, sampling
+from dataclasses import dataclass, field
+
+from lab_runner.evidence import nft_sampling, nft_trace, probing, sampling
 from lab_runner.grading import outcomes
-from lab_runner.grading.sandbox import SPORT_BASE, LiveSandbox, Sandbox, StaticSandbox
+from lab_runner.grading.sandbox import (FIRST_PACKET_TIMEOUT, SPORT_BASE, LiveSandbox, Sandbox,
+                                        StaticSandbox, _tries)
 from lab_runner.errors import LabError
 from lab_runner.ruleset import nft_render, nft_tracer
+from lab_runner.ruleset.nft_model import NftRuleset, Rule
 from lab_runner.ruleset.nft_parse import parse_nft
 
-NO_COUNTERS = ("kube-proxy's nftables rules carry no counters: in nftables mode a check asks "
-               "what happened to the connections (connect, spread, outcome), not which rules "
-               "they met")
+
+
+@dataclass(frozen=True)
+class NftHit:
+    """An nftables rule a new connection's first packet matched: its chain and statements."""
+
+    chain: str
+    key: tuple = field(repr=False)
+    rule: Rule = field(compare=False, hash=False)
+
+    @classmethod
+    def of(cls, rule: Rule) -> "NftHit":
+        return cls(rule.chain, rule.statements, rule)
+
+
+def rule_at(ruleset: NftRuleset, table: str, chain: str, number: int) -> Rule | None:
+    """Rule `number` (1-based) of a chain of the table named `table`; None for a policy (0)."""
+    found = next((t for (_, name), t in ruleset.tables.items() if name == table), None)
+    rules = found.chains[chain].rules if found is not None and chain in found.chains else []
+    return rules[number - 1] if 0 < number <= len(rules) else None
 
 
 class NftRules:
@@ -66,10 +89,8 @@ class NftRules:
         return shares
 
     def reference_endpoint_chains(self, source, target):
-        raise LabError(NO_COUNTERS)
-
-    def rules_hit(self, source, target):
-        raise LabError(NO_COUNTERS)
+        raise LabError("in nftables mode no DNAT rule names its chain by a target: ask "
+                       "rules_hit() for the endpoint chains' `dnat to` rules")
 
     def node_rules(self, table, chain=None):
         raise LabError("in nftables mode a check reads kube-proxy's table with rules_now()")
@@ -82,12 +103,41 @@ class NftRules:
 class NftStaticSandbox(NftRules, StaticSandbox):
     """The submission applied to the starting state, traced by nft_tracer."""
 
+    def rules_hit(self, source, target):
+        return {NftHit.of(rule) for o in self._trace(source, target).outcomes if o.probability
+                for step in o.path
+                if (rule := rule_at(self.rules, step.table, step.chain, step.number))}
+
 
 class NftLiveSandbox(NftRules, LiveSandbox):
     """A fresh lab: the starting state and then the submission applied with `nft -f`."""
 
+    def __init__(self, exercise, submission):
+        self._hits: dict[tuple[str, str], set[NftHit]] = {}
+        super().__init__(exercise, submission)
+
     def rules_now(self):
         return parse_nft(self.lab.save())
+
+    def observe(self, source, target):
+        return self.connect(source, target), self.rules_hit(source, target)
+
+    def rules_hit(self, source, target):
+        """The rules of kube-proxy's table that the first packets of new connections matched,
+        as the kernel traced them, over as many connections as reach every endpoint's pod."""
+        key = (source, str(target))
+        if key not in self._hits:
+            pods = set(self.endpoints(target).values())
+            paths, _ = nft_trace.trace_connections(self.lab, source, target, lambda: (
+                probing.connections(self.lab, source, target, count=_tries(pods),
+                                    until_pods=pods, counters=False,
+                                    timeout=FIRST_PACKET_TIMEOUT)))
+            held = self.rules_now().tables.get(("ip", nft_trace.KUBE_PROXY_TABLE))
+            by_text = {(r.chain, r.text): r for c in (held.chains.values() if held else ())
+                       for r in c.rules}
+            self._hits[key] = {NftHit.of(by_text[(hop.chain, hop.rule)]) for path in paths
+                               for hop in path.hops if (hop.chain, hop.rule) in by_text}
+        return self._hits[key]
 
     def _burst(self, source, target, want) -> dict[str, int]:
         """New flows counted by where the node forwarded them (nft_sampling.burst): at the

@@ -1,7 +1,8 @@
 """Lab 7 graded live (real kernel, nft -f in the node): every reference solution scores full
 marks, every answer in fixtures/submissions/lab-7 loses exactly what its name declares and
 scores as static mode scores it, every check is failed by some wrong answer, a file the kernel
-refuses is reported with its line, and no grading leaves a namespace behind."""
+refuses is reported with its line, the rules connections met (from `nft monitor trace`) are
+those static mode computes, and no grading leaves a namespace behind."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from lab_runner.backends.netns import list_netns
 from lab_runner.errors import SubmissionError
 from lab_runner.grading import exercise as exercises
 from lab_runner.grading.grade import grade
-from lab_runner.grading.nft_sandbox import NftLiveSandbox
+from lab_runner.evidence.probing import Target
+from lab_runner.grading import nft_submission
+from lab_runner.grading.nft_sandbox import NftLiveSandbox, NftStaticSandbox
 from lab_runner.grading.nft_submission import NftSubmission, applied
 from lab_runner.runs import run_id_of
 
@@ -22,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = sorted((ROOT / "labs" / "lab-7-nftables" / "solutions").glob("ex*"))
 CORPUS = sorted((ROOT / "fixtures" / "submissions" / "lab-7").glob("*.nft"))
 SVC = "service-54NX2MGN-stateful-apps/my-app/tcp/http-svc"
+SERVICE = Target("10.104.5.205", 8080, "tcp")
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +80,17 @@ def test_a_file_the_kernel_refuses_is_reported_with_its_line_and_leaves_nothing(
         NftLiveSandbox(ex, submission)
     made = runs_made_by_this_session()
     assert not [ns for ns in set(list_netns()) - before if run_id_of(ns) in made]
+
+
+def test_live_rules_hit_are_the_kernels_trace_and_equal_static_mode():
+    ex = exercises.find("lab-7", 1)
+    submission = nft_submission.read(SOLUTIONS[0], ex)
+    static, live = NftStaticSandbox(ex, submission), NftLiveSandbox(ex, submission)
+    try:
+        for caller in ("client", "my-app-7f569f66d9-dfrdh", "node"):
+            observations, hit = live.observe(caller, SERVICE)
+            assert hit == static.rules_hit(caller, SERVICE), caller
+            assert observations and all(o.answered for o in observations)
+        assert "kplab-trace" not in live.lab.exec("node", ["nft", "list", "tables"]).stdout
+    finally:
+        live.close()
