@@ -50,7 +50,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 || $(MAKE) -s system-deps
 	@echo "setting up $(VENV) (once)"
 	@$(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install -q --disable-pip-version-check -e .
+	@$(BIN)/pip install -q --disable-pip-version-check -e '.[plot]'
 	@touch $@
 
 lab-%: setup

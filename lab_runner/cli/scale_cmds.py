@@ -76,5 +76,8 @@ def scale_sweep(sizes, endpoints, modes, flows, full_sync_max, variant, out) -> 
                       f"first's at N={mine[0].services:,}, x{mine[-1].ratio:.2f} at "
                       f"N={mine[-1].services:,}", soft_wrap=True)
     if out:
-        for path in report.write_all(points, flows, Path(out)):
+        written = report.write_all(points, flows, Path(out))
+        for path in written:
             console.print(f"wrote {escape(str(path))}")
+        if not any(p.name == "scale.png" for p in written):
+            console.print(f"[yellow]{escape(report.NO_PLOT)}[/]")

@@ -52,10 +52,18 @@ def as_json(points: Sequence[Point], flows: int) -> str:
                        "points": [p.as_dict() for p in points]}, indent=2) + "\n"
 
 
-def plot(points: Sequence[Point]) -> bytes:
+# Why there is no scale.png, where matplotlib (the `plot` extra) is not installed.
+NO_PLOT = ("no scale.png: matplotlib is not installed (`make venv` installs it, or "
+           "`pip install 'lab-runner[plot]'`)")
+
+
+def plot(points: Sequence[Point]) -> bytes | None:
     """Two panels against N (log scale): first-packet medians (p10-p90 as error bars) to the first
-    and the last Service, and the write / partial-sync times."""
-    import matplotlib
+    and the last Service, and the write / partial-sync times; None without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
 
     matplotlib.use("Agg")  # no display: files only
     from matplotlib import pyplot
@@ -89,8 +97,8 @@ def plot(points: Sequence[Point]) -> bytes:
     return buffer.getvalue()
 
 
-def page(points: Sequence[Point], image: str) -> str:
-    """An HTML page with the plot and the table."""
+def page(points: Sequence[Point], image: str | None) -> str:
+    """An HTML page with the plot (or why there is none) and the table."""
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(fmt.format(cell).strip())}</td>"
                                     for (_, fmt), cell in zip(COLUMNS, _cells(p))) + "</tr>\n"
                    for p in points)
@@ -100,15 +108,19 @@ def page(points: Sequence[Point], image: str) -> str:
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>\n"
             f"<h1>kube-proxy iptables vs nftables mode: scale sweep</h1>\n<p>{info}</p>\n"
-            f"<img src='{html.escape(image)}' alt='first-packet latency and sync times'>\n"
+            + (f"<img src='{html.escape(image)}' alt='first-packet latency and sync times'>\n"
+               if image else f"<p>{html.escape(NO_PLOT)}</p>\n") +
             f"<table><tr>{head}</tr>\n{rows}</table>\n</body></html>\n")
 
 
 def write_all(points: Sequence[Point], flows: int, out: Path) -> list[Path]:
-    """scale.txt, scale.json, scale.png and index.html in `out`; the paths written."""
+    """scale.txt, scale.json, scale.png (with matplotlib) and index.html in `out`; the paths
+    written."""
     make_dirs(out)
+    png = plot(points)
     files = {"scale.txt": table(points), "scale.json": as_json(points, flows),
-             "scale.png": plot(points), "index.html": page(points, "scale.png")}
+             **({"scale.png": png} if png else {}),
+             "index.html": page(points, "scale.png" if png else None)}
     written = []
     for name, data in files.items():
         write_file(out / name, data)

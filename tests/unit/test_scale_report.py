@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 
 import pytest
 
@@ -113,3 +114,12 @@ def test_iptables_legacy_is_written_with_its_own_tools_and_named_in_the_table():
     legacy = Point("iptables", 10, 10, 0.5, 0.4, 0.02, 1.5, 1, 1.0, Spread(5, 6, 7, 20),
                    Spread(5, 6, 7, 20), "legacy")
     assert report.table([legacy]).splitlines()[1].startswith("iptables-legacy  ")
+
+
+def test_without_matplotlib_everything_but_the_plot_is_written_and_the_page_says_why(
+        tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    written = report.write_all(POINTS, 200, tmp_path / "out")
+    assert sorted(p.name for p in written) == ["index.html", "scale.json", "scale.txt"]
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "<img" not in page and "matplotlib is not installed" in page
