@@ -128,3 +128,10 @@ def test_an_nft_exercise_must_belong_to_a_lab_in_nftables_mode(tmp_path):
     with pytest.raises(LabFileError, match="format: 'nft' does not fit a lab in kube-proxy's "
                                            "iptables mode"):
         exercises.load(folder)
+
+
+def test_a_port_that_should_be_refused_is_said_so():
+    result = grade("lab-7", 2, CORPUS_FILE("ex2-both-ports.lose-2.nft"), "static")
+    other = next(c for c in result.checks if c.id == "other-destinations")
+    assert "10.104.5.205:80/tcp reached my-app-" in other.output, other.output
+    assert "Expected: refused" in other.output and "with  as source" not in other.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lab_runner.evidence.probing import Target
-from lab_runner.grading.outcomes import PacketClass
+from lab_runner.grading.outcomes import NO_ANSWER, PacketClass
 
 SERVICE = Target("10.104.5.205", 8080, "tcp")
 
@@ -38,6 +38,15 @@ def every_endpoint_reached_check(target: Target = SERVICE):
 
 
 def refused_like_kube_proxy(sandbox, targets) -> None:
+    """Each target meets what kube-proxy's rules make of it; one they refuse must not reach a
+    pod (outcomes.difference words the other differences)."""
     for target in targets:
-        problem = sandbox.differs(PacketClass("client", target))
+        cls = PacketClass("client", target)
+        problem = sandbox.differs(cls)
+        if problem and sandbox.reference_outcome(cls).fates == {NO_ANSWER}:
+            reached = sorted({f.pod for f in sandbox.outcome(cls).fates if f.answered})
+            problem = (f"A connection from the client to {target.ip}:{target.port}/"
+                       f"{target.proto} reached {', '.join(reached)}. Expected: refused, as "
+                       "kube-proxy refuses it: a ClusterIP answers on its Service's ports "
+                       f"alone ({SERVICE.port}/{SERVICE.proto.upper()} here).")
         assert problem is None, problem
