@@ -199,6 +199,13 @@ class _Reader:
                 self.fail(line_no, f"elements for {name}, a set or map not declared before them")
             given = self.elements(line_no, self.braced(line_no, rest))
             keys = {element.key for element in given}
+            if verb in ("add", "create"):
+                _refuse_conflicts(self, line_no, named.elements, given)
+                if "interval" not in named.flags and any(
+                        "/" in part or re.fullmatch(r"[\w.:]+-[\w.:]+", part)
+                        for e in given for part in e.key):
+                    self.fail(line_no, f"a prefix or range in {name}, which has no `flags "
+                                       "interval` (nft refuses it)")
             if verb in ("delete", "destroy"):  # kube-proxy's partial syncs delete elements
                 named.elements = [e for e in named.elements if e.key not in keys]
             else:  # `add` of a key already there keeps the old element, as the kernel does
@@ -344,6 +351,7 @@ class _Reader:
                 self.fail(line_no, f"element {' '.join(item)!r}: expected KEY or "
                                    "KEY . KEY … (then `: VALUE` in a map)")
             found.append(Element(tuple(key[0::2]), value))
+        _refuse_conflicts(self, line_no, found, found)
         return found
 
     def element_value(self, line_no: int, words: list[str]) -> Verdict | str:
@@ -554,6 +562,19 @@ class _RuleReader:
                 self.fail("`mark set mark` needs or/|, xor/^ or and/& and a value")
             return MarkSet(op, _number(self.take()[0], self))
         return MarkSet("set", _number(self.take()[0], self))
+
+
+def _refuse_conflicts(reader: _Reader, line_no: int, held: list[Element],
+                      given: list[Element]) -> None:
+    """A key given two different values (in one command, or one already in the map): nft
+    refuses the element ("File exists")."""
+    values = {}
+    for element in held:
+        values.setdefault(element.key, element.value)
+    for element in given:
+        if values.setdefault(element.key, element.value) != element.value:
+            reader.fail(line_no, f"the key {' . '.join(element.key)} is given a second, "
+                                 "different value (nft refuses it: \"File exists\")")
 
 
 def _number(word: str, reader: _RuleReader) -> int:

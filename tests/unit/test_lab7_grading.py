@@ -98,6 +98,15 @@ HOSTILE = {
                             "not a port"),
     "a DNAT port without a protocol": (1, f"add rule ip kube-proxy {SVC} dnat to 172.17.0.2:80\n",
                                        "needs the protocol matched first"),
+    "one numgen key twice": (1, f"add rule ip kube-proxy {SVC} numgen random mod 2 vmap {{ 0 : "
+                                f"goto {E2}, 0 : goto {SVC} }}\n", "given a second, different"),
+    "a map key given another value": (2, f"add element ip kube-proxy service-ips {{ 10.104.5.205 "
+                                         f". tcp . 8080 : goto {SVC} }}\nadd element ip kube-proxy "
+                                         f"service-ips {{ 10.104.5.205 . tcp . 8080 : accept }}\n",
+                                      "line 2: the key 10.104.5.205 . tcp . 8080 is given"),
+    "a prefix in a map without intervals": (2, f"add element ip kube-proxy service-ips {{ "
+                                               f"10.104.5.0/24 . tcp . 8080 : goto {SVC} }}\n",
+                                            "has no `flags interval`"),
     "CRLF": (1, f"add rule ip kube-proxy {SVC} accept\r\n", "carriage return"),
     "a continued line": (1, f"add rule ip kube-proxy {SVC} \\\n accept\n", "continued"),
 }
