@@ -80,15 +80,19 @@ def load(lab: str, numbers: list[str] | tuple[str, ...]) -> Assignment:
 
 
 def submission_suffix(ex: exercises.Exercise) -> str:
-    """`.ip` for a wiring exercise (lab 1's `ip` commands), else `.rules` (iptables-restore)."""
+    """`.ip` for a wiring exercise (lab 1's `ip` commands), `.nft` for an exercise in kube-proxy's
+    nftables mode (`nft -f` commands, lab 7), else `.rules` (iptables-restore)."""
     from lab_runner.grading import wiring
 
-    return ".ip" if wiring.applies(ex) else ".rules"
+    if wiring.applies(ex):
+        return ".ip"
+    return ".nft" if ex.format == "nft" else ".rules"
 
 
 def accepted_names(ex: exercises.Exercise, alone: bool) -> list[str]:
     """The file names that are this exercise's submission; with `alone` (the only exercise of
-    its bundle) `answer.rules` too, and then any one file with the suffix (runtime.find)."""
+    its bundle) `answer.rules` (or .ip, .nft) too, and then any one file with the suffix
+    (runtime.find)."""
     suffix = submission_suffix(ex)
     names = [ex.slug + suffix, f"ex{ex.number}{suffix}"]
     return names + ([f"answer{suffix}"] if alone else [])
@@ -112,6 +116,11 @@ def starter_text(ex: exercises.Exercise) -> str:
     if submission_suffix(ex) == ".ip":
         return (f"# Exercise {ex.number}: {ex.title}\n"
                 "# One `ip` command per line (see the task); `#` starts a comment.\n")
+    if submission_suffix(ex) == ".nft":
+        opened = ", ".join(name for names in ex.allowed.values() for name in names)
+        return (f"# Exercise {ex.number}: {ex.title} (`nft -f` commands on table ip kube-proxy)\n"
+                f"# One command a line (add rule, insert rule, add element, add chain) for: "
+                f"{opened}\n")
     tables = sorted(ex.allowed) or ["nat"]
     body = "".join(f"*{table}\n# your rules for {', '.join(ex.allowed.get(table, ()))} here\n"
                    "COMMIT\n" for table in tables)

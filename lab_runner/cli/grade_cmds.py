@@ -68,10 +68,11 @@ def exercises(lab: str, which: str | None) -> None:
               help="internal, for the batch grader: with SUBMISSION `-`, load the kit first, then "
                    'read {"submission": PATH, "out": DIR} as one JSON line from stdin.')
 def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worker) -> None:
-    """Grade SUBMISSION (an iptables-restore file) for an exercise of LAB, or a directory of them.
+    """Grade SUBMISSION (an iptables-restore file; lab 1: `ip` commands; lab 7: `nft -f`
+    commands) for an exercise of LAB, or a directory of them.
 
     Live mode (the default, root) builds a fresh lab, applies the exercise's starting state and
-    then the submission with one iptables-restore, and sends real packets. --static answers the
+    then the submission (one iptables-restore, or one nft -f), and sends real packets. --static answers the
     same checks with the rule tracer: no root, no kernel, and checks that need a kernel are
     scored as the exercise file says.
 
@@ -85,7 +86,7 @@ def grade(lab, submission, which, static, formats, out_dir, jobs, timeout, worke
 
     \b
     A directory holds one submission per student: a file (alice.rules) or a sub-directory with
-    one *.rules file (bob/answer.rules); hidden entries, links, FIFOs and unreadable
+    one *.rules (*.ip, *.nft) file (bob/answer.rules); hidden entries, links, FIFOs and unreadable
     entries score zero with the reason. Each is graded in its own process and sandbox; reports
     go to OUT/<student>/ and OUT/gradebook.csv has one row per submission.
 

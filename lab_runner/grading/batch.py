@@ -3,13 +3,14 @@
 What counts as a submission:
 
     submissions/alice.rules          a regular file directly in the directory: student "alice"
-    submissions/bob/answer.rules     a student sub-directory holding exactly one *.rules file
+    submissions/bob/answer.rules     a student sub-directory holding exactly one submission file
+                                     (*.rules; *.ip for lab 1, *.nft for lab 7)
                                      (hidden files aside): student "bob"
 
 Anything else gets a row in the gradebook with zero points and the reason, and the batch goes on:
 a hidden entry (its name starts with "."), a symbolic link (never followed: one pointing outside
 the directory would read someone else's file), a FIFO, socket or device, a file that cannot be
-opened, a sub-directory with no or several *.rules files. Every entry has its row; only the
+opened, a sub-directory with no or several submission files. Every entry has its row; only the
 reports of an earlier batch (out_dir inside the directory) are passed over. A submission the grader refuses (empty, binary, not iptables-restore text, over
 the size limit, refused by the kernel) scores zero with the grader's reason.
 
@@ -62,7 +63,7 @@ from lab_runner.safe_files import UnsafePath, make_dirs, read_below, read_regula
 
 DEFAULT_TIMEOUT = 120.0  # seconds per submission; a live exercise takes a few
 TERM_GRACE = 20.0  # seconds a timed-out grader gets to tear its sandbox down before SIGKILL
-SUBMISSION_SUFFIXES = (".rules", ".ip")  # iptables-restore text; lab 1's `ip` wiring
+SUBMISSION_SUFFIXES = (".rules", ".ip", ".nft")  # iptables-restore; lab 1's `ip`; lab 7's nft
 RESERVED = {"gradebook.csv"}
 GRADEBOOK_FIELDS = ("student", "file", "score", "max_score", "passed", "failed", "error", "report")
 NAME_BYTES = 100

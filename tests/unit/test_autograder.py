@@ -295,6 +295,28 @@ def test_cli_help_and_usage():
     assert refused.exit_code != 0 and "one -e N" in refused.output
 
 
+def test_an_nftables_exercise_is_handed_in_as_nft_commands():
+    """Lab 7's answers are `nft -f` commands: the student text, the starter and the names a bundle
+    accepts say .nft, not .rules."""
+    ex = bundle.load("lab-7", ["1"]).exercises[0]
+    assert bundle.accepted_names(ex, alone=True) == ["ex1-numgen.nft", "ex1.nft", "answer.nft"]
+    assert "`ex1-numgen.nft`" in bundle.student_markdown(ex, alone=True)
+    starter = bundle.starter_text(ex)
+    assert "nft -f" in starter and "*nat" not in starter and "COMMIT" not in starter
+    assert bundle.submission_suffix(bundle.load("lab-3", ["1"]).exercises[0]) == ".rules"
+
+
+def test_a_class_directory_takes_nft_answers(tmp_path):
+    from lab_runner.grading import batch
+
+    (tmp_path / "alice.nft").write_text("add element ip kube-proxy service-ips { }\n")
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "answer.nft").write_text("add element ip kube-proxy service-ips { }\n")
+    found = {e.student: e for e in batch.discover(tmp_path)}
+    assert set(found) == {"alice", "bob"}
+    assert all(e.path is not None and not e.refusal for e in found.values()), found
+
+
 def test_student_text_names_checks_not_how_they_decide():
     ex = bundle.load("lab-3", ["3"]).exercises[0]
     text = bundle.student_markdown(ex, alone=True)

@@ -45,7 +45,7 @@ def test_reference_solution_scores_full_marks_statically(path):
 def test_every_exercise_has_a_solution_and_right_and_wrong_answers():
     for ex in exercises.all_exercises("lab-7"):
         assert ex.format == "nft" and (ex.directory.parent.parent / "solutions" /
-                                       f"{ex.slug}.rules").is_file()
+                                       f"{ex.slug}.nft").is_file()
         mine = [p for p in CORPUS if p.name.startswith(f"ex{ex.number}-")]
         right = [p for p in mine if ".lose-0." in p.name]
         assert len(right) >= 2 and len(mine) - len(right) >= 6, (ex.number, len(right), len(mine))

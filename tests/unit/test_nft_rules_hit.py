@@ -42,7 +42,7 @@ def hits(exercise: int, path: Path, source: str = "client") -> set:
 
 
 def test_static_rules_hit_are_every_rule_on_a_way_with_a_chance():
-    right = hits(1, ROOT / "labs" / "lab-7-nftables" / "solutions" / "ex1-numgen.rules")
+    right = hits(1, ROOT / "labs" / "lab-7-nftables" / "solutions" / "ex1-numgen.nft")
     dnats = {h.chain for h in right if "dnat to" in h.rule.text}
     assert len(dnats) == 4 and all(c.startswith("endpoint-") for c in dnats)
     assert any(h.chain == "mark-for-masquerade" for h in right)
@@ -51,7 +51,7 @@ def test_static_rules_hit_are_every_rule_on_a_way_with_a_chance():
 
 
 def test_a_hit_is_the_rule_whatever_its_spelling():
-    goto = hits(2, ROOT / "labs" / "lab-7-nftables" / "solutions" / "ex2-service-ips.rules")
+    goto = hits(2, ROOT / "labs" / "lab-7-nftables" / "solutions" / "ex2-service-ips.nft")
     number = hits(2, ANSWERS / "ex2-protocol-number.lose-0.nft")
     assert goto == number  # the map element differs (tcp, 6), the rules met do not
     wrong = hits(2, ANSWERS / "ex2-straight-to-one-endpoint.lose-5.nft")
