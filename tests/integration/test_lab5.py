@@ -3,7 +3,7 @@
   - `walk lab-5 --check` finds every mark of its eight steps (node ports on both nodes, node-a's
     node port reaching node-b's pod masqueraded, traces on node-a and node-b, policy Local, the
     drop on a node without a local pod, the health check node port);
-  - each reference answer scores full marks live and static, and each answer in
+  - each reference answer (three exercises) scores full marks live and static, and each answer in
     fixtures/submissions/lab-5/ fails exactly the checks its first line names and loses the
     points its name says, in both modes; every check is failed by some wrong answer;
   - no live grading leaves a namespace behind;
@@ -22,7 +22,7 @@ LAB = "lab-5"
 SOLUTIONS = ROOT / "labs" / "lab-5-nodeport" / "solutions"
 ANSWERS = ROOT / "fixtures" / "submissions" / "lab-5"
 MODES = ("static", "live")
-EXERCISES = ("1", "2")
+EXERCISES = ("1", "2", "3")
 REPEATS = 20
 
 

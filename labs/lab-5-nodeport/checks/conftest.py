@@ -8,6 +8,8 @@ from lab_runner.grading.node_ports, alike in both modes.
 
 from __future__ import annotations
 
+import pytest
+
 from lab_runner.evidence.probing import Target
 from lab_runner.grading import node_ports, outcomes
 from lab_runner.grading.common_checks import caller_problem
@@ -15,6 +17,18 @@ from lab_runner.grading.common_checks import caller_problem
 LOCAL_CALLERS = ("web-a1", "node")  # node-a's own pod and processes
 CLIENT = "client"
 CLOSED_PORT = 30099  # no Service has it: nothing on node-a answers there
+
+
+def problem_check(check_id: str, problem, *args, **kwargs):
+    """A check that passes when `problem(sandbox, *args, **kwargs)` finds none (None), and
+    fails with the words it found; a check module takes it by assignment, as common_checks'."""
+
+    @pytest.mark.check(check_id)
+    def test(sandbox):
+        found = problem(sandbox, *args, **kwargs)
+        assert found is None, found
+
+    return test
 
 
 def cluster_ip(sandbox, node_port: int) -> Target:
@@ -53,6 +67,38 @@ def every_caller_problem(sandbox, node_port_numbers, *, cluster_ips=False) -> st
         if problem:
             return problem
     return None
+
+
+def every_pod_problem(sandbox, port: int, why: str) -> str | None:
+    """The client's connections to node-a's `port`: every one answered, and each pod of the
+    Service among those that answered; `why` ends the message."""
+    target = node_ports.node_port(sandbox, port)
+    pods = node_ports.service_pods(sandbox, target)
+    got = answered(sandbox, CLIENT, target)
+    missing = sorted(pods - {f.pod for f in got})
+    lost = lost_any(sandbox, CLIENT, target)
+    if got and not missing and not lost:
+        return None
+    return (f"New connections from the client to {target.ip}:{target.port}: {describe(got)}"
+            + ("; some got no answer" if lost else "")
+            + f". Never answered by: {', '.join(missing) or 'none'}. Expected: every connection "
+            f"answered, by each of {', '.join(sorted(pods))} in turn{why}")
+
+
+def masquerade_problem(sandbox, port: int, why: str) -> str | None:
+    """The client's connections to node-a's `port`, answered, each by a pod that saw the address
+    node-a sends it from (outcomes.masquerade_address); `why` ends the message."""
+    target = node_ports.node_port(sandbox, port)
+    got = answered(sandbox, CLIENT, target)
+    pod_ip = {p.name: str(p.ip) for p in sandbox.model.pods}
+    wrong = [f for f in got
+             if f.saw_src != outcomes.masquerade_address(sandbox.model, pod_ip[f.pod])]
+    if got and not wrong:
+        return None
+    return ((f"No connection from the client to {target.ip}:{target.port} was answered"
+             if not got else f"The client's connections arrived as: {describe(wrong)}")
+            + ". Expected: each pod sees the address node-a sends it from, 10.244.0.1 to a pod "
+            f"on its bridge and 192.168.49.2 to a pod on node-b: {why}")
 
 
 def closed_port_problem(sandbox) -> str | None:

@@ -1,7 +1,7 @@
 """Exercise 2 (local policy): externalTrafficPolicy: Local for web-local and api on node-a."""
 
 import pytest
-from conftest import CLIENT, answered, describe, every_caller_problem, lost_any
+from conftest import CLIENT, answered, describe, every_caller_problem, lost_any, problem_check
 
 from lab_runner.grading import node_ports
 from lab_runner.grading.common_checks import nothing_else_changed_check
@@ -58,10 +58,5 @@ def test_no_local_endpoint_drops(sandbox):
         "endpoint.")
 
 
-@pytest.mark.check("every-caller")
-def test_every_caller(sandbox):
-    problem = every_caller_problem(sandbox, (WEB_LOCAL, API))
-    assert problem is None, problem
-
-
+test_every_caller = problem_check("every-caller", every_caller_problem, (WEB_LOCAL, API))
 test_nothing_else_changed = nothing_else_changed_check()
