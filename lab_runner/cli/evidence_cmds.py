@@ -175,7 +175,10 @@ def _node_expected(live, source, caller_ip, target) -> dict:
 @click.argument("lab", required=False)
 @click.option("--from", "source", default="client", show_default=True)
 @click.option("--to", "target", type=TARGET, required=True, help=TARGET_FORM)
-def trace(lab, source, target) -> None:
+@click.option("--on", "node", metavar="NODE",
+              help="the node whose rules to trace (default: the node --to addresses, else the "
+                   "caller's own: a pod's node, the node a client sends to, the node itself).")
+def trace(lab, source, target, node) -> None:
     """Trace one packet through the node's chains with the kernel's own TRACE events.
 
     Adds a TRACE rule for exactly this probe's 5-tuple, reads `xtables-monitor --trace` in the
@@ -184,22 +187,35 @@ def trace(lab, source, target) -> None:
     afterwards) and `nft monitor trace`; kube-proxy's table is not touched.
 
     \b
-    Example:
+    Examples:
       sudo lab-runner trace lab-3 --from client --to 10.104.5.205:8080/tcp
+      sudo lab-runner trace lab-5 --from client --to 192.168.49.2:30080/tcp --on node-b
     """
     from lab_runner.evidence import kernel_trace, sampling
 
     live = _attach(lab)
     src_ip = sampling.host_ip(live, source)
+    on = live.resolve(node)[1] if node else kernel_trace.caller_node(live, source, target)
+    if live.resolve(on)[0] != "node":
+        raise click.BadParameter(f"{node!r} is not a node of {live.model.id} (nodes: "
+                                 f"{', '.join(n.name for n in live.model.nodes)})", param_hint="--on")
     if live.nftables:
         from lab_runner.evidence import nft_trace
 
-        path, answer, rule = nft_trace.trace_probe(live, source, target)
+        path, answer, rule = nft_trace.trace_probe(live, source, target, node=on)
         sport = rule.split(f"{target.proto} sport ", 1)[1].split()[0]
     else:
-        path, answer, argv = kernel_trace.trace_probe(live, source, target)
+        path, answer, argv = kernel_trace.trace_probe(live, source, target, node=on)
         sport = argv[argv.index("--sport") + 1]
-    _say(f"trace of the first packet {src_ip}:{sport} -> {target} from {source}")
+    where = f" on {on}" if len(live.model.nodes) > 1 else ""
+    _say(f"trace of the first packet {src_ip}:{sport} -> {target} from {source}{where}")
+    if not path.hops:
+        seen = (f"answer: {answer.get('answer')}" + (f" from {answer.get('src')}:"
+                f"{answer.get('sport')}" if answer.get("src") else ""))
+        others = [n.name for n in live.model.nodes if n.name != on]
+        hint = (f"; it may have passed another node's rules (--on {' or --on '.join(others)})"
+                if others else "")
+        raise LabError(f"the kernel reported no trace events for this probe on {on} ({seen}){hint}")
     before = path.before_nat()
     _say(f"before NAT: {before.get('SRC')}:{before.get('SPORT')} -> {before.get('DST')}:"
          f"{before.get('DPORT')}")
@@ -211,8 +227,6 @@ def trace(lab, source, target) -> None:
          f"{after.get('DPORT')}" + ("   (and the source is masqueraded as it leaves)" if masq else ""))
     _say(f"answer: {answer.get('answer')}" + (f" from {answer.get('src')}:{answer.get('sport')}"
                                                if answer.get("src") else ""))
-    if not path.hops:
-        raise LabError("the kernel reported no trace events for this probe")
 
 
 # -- sample --------------------------------------------------------------------------------------

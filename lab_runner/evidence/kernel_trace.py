@@ -173,14 +173,31 @@ def _read_until_quiet(proc: subprocess.Popen, quiet: float) -> str:
 TRACE_PORTS = (61000, 64999)  # above the kernel's ephemeral range: no earlier connection shares it
 
 
-def node_tracer(lab) -> Tracer:
-    """A Tracer running xtables-monitor in the lab's (first) node."""
-    return Tracer(lab.place("node").prefix() + lab.command_in("node", []),
-                  lambda argv: lab.exec("node", argv, check=True), lab.run.iptables)
+def node_tracer(lab, node: str = "node") -> Tracer:
+    """A Tracer running xtables-monitor in one node of the lab (`node`: the first)."""
+    return Tracer(lab.place(node).prefix() + lab.command_in(node, []),
+                  lambda argv: lab.exec(node, argv, check=True), lab.run.iptables)
 
 
-def trace_probe(lab, source: str, target, *, sport: int | None = None) -> tuple[Trace, dict, list[str]]:
-    """Trace one crafted first packet from `source` to `target` on a live lab.
+def caller_node(lab, source: str, target=None) -> str:
+    """The node whose rules NAT a caller's packet: the node addressed (a NodePort on that node's
+    address), else a node itself, a pod's own node, the node a client sends service traffic to;
+    the first node for anything else."""
+    if target is not None:
+        addressed = [n.name for n in lab.model.nodes if str(n.ip) == target.ip]
+        if addressed:
+            return addressed[0]
+    kind, name = lab.resolve(source)
+    if kind == "node":
+        return name
+    hosts = {p.name: p.node for p in lab.model.pods} | {c.name: c.node for c in lab.model.clients}
+    return hosts.get(name) or lab.model.nodes[0].name
+
+
+def trace_probe(lab, source: str, target, *, sport: int | None = None,
+                node: str | None = None) -> tuple[Trace, dict, list[str]]:
+    """Trace one crafted first packet from `source` to `target` on a live lab, in `node` (by
+    default the caller's own: caller_node).
 
     Returns (the path, the probe's answer, the TRACE rule spec that was added and removed).
     """
@@ -190,10 +207,10 @@ def trace_probe(lab, source: str, target, *, sport: int | None = None) -> tuple[
     from lab_runner.probes.launch import run_agent
 
     sport = sport or random.randint(*TRACE_PORTS)
-    kind, _ = lab.resolve(source)
-    local = kind == "node"
+    node = node or caller_node(lab, source, target)
+    local = lab.resolve(source) == lab.resolve(node)  # the node's own packet: OUTPUT, not PREROUTING
     rule = trace_rule(target.proto, host_ip(lab, source), sport, target.ip, target.port, local=local)
-    tracer = node_tracer(lab)
+    tracer = node_tracer(lab, node)
     probe_kind = "udp" if target.proto == "udp" else "syn"
     path, answer = tracer.trace(rule, lambda: run_agent(
         lab.runner, lab.place(source), probe_kind, dst=target.ip, dport=target.port, sport=sport,

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from lab_runner.evidence.kernel_trace import TRACE_PORTS, Trace, monitor_around
+from lab_runner.evidence.kernel_trace import TRACE_PORTS, Trace, caller_node, monitor_around
 from lab_runner.ruleset.nft_names import TABLE as KUBE_PROXY_TABLE
 
 TRACE_TABLE = "kplab-trace"
@@ -130,14 +130,16 @@ class NftTracer:
             send, settle)
 
 
-def node_tracer(lab) -> NftTracer:
-    return NftTracer(lab.place("node").prefix(),
-                     lambda argv, input=None: lab.exec("node", argv, check=True, input=input))
+def node_tracer(lab, node: str = "node") -> NftTracer:
+    """An NftTracer in one node of the lab (`node`: the first)."""
+    return NftTracer(lab.place(node).prefix(),
+                     lambda argv, input=None: lab.exec(node, argv, check=True, input=input))
 
 
-def trace_probe(lab, source: str, target, *, sport: int | None = None
+def trace_probe(lab, source: str, target, *, sport: int | None = None, node: str | None = None
                 ) -> tuple[Trace, dict, str]:
-    """Trace one crafted first packet from `source` to `target` on a live nftables lab.
+    """Trace one crafted first packet from `source` to `target` on a live nftables lab, in `node`
+    (by default the caller's own: kernel_trace.caller_node).
 
     Returns (the path through kube-proxy's chains, the probe's answer, the trace match used)."""
     from lab_runner.evidence.sampling import host_ip
@@ -146,7 +148,7 @@ def trace_probe(lab, source: str, target, *, sport: int | None = None
     sport = sport or random.randint(*TRACE_PORTS)
     rule = match_rule(target.proto, host_ip(lab, source), target.ip, target.port, sport)
     kind = "udp" if target.proto == "udp" else "syn"
-    path, answer = node_tracer(lab).trace(rule, lambda: run_agent(
+    path, answer = node_tracer(lab, node or caller_node(lab, source, target)).trace(rule, lambda: run_agent(
         lab.runner, lab.place(source), kind, dst=target.ip, dport=target.port, sport=sport,
         timeout=1))
     return path, answer, rule
