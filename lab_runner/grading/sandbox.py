@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import shlex
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -22,11 +23,16 @@ from lab_runner.grading.exercise import Exercise
 from lab_runner.grading.submission import Submission
 from lab_runner.model import Lab
 from lab_runner.probes import stats
-from lab_runner.ruleset import semantics, tracer
+from lab_runner.ruleset import nft_apply, semantics, tracer
 from lab_runner.ruleset.compare import normalize
 from lab_runner.ruleset.parse import Rule, parse
 from lab_runner.ruleset.render import render
 
+# The kit's own table that counts the marks premarked packets leave with: at the postrouting
+# hook after kube-proxy's source NAT (srcnat, 100), so what nat POSTROUTING did to a mark counts.
+PREMARK_TABLE = "kplab-premark"
+PREMARK_PRIORITY = 300
+_PREMARK_COUNTED = re.compile(r'counter packets (\d+) bytes \d+ comment "([^"]+)"')
 MISS_RATE = 1e-6  # chance that probing misses a reachable endpoint of a correct answer
 MAX_LIVE_FLOWS = 64_000  # new flows one caller can make: one per source port
 SPORT_BASE = 1024
@@ -428,41 +434,44 @@ class LiveSandbox(Sandbox):
 
     @contextlib.contextmanager
     def _premarked(self, cls):
-        """Kit rules in the node's mangle table (never writable by a submission): the class's
-        packets get cls.premark before the nat table sees them (a mark does not cross a veth),
-        and are counted as they leave: with and without the other bits, with and without bits
-        they neither came with nor are 0x4000. Yields {("kept" | "added", bool): count}."""
-        tag = "kplab-premark"
+        """Kit rules in the node (never writable by a submission): the class's packets get
+        cls.premark in iptables' mangle table before the nat table sees them (a mark does not
+        cross a veth), and are counted as they leave by the kit's own nftables table at the
+        postrouting hook after source NAT (PREMARK_PRIORITY), so a mark a submission changes in
+        nat POSTROUTING counts as static mode counts it: with and without the other bits, with
+        and without bits they neither came with nor are 0x4000. Yields
+        {("kept" | "added", bool): count}."""
         ip = self.caller_ip(cls.caller)
         bits = cls.premark & ~outcomes.MASQ_BIT
         hook = "OUTPUT" if cls.caller == "node" else "PREROUTING"
-        rules = [(hook, ["-s", ip, "-d", cls.target.ip, "-p", cls.target.proto, "--dport",
-                         str(cls.target.port), "-j", "MARK", "--or-mark", hex(cls.premark)])]
+        marking = [hook, "-s", ip, "-d", cls.target.ip, "-p", cls.target.proto, "--dport",
+                   str(cls.target.port), "-j", "MARK", "--or-mark", hex(cls.premark)]
         others = ~(cls.premark | outcomes.MASQ_BIT) & 0xFFFFFFFF
-        counters = {("kept", True): ([], f"{bits:#x}/{bits:#x}"),
-                    ("kept", False): (["!"], f"{bits:#x}/{bits:#x}"),
-                    ("added", False): ([], f"0x0/{others:#x}"),
-                    ("added", True): (["!"], f"0x0/{others:#x}")}
-        for (what, value), (negate, mark) in counters.items():
-            rules.append(("POSTROUTING", ["-s", ip, "-m", "conntrack", "--ctstate", "NEW", "-m",
-                                          "mark", *negate, "--mark", mark, "-m", "comment",
-                                          "--comment", f"{tag}-{what}-{value}".lower()]))
-        for chain, spec in rules:
-            self.lab.exec("node", ["iptables", "-t", "mangle", "-A", chain, *spec], check=True)
+        tests = {("kept", True): f"and {bits:#x} == {bits:#x}",
+                 ("kept", False): f"and {bits:#x} != {bits:#x}",
+                 ("added", False): f"and {others:#x} == 0x0",
+                 ("added", True): f"and {others:#x} != 0x0"}
+        # The first packet of each new connection from the caller, by its address before NAT.
+        new_from = f"add rule ip {PREMARK_TABLE} out ct state new ct original ip saddr {ip}"
+        document = "\n".join(
+            [f"add table ip {PREMARK_TABLE}",
+             f"add chain ip {PREMARK_TABLE} out {{ type filter hook postrouting priority "
+             f"{PREMARK_PRIORITY} ; }}",
+             *(f'{new_from} meta mark {test} counter comment "{what}-{value}"'.lower()
+               for (what, value), test in tests.items())]) + "\n"
+        node = self.lab.place("node")
         counted: dict[tuple[str, bool], int] = {}
         try:
+            nft_apply.apply(self.lab.runner, node, document)
+            self.lab.exec("node", ["iptables", "-t", "mangle", "-A", *marking], check=True)
             yield counted
-            # iptables' own mangle table, whichever mode kube-proxy's rules are in
-            saved = parse(self.lab.iptables_save(table="mangle"), "<mangle>", check=False)
-            for rule in saved.chain("mangle", "POSTROUTING").rules:
-                comment = rule.match("comment")
-                for what, value in counters:
-                    if comment and f"{tag}-{what}-{value}".lower() in comment.args and \
-                            rule.counters:
-                        counted[(what, value)] = rule.counters.packets
+            listing = nft_apply.save(self.lab.runner, node, table=PREMARK_TABLE)
+            found = {key: int(n) for n, key in _PREMARK_COUNTED.findall(listing)}
+            for what, value in tests:
+                counted[(what, value)] = found.get(f"{what}-{value}".lower(), 0)
         finally:
-            for chain, spec in rules:
-                self.lab.exec("node", ["iptables", "-t", "mangle", "-D", chain, *spec])
+            self.lab.exec("node", ["iptables", "-t", "mangle", "-D", *marking])
+            self.lab.exec("node", ["nft", "delete", "table", "ip", PREMARK_TABLE])
 
     @contextlib.contextmanager
     def _inside_the_cluster_cidr(self, target):
