@@ -302,6 +302,15 @@ def _node_addresses(sandbox) -> set[str]:
     return {str(node.bridge_address.ip), str(node.ip)}
 
 
+def _should_reach_none(sandbox, cls: PacketClass, who: str, via: str, got: Fate) -> str:
+    """Where kube-proxy's rules let no pod answer (a port the Service does not serve, a node
+    without a local endpoint), but one did."""
+    reached = "itself" if got.pod == cls.caller else "a pod"
+    return (f"A connection from {who} to {via} reached {reached}, which saw "
+            f"{_saw(sandbox, cls, got)} as source. It should reach no pod: kube-proxy's rules "
+            "refuse or drop it there.")
+
+
 def _should(sandbox, cls: PacketClass, fate: Fate) -> str:
     if fate.saw_src in _node_addresses(sandbox) and fate.saw_src != sandbox.caller_ip(cls.caller):
         return f"it should arrive masqueraded (with the node's address {fate.saw_src} as source)"
@@ -323,6 +332,9 @@ def difference(sandbox, cls: PacketClass, want: Outcome, got: Outcome) -> str | 
     who = caller_words(sandbox, cls)
     missing, extra = sorted(want.fates - got.fates), sorted(got.fates - want.fates)
     for w in missing:
+        reached = next((g for g in extra if g.answered), None)
+        if not w.answered and reached is not None and not any(f.answered for f in want.fates):
+            return _should_reach_none(sandbox, cls, who, via, reached)
         itself = w.pod == cls.caller
         to = f"A connection from {who} to itself through {via}" if itself else \
             f"A connection from {who} through {via}"
@@ -348,10 +360,13 @@ def difference(sandbox, cls: PacketClass, want: Outcome, got: Outcome) -> str | 
             return (f"A connection from {who} through {via} reached itself, which saw "
                     f"{_saw(sandbox, cls, g)} as source. It should never get there: {g.pod} is "
                     "not one of the Service's endpoints.")
+        should = [f"it should see {_saw(sandbox, cls, w)}" for w in want.fates
+                  if w.answered and w.pod != cls.caller]
+        if not should:  # kube-proxy's rules let no pod answer here (refused or dropped)
+            return _should_reach_none(sandbox, cls, who, via, g)
         return (f"A connection from {who} through {via} reached a pod that saw "
                 f"{_saw(sandbox, cls, g)} as source. That should not happen: "
-                + "; ".join(f"it should see {_saw(sandbox, cls, w)}" for w in want.fates
-                            if w.answered and w.pod != cls.caller) + ".")
+                + "; ".join(should) + ".")
     if got.bits_kept != want.bits_kept:
         bits = cls.premark & ~MASQ_BIT
         return (f"A connection from {who} to {via} left the node's rules without the mark bit "

@@ -142,3 +142,18 @@ def test_static_packets_carry_the_routes_a_lab_node_has():
                                           ("192.168.49.0/24", "eth0"), ("0.0.0.0/0", "eth0"))
     assert sampling.node_routes(lab2, "node-b")[:2] == (("10.244.1.0/24", "cni0"),
                                                         ("10.244.0.0/24", "eth0"))
+
+
+def test_a_pod_reached_where_kube_proxy_lets_none_answer_is_worded_so():
+    """The reference outcome has no answered fate (a port of the ClusterIP no Service serves):
+    the feedback says no pod should be reached, not 'That should not happen: .'"""
+    sandbox = _sandbox("1", "ex1-matching.rules")
+    cls = outcomes.PacketClass("client", Target(SERVICE.ip, 9999, "tcp"))
+    want = outcomes.Outcome(frozenset({outcomes.NO_ANSWER}))
+    got = outcomes.Outcome(frozenset({outcomes.Fate(True, HAIRPIN_POD, "192.168.49.1")}))
+    text = outcomes.difference(sandbox, cls, want, got)
+    assert text == (f"A connection from the client (192.168.49.1) to {SERVICE.ip}:9999 reached a "
+                    "pod, which saw the caller's own address as source. It should reach no pod: "
+                    "kube-proxy's rules refuse or drop it there.")
+    both = outcomes.Outcome(want.fates | got.fates)  # sometimes refused, sometimes answered
+    assert outcomes.difference(sandbox, cls, want, both) == text
