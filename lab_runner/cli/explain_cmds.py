@@ -41,7 +41,7 @@ class CallerType(click.ParamType):
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def explain(rules, target, caller, in_interface, out_interface, node_ips, wanted, fmt) -> None:
-    """Explain a real node's kube-proxy rules (iptables-save output), offline.
+    """Explain a real node's kube-proxy rules (iptables-save or nft list ruleset), offline.
 
     With --to it follows one new connection: each rule it matches (line in the file, counters
     from -c), every endpoint it can reach with its exact probability, the DNAT, whether it is
@@ -49,7 +49,7 @@ def explain(rules, target, caller, in_interface, out_interface, node_ips, wanted
     CNI or cloud agents' matches) are listed with what the answer assumes about them.
 
     \b
-    On the node:  sudo iptables-save -c > node.rules
+    On the node:  sudo iptables-save -c > node.rules   (nftables mode: sudo nft list ruleset)
     Here:
       lab-runner explain node.rules                       every Service port, its endpoints
       lab-runner explain node.rules --service default/web
@@ -57,13 +57,20 @@ def explain(rules, target, caller, in_interface, out_interface, node_ips, wanted
       lab-runner explain node.rules --to 10.96.0.1:443 --from node
     """
     from lab_runner.explain import dump as dump_file
-    from lab_runner.explain import report
+    from lab_runner.explain import nft_dump, report
 
-    dump = dump_file.read_file(rules)
+    # An nftables listing (kube-proxy's nftables mode) reads the same questions from its maps.
+    nft = nft_dump.looks_like_nft(rules)
+    dump = nft_dump.read_file(rules) if nft else dump_file.read_file(rules)
     if target is None:
-        from lab_runner.explain.services import find_services
+        if nft:
+            from lab_runner.explain.nft_services import find_services as find_nft
 
-        found = find_services(dump.ruleset)
+            found = find_nft(dump)
+        else:
+            from lab_runner.explain.services import find_services
+
+            found = find_services(dump.ruleset)
         ports = [p for p in found if not wanted or p.matches(wanted)]
         if wanted and not ports:
             names = sorted({p.name.split(":")[0] for p in found})
@@ -80,6 +87,10 @@ def explain(rules, target, caller, in_interface, out_interface, node_ips, wanted
     if wanted:
         raise click.UsageError("--service narrows the summary; with --to the packet decides")
     from lab_runner.explain.packet import Question, explain as explain_packet
+
+    if nft:
+        from lab_runner.explain import nft_report as report  # noqa: F811 (nft_tracer's steps)
+        from lab_runner.explain.nft_packet import explain as explain_packet  # noqa: F811
 
     local = caller in LOCAL_CALLERS
     question = Question(target.ip, target.port, target.proto,
