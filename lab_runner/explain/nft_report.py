@@ -18,6 +18,7 @@ from lab_runner.ruleset.nft_tracer import NftStep, Outcome
 
 MARKS = re.compile(rf"\b(?:jump|goto) {names.MARK_MASQ}\b")
 SOURCE_NAT = re.compile(r"(?:^|\s)(?:masquerade|snat)\b")
+RULE_COMMENT = re.compile(r'\bcomment "([^"]*)"')
 
 
 def marked_by(fate: Outcome) -> tuple[NftStep, ...]:
@@ -64,7 +65,9 @@ def _verdict(fate: Outcome) -> str:
         return verdict
     if ended.number == 0:
         return f"{verdict} by the policy of {ended.table} {ended.chain}"
-    return f"{verdict} by line {ended.line} ({ended.table} {ended.chain})"
+    said = RULE_COMMENT.search(ended.text)  # kube-proxy says why: "Reject traffic to invalid …"
+    return f"{verdict} by line {ended.line} ({ended.table} {ended.chain})" + \
+        (f": \"{said[1]}\"" if said else "")
 
 
 def _counters(step: NftStep) -> str:

@@ -83,6 +83,14 @@ def test_a_pod_to_itself_is_marked_by_its_endpoint_chain():
     assert [f.masquerade for f in inside.fates] == [False] * 4
 
 
+def test_another_port_of_the_cluster_ip_is_rejected_with_kube_proxys_reason():
+    said = cli(str(LIVE), "--to", f"{VIP}:9999")
+    assert said.returncode == 0, said.stderr
+    assert ('Verdict: REJECTED by line 112 (kube-proxy cluster-ips-check): "Reject traffic to '
+            'invalid ports of ClusterIPs"') in " ".join(said.stdout.split())
+    assert "Service: (no kube-proxy Service on the way)" in said.stdout
+
+
 def test_counters_in_a_listing_are_shown_with_their_rules(tmp_path):
     path = tmp_path / "counted.nft"
     path.write_text(LIVE.read_text().replace("tcp dnat to 172.17.0.6:80",
