@@ -1,5 +1,5 @@
-"""Read a node's `nft list ruleset` (or `nft list table ip kube-proxy`, or the kit's `add …` form):
-tell it from iptables-save, refuse what is not kube-proxy's nftables table, parse it."""
+"""Read a node's `nft list ruleset` (or `nft list table ip kube-proxy`, or the kit's `add …`
+form): tell it from iptables-save, refuse what is not kube-proxy's nftables table, parse it."""
 
 from __future__ import annotations
 

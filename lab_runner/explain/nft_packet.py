@@ -1,4 +1,4 @@
-"""One new connection through a node's nftables rules: nft_tracer, told plainly what it cannot model.
+"""One new connection through a node's nftables rules: nft_tracer, saying what it cannot model.
 
 As packet.py does for iptables: a rule the tracer refuses (another program's table with
 statements the kit does not model) is taken out of a copy of the ruleset, assumed not to match,

@@ -111,7 +111,8 @@ def print_explanation(console: Console, e: Explanation) -> None:
         console.print("\n[bold]Then, on every way[/]:")
         _print_steps(console, after, e.counters)
     if e.left_out:
-        console.print("\n[bold]Not modelled[/] (rules on this packet's way the kit does not model):")
+        console.print("\n[bold]Not modelled[/] (rules on this packet's way the kit does not "
+                      "model):")
         for item in e.left_out:
             say(console, f"  {item.describe()}", "    ")
     console.print()

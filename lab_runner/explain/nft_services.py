@@ -131,8 +131,8 @@ def _no_endpoints(dump: NftDump, table: Table, found: dict, cluster_ips: set[str
             shown = " . ".join(element.key)
             proto = element.key[-2].lower() if len(element.key) >= 2 else "tcp"
             name = named.get(shown, f"(unnamed: {shown})").rstrip(":")
-            port = found.setdefault((name, proto), ServicePort(name, proto,
-                                                               line_no=table.sets[map_name].line_no))
+            line_no = table.sets[map_name].line_no
+            port = found.setdefault((name, proto), ServicePort(name, proto, line_no=line_no))
             verdict = element.value
             what = "REJECT" if isinstance(verdict, Verdict) and verdict.target == \
                 names.REJECT_CHAIN else STOPS.get(getattr(verdict, "kind", ""), str(verdict))

@@ -93,8 +93,8 @@ def test_another_port_of_the_cluster_ip_is_rejected_with_kube_proxys_reason():
 
 def test_counters_in_a_listing_are_shown_with_their_rules(tmp_path):
     path = tmp_path / "counted.nft"
-    path.write_text(LIVE.read_text().replace("tcp dnat to 172.17.0.6:80",
-                                             "tcp counter packets 7 bytes 420 dnat to 172.17.0.6:80"))
+    counted = "tcp counter packets 7 bytes 420 dnat to 172.17.0.6:80"
+    path.write_text(LIVE.read_text().replace("tcp dnat to 172.17.0.6:80", counted))
     dump = read_file(path)
     assert dump.has_counters and not read_file(LIVE).has_counters
     counted = {e.address: e.counters for e in find_services(dump)[0].endpoints}
