@@ -23,6 +23,7 @@ NOT_FROM_THE_LIST = {
     "node": "a lab role (`iptables node -- …`), not Node.js",
     "route": "a word of `ip route …` argument lists",
     "link": "a word of `ip link …` argument lists",
+    "write": "a column of lab 8's table (`(\"write s\", …)` in lab_runner/scale/report.py)",
 }
 
 
