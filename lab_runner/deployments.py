@@ -75,6 +75,15 @@ def with_readiness(lab: Lab, name: str, ready: bool) -> Lab:
                                        for p in lab.pods))
 
 
+def with_termination(lab: Lab, name: str, serving: bool = True) -> Lab:
+    """A pod being deleted, within its grace period: still running, listed in its EndpointSlice
+    as terminating (not Ready), serving while its readiness probe passes."""
+    pod = find_pod(lab, name)
+    return lab.with_changes(pods=tuple(
+        replace(p, terminating=True, serving=serving, ready=False) if p.name == pod.name else p
+        for p in lab.pods))
+
+
 def recreated(lab: Lab, name: str, rng: random.Random | None = None) -> tuple[Lab, Pod, Pod]:
     """A deleted pod comes back as a new pod: new name suffix, new address (lab 1's lesson)."""
     old = find_pod(lab, name)

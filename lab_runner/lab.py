@@ -201,6 +201,13 @@ class LiveLab:
         self.resync()
         return deployments.find_pod(model, pod).name
 
+    def terminate(self, pod: str, serving: bool = True) -> str:
+        """Start deleting a pod: it keeps running, terminating (serving or not) in its slice."""
+        model = deployments.with_termination(self.model, pod, serving)
+        self._changed_pods(model)
+        self.resync()
+        return deployments.find_pod(model, pod).name
+
     def recreate(self, pod: str) -> tuple[str, str]:
         """Delete a pod; its Deployment starts a new one with a new name and a new address."""
         model, old, new = deployments.recreated(self.model, pod)

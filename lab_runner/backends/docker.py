@@ -57,7 +57,7 @@ SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 # other command (up, down, status, clean, exercises, autograder, any new one) runs on the host:
 # forwarding is opted into by name, never implied by a run that happens to exist.
 RUN_COMMANDS = {"exec", "shell", "ssh", "iptables", "probe", "trace", "sample", "counters",
-                "conntrack", "kubectl", "scale", "readiness", "delete-pod", "walk", "rules"}
+                "conntrack", "kubectl", "scale", "readiness", "terminate", "delete-pod", "walk", "rules"}
 # A grader builds a lab of its own: it enters a docker run's container only when named by run id.
 RUN_ID_COMMANDS = {"grade"}
 RECORDLESS_GRACE = 60.0  # a labelled container without a record, younger than this, is left alone

@@ -1,4 +1,5 @@
-"""Changes a cluster makes while the lab runs: scale a deployment, pod readiness, delete a pod."""
+"""Changes a cluster makes while the lab runs: scale a deployment, pod readiness, terminate or
+delete a pod."""
 
 from __future__ import annotations
 
@@ -53,6 +54,30 @@ def readiness(lab, pod, state) -> None:
     """
     live = _attach(lab)
     name = live.set_ready(pod, state == "ready")
+    console.print(f"pod {name} is {state}; chains re-synced", highlight=False)
+
+
+@cli.command()
+@click.argument("lab")
+@click.argument("pod")
+@click.option("--not-serving", is_flag=True,
+              help="its readiness probe fails too (serving: false in the slice).")
+def terminate(lab, pod, not_serving) -> None:
+    """Start deleting POD, as `kubectl delete pod` does during a rollout: the pod keeps running
+    through its grace period, listed in its EndpointSlice as terminating (not ready; serving
+    while its readiness probe passes, --not-serving once it fails).
+
+    kube-proxy sends new connections only to ready endpoints while a Service has any; when it
+    has none, v1.26+ falls back to the serving-terminating ones (`lab-runner rules` shows it).
+    `lab-runner delete-pod LAB POD` ends the deletion.
+
+    \b
+    Example:
+      sudo lab-runner terminate lab-6 web-a1
+    """
+    live = _attach(lab)
+    name = live.terminate(pod, serving=not not_serving)
+    state = "terminating, not serving" if not_serving else "terminating, still serving"
     console.print(f"pod {name} is {state}; chains re-synced", highlight=False)
 
 

@@ -447,9 +447,12 @@ def _get_pods(lab: Lab, request: Request, age: str, release: Release) -> str:
     rows = []
     for p in pods:
         # A not-ready pod is one whose app container fails its readiness probe; sidecars stay
-        # ready and the pod keeps Running, exactly what kubectl shows for such a pod.
-        ready = p.containers if p.ready else p.containers - 1
-        cells = [p.name, f"{ready}/{p.containers}", "Running", "0", age]
+        # ready and the pod keeps Running, exactly what kubectl shows for such a pod. A pod being
+        # deleted shows Terminating, its containers ready while its probe passes (serving).
+        probe_passes = p.ready or (p.terminating and p.serving)
+        ready = p.containers if probe_passes else p.containers - 1
+        status = "Terminating" if p.terminating else "Running"
+        cells = [p.name, f"{ready}/{p.containers}", status, "0", age]
         cells += [str(p.ip), p.node, "<none>", "<none>"] if request.wide else []
         rows.append((p.namespace, cells))
     return _table(request, header, rows)
