@@ -78,7 +78,8 @@ def read_text(text: str, source: str = "<iptables-save>") -> Dump:
     lines = tuple(text.split("\n"))
     if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
         raise DumpError(source, "empty: no rules in it. Take the dump on the node with "
-                                "`sudo iptables-save -c > node.rules`")
+                                "`sudo iptables-save -c > node.rules` (iptables mode) or "
+                                "`sudo nft list ruleset > node.nft` (nftables mode)")
     _refuse_ipv6(source, lines)
     try:
         ruleset = parse(text, source, check=False)
