@@ -11,6 +11,7 @@ text raises NftSyntaxError naming the line.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from lab_runner.errors import LabError
@@ -21,6 +22,8 @@ from lab_runner.ruleset.nft_model import (Chain, Element, Lookup, MarkSet, Match
 # Named base-chain priorities of the ip/inet families (nft(8), "CHAINS").
 PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
               "srcnat": 100}
+# nft takes these two names only at their own hook (ip family; "dstnat" at output: refused).
+NAMED_PRIORITY_HOOK = {"dstnat": "prerouting", "srcnat": "postrouting"}
 # Selectors a match or lookup may read; each names what the tracer compares.
 SELECTORS = {("ip", "saddr"), ("ip", "daddr"), ("ip", "protocol"), ("meta", "l4proto"),
              ("meta", "mark"), ("meta", "iifname"), ("meta", "oifname"), ("th", "dport"),
@@ -249,8 +252,7 @@ class _Reader:
                       rest: list[str]) -> None:
         if verb in ("add", "create"):
             chain = self.ensure_chain(table, name, line_no)
-            for part in _split_specs(self.braced(line_no, rest, optional=True)):
-                self.chain_spec(line_no, chain, part)
+            self.chain_spec(line_no, chain, self.braced(line_no, rest, optional=True))
         elif verb == "flush" and name in table.chains:
             table.chains[name].rules.clear()
         elif verb in ("delete", "destroy"):
@@ -282,12 +284,19 @@ class _Reader:
         return table.sets.setdefault(name, NamedSet(name, kind, line_no))
 
     def chain_spec(self, line_no: int, chain: Chain, words: list[str]) -> None:
-        """`type T hook H priority P ; policy X ;` (either form); also `comment "…"`."""
+        """`type T hook H priority P ; policy X ;` (either form); also `comment "…"`. Refused
+        as nft refuses them: dstnat/srcnat named at another hook than their own, two policies."""
         parts = _split_specs(words)
+        if sum(part[0] == "policy" for part in parts) > 1:
+            self.fail(line_no, "a second policy (nft: \"you cannot set chain policy twice\")")
         for part in parts:
             if part[0] == "type" and len(part) >= 6 and part[2] == "hook" and part[4] == "priority":
                 chain.type, chain.hook = part[1], part[3]
                 chain.priority = self.priority(line_no, part[5:])
+                if NAMED_PRIORITY_HOOK.get(part[5], chain.hook) != chain.hook:
+                    self.fail(line_no, f"priority {part[5]} is only for hook "
+                                       f"{NAMED_PRIORITY_HOOK[part[5]]} (nft: \"invalid priority "
+                                       "expression value in this context\")")
             elif part[0] == "policy" and len(part) == 2 and part[1] in ("accept", "drop"):
                 chain.policy = part[1]
             elif part[0] == "comment" and len(part) == 2:
@@ -491,6 +500,7 @@ class _RuleReader:
             if (self.peek() or "").startswith("@"):
                 return Lookup(selectors, map_ref=self.take()[0][1:], numgen=numgen)
             items = self.reader.elements(self.line_no, self.braced())
+            _refuse_overlaps(self, items)
             return Lookup(selectors, tuple(items), numgen=numgen)
         if numgen:
             self.fail("numgen is read only as a verdict map's key (`numgen … vmap`)")
@@ -575,6 +585,34 @@ def _refuse_conflicts(reader: _Reader, line_no: int, held: list[Element],
         if values.setdefault(element.key, element.value) != element.value:
             reader.fail(line_no, f"the key {' . '.join(element.key)} is given a second, "
                                  "different value (nft refuses it: \"File exists\")")
+
+
+def _refuse_overlaps(reader: _RuleReader, items: list[Element]) -> None:
+    """Two keys of an anonymous verdict map that overlap without being equal (`0-1` and `1`,
+    `10.0.0.0/8` and `10.1.0.5`): nft refuses the rule ("conflicting intervals specified"),
+    whatever the verdicts. Single-part keys of numbers or addresses only."""
+    spans = [(span, element) for element in items if len(element.key) == 1
+             and (span := _interval(element.key[0])) is not None]
+    for i, (a, first) in enumerate(spans):
+        for b, second in spans[i + 1:]:
+            if a != b and a[0] <= b[1] and b[0] <= a[1]:
+                reader.fail(f"the keys {first.key[0]} and {second.key[0]} overlap (nft: "
+                            "\"conflicting intervals specified\")")
+
+
+def _interval(item: str) -> tuple[int, int] | None:
+    """A key as the closed interval of numbers it covers (an address as its integer), or None
+    when it is neither a number, an address, a prefix nor a range of them."""
+    try:
+        if "/" in item:
+            net = ipaddress.ip_network(item, strict=False)
+            return int(net.network_address), int(net.broadcast_address)
+        low, _, high = item.partition("-")
+        ends = [int(ipaddress.ip_address(w)) if "." in w else int(w, 0)
+                for w in (low, high or low)]
+    except ValueError:
+        return None
+    return ends[0], ends[1]
 
 
 def _number(word: str, reader: _RuleReader) -> int:

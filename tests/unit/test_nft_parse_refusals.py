@@ -1,0 +1,51 @@
+"""What `nft -f` (nftables 1.0.6 on the kit's kernel) refuses, the kit's nft reader refuses too,
+naming the line: found by the nftables differential test (tests/integration/
+test_differential_nft.py), where the intake took these variants of lab 7's table and nft did not.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lab_runner.ruleset.nft_parse import NftSyntaxError, parse_nft
+
+HEAD = ["add table ip t", "add chain ip t a", "add chain ip t b", "add chain ip t c"]
+
+
+def document(*lines: str) -> str:
+    return "\n".join(HEAD + list(lines)) + "\n"
+
+
+@pytest.mark.parametrize(("line", "nft_says"), [
+    # Overlapping keys of an anonymous verdict map, whatever the verdicts.
+    ("add rule ip t c numgen random mod 4 vmap { 0-1 : goto a , 1 : goto b }", "conflicting"),
+    ("add rule ip t c numgen random mod 4 vmap { 0-1 : goto a , 0 : goto a }", "conflicting"),
+    ("add rule ip t c numgen random mod 4 vmap { 0-1 : goto a , 1-2 : goto a }", "conflicting"),
+    ("add rule ip t c tcp dport vmap { 80-90 : goto a , 85 : goto b }", "conflicting"),
+    ("add rule ip t c ip daddr vmap { 10.0.0.0/8 : goto a , 10.1.0.5 : goto a }", "conflicting"),
+    # The named priorities at a hook not their own.
+    ("add chain ip t f { type filter hook output priority dstnat ; }", "invalid priority"),
+    ("add chain ip t n { type nat hook input priority srcnat ; }", "invalid priority"),
+    ("add chain ip t n { type nat hook forward priority dstnat ; }", "invalid priority"),
+    ("add chain ip t p { type filter hook input priority 0 ; policy drop ; policy accept ; }",
+     "policy twice"),
+])
+def test_what_nft_refuses_the_reader_refuses_naming_the_line(line, nft_says):
+    with pytest.raises(NftSyntaxError) as caught:
+        parse_nft(document(line))
+    assert caught.value.line_no == len(HEAD) + 1 and nft_says in str(caught.value)
+
+
+@pytest.mark.parametrize("line", [
+    # What nft takes: the same key twice with the same verdict, keys side by side, anonymous
+    # sets (not maps) with overlaps, each named priority at its own hook.
+    "add rule ip t c numgen random mod 4 vmap { 0 : goto a , 0 : goto a }",
+    "add rule ip t c numgen random mod 4 vmap { 0-1 : goto a , 0-1 : goto a }",
+    "add rule ip t c numgen random mod 4 vmap { 0-1 : goto a , 2-3 : goto b }",
+    "add rule ip t c ip daddr { 10.0.0.0/8 , 10.0.0.5 } accept",
+    "add rule ip t c tcp dport { 80-90 , 85 } accept",
+    "add chain ip t f { type filter hook prerouting priority dstnat ; }",
+    "add chain ip t n { type nat hook postrouting priority srcnat ; policy accept ; }",
+])
+def test_what_nft_takes_the_reader_takes(line):
+    assert parse_nft(document(line)).table("ip", "t")
