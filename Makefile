@@ -18,11 +18,13 @@ APT_PACKAGES := $(shell sed -e 's/\#.*//' $(PACKAGE_LIST) | awk 'NF {print $$1}'
 
 help:
 	@echo "sudo make lab-3        the ClusterIP walkthrough (KEEP=1 leaves the lab up, STEP=N starts at step N)"
+	@echo "sudo make lab-N        lab N's walkthrough: 1 pods, 2 NAT, 4 endpoints, 5 NodePort, 6 affinity and"
+	@echo "                       local, 7 nftables mode, 8 scale (\`lab-runner list\` shows them all)"
 	@echo "sudo make test         the fast suite: unit + real namespaces, without the slow tests (-m slow)"
 	@echo "sudo make test-deps    the packages only the tests need (chromium); make test installs them"
 	@echo "sudo make test-all     every test, the slow ones included"
 	@echo "make test-unit         the tests that need no root"
-	@echo "sudo make bench        timings: up/down, render+apply, probes, walkthrough"
+	@echo "sudo make bench        timings: up/down, render+apply, probes, walkthrough, grading, lab 8's sweep"
 	@echo "sudo make down         tear down the running lab (RUN=<run id> when several run)"
 	@echo "sudo make clean        remove leftovers of crashed runs (labs up on purpose stay)"
 	@echo "sudo make down-all     tear down every lab of the kit, other users' included"
