@@ -24,6 +24,9 @@ PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "securit
               "srcnat": 100}
 # nft takes these two names only at their own hook (ip family; "dstnat" at output: refused).
 NAMED_PRIORITY_HOOK = {"dstnat": "prerouting", "srcnat": "postrouting"}
+# The hooks of a nat chain each NAT statement may run at (the kernel's validation).
+NAT_HOOKS = {"dnat": ("prerouting", "output"), "snat": ("postrouting", "input"),
+             "masquerade": ("postrouting",)}
 # Selectors a match or lookup may read; each names what the tracer compares.
 SELECTORS = {("ip", "saddr"), ("ip", "daddr"), ("ip", "protocol"), ("meta", "l4proto"),
              ("meta", "mark"), ("meta", "iifname"), ("meta", "oifname"), ("th", "dport"),
@@ -96,6 +99,8 @@ class _Reader:
             self.fail(len(self.lines) or 1, f"end of text inside an open block "
                                             f"({type(self.stack[-1]).__name__.lower()} "
                                             f"{self.stack[-1].name}): a '}}' is missing")
+        for table in self.ruleset.tables.values():
+            _refuse_misplaced_nat(self, table)
         return self.ruleset
 
     def join_until_balanced(self, words: list[str], text: str) -> tuple[list[str], str]:
@@ -585,6 +590,41 @@ def _refuse_conflicts(reader: _Reader, line_no: int, held: list[Element],
         if values.setdefault(element.key, element.value) != element.value:
             reader.fail(line_no, f"the key {' . '.join(element.key)} is given a second, "
                                  "different value (nft refuses it: \"File exists\")")
+
+
+def _refuse_misplaced_nat(reader: _Reader, table: Table) -> None:
+    """A NAT statement that a base chain reaches (by jump, goto or verdict map) though it is no
+    nat chain at a hook the statement may run at: the kernel refuses the rule when the
+    transaction commits ("Operation not supported"; nft_nat_validate, nft_masq_validate)."""
+    for base in [chain for chain in table.chains.values() if chain.base]:
+        seen: set[str] = set()
+        todo = [base.name]
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in table.chains:
+                continue
+            seen.add(name)
+            for rule in table.chains[name].rules:
+                for statement in rule.statements:
+                    if isinstance(statement, Nat) and (
+                            base.type != "nat" or base.hook not in NAT_HOOKS[statement.kind]):
+                        reader.fail(rule.line_no, f"{statement.kind} runs only in a nat chain at "
+                                                  f"{' or '.join(NAT_HOOKS[statement.kind])}; "
+                                                  f"{base.type} chain {base.name} at {base.hook} "
+                                                  "reaches it (the kernel refuses it: "
+                                                  "\"Operation not supported\")")
+                    todo += _targets(statement, table)
+
+
+def _targets(statement, table: Table) -> list[str]:
+    """The chains a statement may jump or go to: its verdict, or its verdict map's."""
+    if isinstance(statement, Verdict):
+        return [statement.target] if statement.target else []
+    if not isinstance(statement, Lookup):
+        return []
+    named = table.sets.get(statement.map_ref) if statement.map_ref else None
+    elements = named.elements if named else statement.elements
+    return [e.value.target for e in elements if isinstance(e.value, Verdict) and e.value.target]
 
 
 def _refuse_overlaps(reader: _RuleReader, items: list[Element]) -> None:

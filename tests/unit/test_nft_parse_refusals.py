@@ -49,3 +49,38 @@ def test_what_nft_refuses_the_reader_refuses_naming_the_line(line, nft_says):
 ])
 def test_what_nft_takes_the_reader_takes(line):
     assert parse_nft(document(line)).table("ip", "t")
+
+
+@pytest.mark.parametrize(("lines", "refused_at"), [
+    # A NAT statement reached from a base chain that may not run it: the kernel refuses the
+    # rule that holds it when the transaction commits (nft -c does not see it).
+    (["add chain ip t b { type filter hook prerouting priority 0 ; }", "add rule ip t b jump a",
+      "add rule ip t a dnat to 1.2.3.4"], 7),
+    (["add chain ip t b { type nat hook input priority 100 ; }", "add rule ip t b jump a",
+      "add rule ip t a masquerade"], 7),
+    (["add chain ip t b { type nat hook output priority -100 ; }", "add rule ip t b goto a",
+      "add rule ip t a snat to 1.2.3.4"], 7),
+    (["add chain ip t b { type nat hook postrouting priority 100 ; }",
+      "add rule ip t b tcp dport vmap { 80 : jump a }", "add rule ip t a dnat to 1.2.3.4"], 7),
+    (["add map ip t m { type inet_service : verdict ; }",
+      "add chain ip t b { type nat hook postrouting priority 100 ; }",
+      "add rule ip t b tcp dport vmap @m", "add element ip t m { 80 : goto a }",
+      "add rule ip t a dnat to 1.2.3.4"], 9),
+    (["add chain ip t b { type nat hook prerouting priority -100 ; }",
+      "add rule ip t b masquerade"], 6),
+])
+def test_a_nat_statement_a_base_chain_may_not_run_is_refused_at_its_rule(lines, refused_at):
+    with pytest.raises(NftSyntaxError) as caught:
+        parse_nft(document(*lines))
+    assert caught.value.line_no == refused_at and "Operation not supported" in str(caught.value)
+
+
+@pytest.mark.parametrize("lines", [
+    ["add chain ip t b { type nat hook input priority 100 ; }", "add rule ip t b jump a",
+     "add rule ip t a snat to 1.2.3.4"],
+    ["add chain ip t b { type nat hook output priority -100 ; }", "add rule ip t b jump a",
+     "add rule ip t a dnat to 1.2.3.4"],
+    ["add rule ip t a dnat to 1.2.3.4"],  # no base chain reaches it
+])
+def test_a_nat_statement_where_the_kernel_runs_it_is_taken(lines):
+    assert parse_nft(document(*lines)).table("ip", "t")
