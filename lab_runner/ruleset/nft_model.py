@@ -130,6 +130,12 @@ class Table:
     sets: dict[str, NamedSet] = field(default_factory=dict)  # sets and maps share a namespace
 
 
+# Where nf_nat runs a hook's NAT chains (NF_IP_PRI_NAT_DST / NF_IP_PRI_NAT_SRC): a nat chain's
+# own priority orders it among the NAT chains of its hook only (the differential test found it:
+# a nat output chain declared at priority 1 still DNATs before a filter chain at 0).
+NAT_HOOK_PRIORITY = {"prerouting": -100, "output": -100, "postrouting": 100, "input": 100}
+
+
 @dataclass
 class NftRuleset:
     tables: dict[tuple[str, str], Table] = field(default_factory=dict)
@@ -140,8 +146,15 @@ class NftRuleset:
         return self.tables[(family, name)]
 
     def base_chains(self, hook: str, families=("ip", "inet")) -> list[tuple[Table, Chain]]:
-        """Every base chain at `hook` of the tables that see IPv4, by priority (the kernel's
-        order; equal priorities in the order they were read)."""
+        """Every base chain at `hook` of the tables that see IPv4, in the kernel's order: by
+        priority, except that NAT chains all run where nf_nat hooks in (NAT_HOOK_PRIORITY), their
+        own priorities ordering them among themselves; equal ones in the order they were read."""
         found = [(t, c) for t in self.tables.values() if t.family in families
                  for c in t.chains.values() if c.hook == hook]
-        return sorted(found, key=lambda tc: tc[1].priority)
+
+        def order(table_chain: tuple[Table, Chain]) -> tuple[int, int]:
+            chain = table_chain[1]
+            if chain.type == "nat" and hook in NAT_HOOK_PRIORITY:
+                return NAT_HOOK_PRIORITY[hook], chain.priority
+            return chain.priority, 0
+        return sorted(found, key=order)

@@ -24,6 +24,7 @@ PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "securit
               "srcnat": 100}
 # nft takes these two names only at their own hook (ip family; "dstnat" at output: refused).
 NAMED_PRIORITY_HOOK = {"dstnat": "prerouting", "srcnat": "postrouting"}
+CONNTRACK_PRIORITY = -200  # NF_IP_PRI_CONNTRACK: a nat chain must come after it
 # The hooks of a nat chain each NAT statement may run at (the kernel's validation).
 NAT_HOOKS = {"dnat": ("prerouting", "output"), "snat": ("postrouting", "input"),
              "masquerade": ("postrouting",)}
@@ -290,7 +291,8 @@ class _Reader:
 
     def chain_spec(self, line_no: int, chain: Chain, words: list[str]) -> None:
         """`type T hook H priority P ; policy X ;` (either form); also `comment "…"`. Refused
-        as nft refuses them: dstnat/srcnat named at another hook than their own, two policies."""
+        as nft refuses them: dstnat/srcnat named at another hook than their own, two policies,
+        a nat chain at conntrack's priority or before it."""
         parts = _split_specs(words)
         if sum(part[0] == "policy" for part in parts) > 1:
             self.fail(line_no, "a second policy (nft: \"you cannot set chain policy twice\")")
@@ -302,6 +304,10 @@ class _Reader:
                     self.fail(line_no, f"priority {part[5]} is only for hook "
                                        f"{NAMED_PRIORITY_HOOK[part[5]]} (nft: \"invalid priority "
                                        "expression value in this context\")")
+                if chain.type == "nat" and chain.priority <= CONNTRACK_PRIORITY:
+                    self.fail(line_no, f"a nat chain at priority {chain.priority}: NAT runs after "
+                                       f"conntrack ({CONNTRACK_PRIORITY}), so the kernel refuses "
+                                       "it (nft: \"Operation not supported\")")
             elif part[0] == "policy" and len(part) == 2 and part[1] in ("accept", "drop"):
                 chain.policy = part[1]
             elif part[0] == "comment" and len(part) == 2:

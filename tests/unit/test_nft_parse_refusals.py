@@ -29,6 +29,9 @@ def document(*lines: str) -> str:
     ("add chain ip t n { type nat hook forward priority dstnat ; }", "invalid priority"),
     ("add chain ip t p { type filter hook input priority 0 ; policy drop ; policy accept ; }",
      "policy twice"),
+    # A nat chain at conntrack's priority or before it (-199 is taken).
+    ("add chain ip t n { type nat hook prerouting priority -200 ; }", "Operation not supported"),
+    ("add chain ip t n { type nat hook postrouting priority raw ; }", "Operation not supported"),
 ])
 def test_what_nft_refuses_the_reader_refuses_naming_the_line(line, nft_says):
     with pytest.raises(NftSyntaxError) as caught:
@@ -46,6 +49,7 @@ def test_what_nft_refuses_the_reader_refuses_naming_the_line(line, nft_says):
     "add rule ip t c tcp dport { 80-90 , 85 } accept",
     "add chain ip t f { type filter hook prerouting priority dstnat ; }",
     "add chain ip t n { type nat hook postrouting priority srcnat ; policy accept ; }",
+    "add chain ip t n { type nat hook prerouting priority -199 ; }",
 ])
 def test_what_nft_takes_the_reader_takes(line):
     assert parse_nft(document(line)).table("ip", "t")

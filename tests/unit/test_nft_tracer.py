@@ -338,14 +338,27 @@ def test_hooks_run_by_priority_across_tables_and_a_later_nat_chain_is_skipped():
     text = "\n".join([
         "add table ip a", "add chain ip a late { type nat hook prerouting priority 10 ; }",
         "add rule ip a late dnat to 10.8.8.8",
-        "add table ip b", "add chain ip b early { type nat hook prerouting priority -200 ; }",
+        "add table ip b", "add chain ip b early { type nat hook prerouting priority -150 ; }",
         "add rule ip b early dnat to 10.7.7.7",
-        # Each filter drops only if it runs on the wrong side of the DNAT at -200.
-        "add chain ip b f { type filter hook prerouting priority -150 ; }",
+        # Each filter drops only if it runs on the wrong side of the DNAT, which happens where
+        # nf_nat hooks in (-100), whatever the nat chains' own priorities (-150 and 10).
+        "add chain ip b f { type filter hook prerouting priority -50 ; }",
         "add rule ip b f ip daddr 10.0.0.1 drop",
-        "add chain ip a g { type filter hook prerouting priority raw ; }",
+        "add chain ip a g { type filter hook prerouting priority -120 ; }",
         "add rule ip a g ip daddr 10.7.7.7 drop"])
     assert shares(text) == {(("10.7.7.7", 80), "ACCEPT", 0): 1}
+
+
+def test_nat_chains_run_where_nf_nat_hooks_in_not_at_their_own_priority():
+    """A nat chain declared at priority 1 still DNATs before a filter chain at 0 (the kernel runs
+    every nat chain of a hook at -100): the node's own connection is not rejected undNATed."""
+    text = "\n".join([
+        "add table ip t", "add chain ip t out { type nat hook output priority 1 ; }",
+        "add rule ip t out ip daddr 10.0.0.1 dnat to 10.7.7.7",
+        "add chain ip t f { type filter hook output priority 0 ; }",
+        "add rule ip t f ip daddr 10.0.0.1 reject"])
+    node = Packet("192.168.49.2", "10.0.0.1", "tcp", 1000, 80, out_interface="eth0")
+    assert shares(text, node) == {(("10.7.7.7", 80), "ACCEPT", 0): 1}
 
 
 def test_what_it_does_not_model_stops_the_trace_with_its_line():
