@@ -195,8 +195,9 @@ def trace(lab, source, target, node) -> None:
 
     live = _attach(lab)
     src_ip = sampling.host_ip(live, source)
-    on = live.resolve(node)[1] if node else kernel_trace.caller_node(live, source, target)
-    if live.resolve(on)[0] != "node":
+    kind, on = live.resolve(node) if node else ("node", kernel_trace.caller_node(live, source,
+                                                                                  target))
+    if kind != "node":
         raise click.BadParameter(f"{node!r} is not a node of {live.model.id} (nodes: "
                                  f"{', '.join(n.name for n in live.model.nodes)})", param_hint="--on")
     if live.nftables:

@@ -12,7 +12,7 @@ from rich.console import Console
 from lab_runner.explain.nft_services import counters_of
 from lab_runner.explain.packet import Explanation
 from lab_runner.explain import report
-from lab_runner.explain.report import ROUTES, VERDICTS, exact, percent, say
+from lab_runner.explain.report import exact, percent, say
 from lab_runner.ruleset import nft_names as names
 from lab_runner.ruleset.nft_tracer import NftStep, Outcome
 
@@ -57,17 +57,10 @@ def _why_masqueraded(fate: Outcome) -> str:
 
 
 def _verdict(fate: Outcome) -> str:
-    verdict = VERDICTS.get(fate.verdict, fate.verdict)
-    if fate.verdict == "ACCEPT":
-        return f"{verdict}, {ROUTES.get(fate.route, fate.route)}"
-    ended = ended_by(fate)
-    if ended is None:
-        return verdict
-    if ended.number == 0:
-        return f"{verdict} by the policy of {ended.table} {ended.chain}"
-    said = RULE_COMMENT.search(ended.text)  # kube-proxy says why: "Reject traffic to invalid …"
-    return f"{verdict} by line {ended.line} ({ended.table} {ended.chain})" + \
-        (f": \"{said[1]}\"" if said else "")
+    def where(ended: NftStep) -> tuple[bool, int, str | None]:
+        said = RULE_COMMENT.search(ended.text)  # kube-proxy says why: "Reject traffic to invalid …"
+        return ended.number == 0, ended.line, said[1] if said else None
+    return report.verdict_words(fate, ended_by, where)
 
 
 def _counters(step: NftStep) -> str:

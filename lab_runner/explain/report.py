@@ -81,16 +81,24 @@ def _why_masqueraded(fate: Outcome) -> str:
 
 
 def _verdict(fate: Outcome) -> str:
+    return verdict_words(fate, ended_by,
+                         lambda ended: (ended.rule is None, _line(ended), _comment_of(ended)))
+
+
+def verdict_words(fate, last_step, where) -> str:
+    """The fate's verdict in words, with the rule that ended it (iptables and nftables alike):
+    last_step(fate) is that step or None, where(step) gives (ended by the chain's policy, its
+    line, kube-proxy's reason or None)."""
     verdict = VERDICTS.get(fate.verdict, fate.verdict)
     if fate.verdict == "ACCEPT":
         return f"{verdict}, {ROUTES.get(fate.route, fate.route)}"
-    ended = ended_by(fate)
+    ended = last_step(fate)
     if ended is None:
         return verdict
-    if ended.rule is None:
+    by_policy, line, said = where(ended)
+    if by_policy:
         return f"{verdict} by the policy of {ended.table} {ended.chain}"
-    said = _comment_of(ended)
-    return f"{verdict} by line {_line(ended)} ({ended.table} {ended.chain})" + \
+    return f"{verdict} by line {line} ({ended.table} {ended.chain})" + \
         (f": \"{said}\"" if said else "")
 
 
