@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab_runner.evidence import nft_sampling, nft_trace, probing, sampling
-from lab_runner.grading import outcomes
+from lab_runner.evidence import nft_sampling, nft_trace, probing
 from lab_runner.grading.sandbox import (FIRST_PACKET_TIMEOUT, SPORT_BASE, LiveSandbox, Sandbox,
                                         StaticSandbox, _tries)
 from lab_runner.errors import LabError
@@ -65,22 +64,6 @@ class NftRules:
 
     def trace_packet(self, ruleset, packet):
         return nft_tracer.trace(ruleset, packet)
-
-    def traced(self, ruleset, cls: outcomes.PacketClass) -> outcomes.Outcome:
-        """outcomes.traced, through nft_tracer. A pod reaching itself is judged by what it sees
-        (masqueraded or no answer), in both modes alike: no counters say which rule marked it."""
-        packet = nft_tracer.Packet(src=self.caller_ip(cls.caller), dst=cls.target.ip,
-                                   protocol=cls.target.proto, dport=cls.target.port,
-                                   in_interface=self.inbound(cls.caller), mark=cls.premark,
-                                   **sampling.node_facts(self.model))
-        ways = [o for o in nft_tracer.trace(ruleset, packet).outcomes if o.probability]
-        other = cls.premark & ~outcomes.MASQ_BIT
-        accepted = [o.mark for o in ways if o.verdict == "ACCEPT"] if cls.premark else []
-        return outcomes.Outcome(
-            frozenset(outcomes.fate(self, cls, o) for o in ways),
-            frozenset(mark & other == other for mark in accepted),
-            frozenset(bool(mark & ~(cls.premark | outcomes.MASQ_BIT) & 0xFFFFFFFF)
-                      for mark in accepted))
 
     def reference_spread(self, source, target):
         shares, _ = nft_sampling.expected_distribution(

@@ -86,13 +86,14 @@ def cluster_caller_ip(model) -> str | None:
 # -- static: from the rule tracer -------------------------------------------------------------
 
 def traced(sandbox, ruleset: Ruleset, cls: PacketClass) -> Outcome:
-    """The exact outcome of `cls` through `ruleset` (the fates that have a probability > 0)."""
+    """The exact outcome of `cls` through `ruleset` (the fates that have a probability > 0), by
+    the sandbox's own tracer (sandbox.trace_packet: iptables rules or nftables ones)."""
     packet = tracer.Packet(src=sandbox.caller_ip(cls.caller), dst=cls.target.ip,
                            protocol=cls.target.proto, sport=40000, dport=cls.target.port,
                            in_interface=sandbox.inbound(cls.caller), mark=cls.premark,
                            **sampling.node_facts(sandbox.model))
     fates, kept, added = set(), set(), set()
-    for o in tracer.trace(ruleset, packet).outcomes:
+    for o in sandbox.trace_packet(ruleset, packet).outcomes:
         if o.probability == 0:
             continue
         fates.add(fate(sandbox, cls, o))
